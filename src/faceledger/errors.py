@@ -1,0 +1,47 @@
+"""Errors. Each class docstring is the user-facing meaning; the CLI and API translate them at the edge."""
+
+from __future__ import annotations
+
+
+class FaceledgerError(Exception):
+    """Something went wrong that the user can understand and fix."""
+
+
+class ModelNotAvailable(FaceledgerError):
+    """A model file is missing or is not the file faceledger was built for."""
+
+
+class ImageError(FaceledgerError):
+    """The file could not be read as an image."""
+
+
+class ImageTooLarge(ImageError):
+    """The image is larger than the configured byte or pixel limit."""
+
+
+class NoFaceFound(FaceledgerError):
+    """No usable face was found in the image."""
+
+
+class MultipleFaces(FaceledgerError):
+    """More than one face was found where exactly one was expected."""
+
+
+class NotFound(FaceledgerError):
+    """A named gallery, subject, entry or file does not exist."""
+
+
+class AlreadyExists(FaceledgerError):
+    """Something with that name already exists."""
+
+
+class PolicyViolation(FaceledgerError):
+    """The request breaks an accountability rule (missing purpose, case reference, ...)."""
+
+
+class IndexMismatch(FaceledgerError):
+    """The vector index does not belong to this store (other model or dimension)."""
+
+
+class LedgerTampered(FaceledgerError):
+    """The ledger's hash chain is broken: an entry was edited, removed or reordered."""

@@ -1,0 +1,97 @@
+"""The image-to-faces pipeline: detect -> align -> quality -> embed. Knows nothing of storage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import Settings
+from .detect import Detector, create_detector
+from .embed import Embedder, create_embedder
+from .errors import MultipleFaces, NoFaceFound
+from .faces import Face
+from .quality import QualityThresholds, assess
+
+
+@dataclass
+class FacePipeline:
+    """A loaded detector + embedder and the quality rules; one per process (models are not fork-safe)."""
+
+    detector: Detector
+    embedder: Embedder
+    thresholds: QualityThresholds
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "FacePipeline":
+        detector = create_detector(
+            settings.detector,
+            score_threshold=settings.detector_score_threshold,
+            max_side=settings.detect_max_side,
+            model_dir=settings.model_dir,
+        )
+        embedder = create_embedder(
+            settings.embedder, flip_average=settings.flip_average, model_dir=settings.model_dir
+        )
+        thresholds = QualityThresholds(
+            min_face_size=settings.min_face_size,
+            min_sharpness=settings.min_sharpness,
+            max_yaw=settings.max_yaw_degrees,
+            min_detector_score=settings.min_detector_score,
+        )
+        return cls(detector=detector, embedder=embedder, thresholds=thresholds)
+
+    def load(self) -> None:
+        self.detector.load()
+        self.embedder.load()
+
+    @property
+    def model_id(self) -> str:
+        return self.embedder.model_id
+
+    def faces(self, rgb: np.ndarray, *, embed: bool = True) -> list[Face]:
+        """Every face in the image, largest first, with its quality report and (optionally) embedding."""
+        faces = []
+        for detection in self.detector.detect(rgb):
+            crop = self.embedder.aligned_crop(rgb, detection.landmarks)
+            quality = assess(detection, crop, self.thresholds)
+            vector = self.embedder.embed(rgb, detection.landmarks) if embed else None
+            faces.append(Face(detection=detection, quality=quality, embedding=vector))
+        return sorted(faces, key=lambda f: f.detection.area, reverse=True)
+
+    def single_face(self, rgb: np.ndarray, *, name: str, on_multiple: str = "refuse") -> Face:
+        """The one usable face of an image (probe or enrolment photo), or a clear error.
+
+        on_multiple: "refuse" (MultipleFaces when more than one usable face), "largest" (take it).
+        """
+        return choose_face(self.faces(rgb), name=name, on_multiple=on_multiple)
+
+
+def choose_face(faces: list[Face], *, name: str, on_multiple: str = "refuse") -> Face:
+    if on_multiple not in ("refuse", "largest"):
+        raise ValueError(f"on_multiple must be 'refuse' or 'largest', not {on_multiple!r}")
+    if not faces:
+        raise NoFaceFound(f"{name}: no face found")
+    usable = [f for f in faces if f.quality.usable]
+    if not usable:
+        reasons = "; ".join(faces[0].quality.reasons)
+        raise NoFaceFound(f"{name}: {len(faces)} face(s) found but none is usable ({reasons})")
+    if len(usable) > 1 and on_multiple == "refuse":
+        raise MultipleFaces(
+            f"{name}: {len(usable)} usable faces found; use one face per image, "
+            "or choose --largest-face / --allow-multiple"
+        )
+    return usable[0]
+
+
+def central_face(faces: list[Face], shape: tuple[int, ...]) -> Face | None:
+    """The face whose box centre is nearest the image centre (the LFW convention)."""
+    if not faces:
+        return None
+    cy, cx = shape[0] / 2, shape[1] / 2
+
+    def distance(face: Face) -> float:
+        x0, y0, x1, y1 = face.box
+        return (0.5 * (x0 + x1) - cx) ** 2 + (0.5 * (y0 + y1) - cy) ** 2
+
+    return min(faces, key=distance)
