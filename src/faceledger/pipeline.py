@@ -14,6 +14,10 @@ from .faces import Face
 from .quality import QualityThresholds, assess
 
 
+DOMINANCE_RATIO = 0.6
+"""A second face at least this fraction of the largest face's size makes an image ambiguous."""
+
+
 @dataclass
 class FacePipeline:
     """A loaded detector + embedder and the quality rules; one per process (models are not fork-safe)."""
@@ -76,12 +80,24 @@ def choose_face(faces: list[Face], *, name: str, on_multiple: str = "refuse") ->
     if not usable:
         reasons = "; ".join(faces[0].quality.reasons)
         raise NoFaceFound(f"{name}: {len(faces)} face(s) found but none is usable ({reasons})")
-    if len(usable) > 1 and on_multiple == "refuse":
+    if on_multiple == "refuse" and competing_faces(usable):
         raise MultipleFaces(
-            f"{name}: {len(usable)} usable faces found; use one face per image, "
+            f"{name}: {1 + len(competing_faces(usable))} faces of similar size found; use one face per image, "
             "or choose --largest-face / --allow-multiple"
         )
     return usable[0]
+
+
+def competing_faces(usable: list[Face]) -> list[Face]:
+    """Usable faces other than the largest that are at least DOMINANCE_RATIO of its size.
+
+    A face much smaller than the main one is a bystander in the background (common in news photos),
+    not a second subject; a group photo has faces of similar size.
+    """
+    if len(usable) < 2:
+        return []
+    main = usable[0].quality.face_size
+    return [f for f in usable[1:] if f.quality.face_size >= DOMINANCE_RATIO * main]
 
 
 def central_face(faces: list[Face], shape: tuple[int, ...]) -> Face | None:

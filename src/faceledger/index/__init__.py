@@ -1,0 +1,45 @@
+"""Vector indexes behind one tiny protocol; the SQL store is the truth, an index is a rebuildable cache."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from ..errors import FaceledgerError
+
+
+class VectorIndex(Protocol):
+    """Inner-product search over L2-normalised float32 vectors keyed by int64 ids (face ids)."""
+
+    dim: int
+    description: str
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None: ...
+
+    def remove(self, ids: np.ndarray) -> int: ...
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids), each (n_queries, k), best first; missing slots have id -1."""
+        ...
+
+    def __len__(self) -> int: ...
+
+
+def check_vectors(vectors: np.ndarray, dim: int) -> np.ndarray:
+    """Validate shape and dtype at the boundary; return a C-contiguous float32 (n, dim) array."""
+    array = np.asarray(vectors, dtype=np.float32)
+    if array.ndim == 1:
+        array = array[None, :]
+    if array.ndim != 2 or array.shape[1] != dim:
+        raise FaceledgerError(f"vectors must have shape (n, {dim}), got {np.shape(vectors)}")
+    if not np.isfinite(array).all():
+        raise FaceledgerError("vectors contain NaN or infinity")
+    return np.ascontiguousarray(array)
+
+
+def check_ids(ids: np.ndarray, count: int) -> np.ndarray:
+    array = np.asarray(ids, dtype=np.int64).reshape(-1)
+    if len(array) != count:
+        raise FaceledgerError(f"got {len(array)} ids for {count} vectors")
+    return np.ascontiguousarray(array)

@@ -1,0 +1,125 @@
+"""Turning files into faces for enrolment, in one process or several. Knows nothing of the store."""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Settings
+from .errors import FaceledgerError, ImageError
+from .faces import Face
+from .imaging import load_image, read_bytes
+from .pipeline import FacePipeline, choose_face
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".pgm", ".ppm"}
+ON_MULTIPLE = ("refuse", "largest", "all")
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    path: str
+    subject: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """The faces chosen for enrolment from one file, or why there are none."""
+
+    item: WorkItem
+    width: int = 0
+    height: int = 0
+    faces: tuple[Face, ...] = ()
+    error: str | None = None
+
+
+def expand_paths(paths: Iterable[Path | str]) -> list[Path]:
+    """Files as given, and image files inside folders (recursively, sorted); missing paths are errors."""
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+        elif path.exists():
+            files.append(path)
+        else:
+            raise FaceledgerError(f"{path}: no such file or folder")
+    return files
+
+
+def subject_for(path: Path, *, subject: str | None, from_folder: bool) -> str:
+    if from_folder:
+        return path.parent.name
+    if not subject:
+        raise FaceledgerError("name the subject with --subject NAME, or use --subject-from-folder")
+    return subject
+
+
+def file_sha256(path: Path, *, max_bytes: int) -> str:
+    return hashlib.sha256(read_bytes(path, max_bytes=max_bytes)).hexdigest()
+
+
+def select_faces(faces: list[Face], *, name: str, on_multiple: str) -> tuple[Face, ...]:
+    """refuse: exactly one usable face; largest: the largest usable; all: every usable face."""
+    if on_multiple == "all":
+        first = choose_face(faces, name=name, on_multiple="largest")  # raises when none is usable
+        return (first,) + tuple(f for f in faces if f.quality.usable and f is not first)
+    return (choose_face(faces, name=name, on_multiple=on_multiple),)
+
+
+def analyse(pipeline: FacePipeline, item: WorkItem, *, settings: Settings, on_multiple: str) -> Analysis:
+    try:
+        image = load_image(item.path, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
+        if image.sha256 != item.sha256:
+            raise ImageError(f"{item.path}: the file changed while it was being enrolled")
+        faces = select_faces(pipeline.faces(image.rgb), name=item.path, on_multiple=on_multiple)
+        return Analysis(item=item, width=image.width, height=image.height, faces=faces)
+    except FaceledgerError as exc:
+        return Analysis(item=item, error=str(exc))
+
+
+# Worker processes: each loads its own models once.
+_worker_state: dict = {}
+
+
+def _init_worker(settings_json: str, on_multiple: str) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)
+    settings = Settings.model_validate_json(settings_json)
+    pipeline = FacePipeline.from_settings(settings)
+    pipeline.load()
+    _worker_state.update(pipeline=pipeline, settings=settings, on_multiple=on_multiple)
+
+
+def _analyse_in_worker(item: WorkItem) -> Analysis:
+    return analyse(_worker_state["pipeline"], item, settings=_worker_state["settings"],
+                   on_multiple=_worker_state["on_multiple"])
+
+
+def analyse_all(items: list[WorkItem], *, pipeline: FacePipeline, settings: Settings, on_multiple: str,
+                workers: int) -> Iterator[Analysis]:
+    """Analyse items in order, in this process (workers=1) or a pool of worker processes."""
+    if on_multiple not in ON_MULTIPLE:
+        raise FaceledgerError(f"on_multiple must be one of {ON_MULTIPLE}, not {on_multiple!r}")
+    workers = max(1, min(int(workers), os.cpu_count() or 1, len(items) or 1))
+    if workers == 1:
+        for item in items:
+            yield analyse(pipeline, item, settings=settings, on_multiple=on_multiple)
+        return
+    context = multiprocessing.get_context("spawn")
+    try:
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                 initargs=(settings.model_dump_json(), on_multiple)) as pool:
+            yield from pool.map(_analyse_in_worker, items, chunksize=4)
+    except BrokenProcessPool as exc:
+        raise FaceledgerError(
+            f"a worker process died ({exc}); what was enrolled so far is kept: rerun to resume, "
+            "or use --workers 1 to see the error"
+        ) from None

@@ -1,0 +1,161 @@
+"""Append-only, hash-chained audit log: append, verify, read.
+
+Every entry's hash covers its sequence number, id, time, actor, action, payload and the previous
+entry's hash, so an edited, removed or reordered entry breaks the chain. Removing entries from the
+end leaves a valid chain, so the newest (seq, hash) is also written to a head file outside the
+database; `verify` reports a ledger that ends before the head it last wrote.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from .errors import FaceledgerError
+from .store import LedgerEntry
+
+GENESIS = "0" * 64
+
+
+def canonical_json(value) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def entry_hash(seq: int, entry_id: str, created_at: str, actor: str, action: str, payload: str,
+               prev_hash: str) -> str:
+    material = canonical_json([seq, entry_id, created_at, actor, action, payload, prev_hash])
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+@dataclass
+class LedgerCheck:
+    ok: bool
+    entries: int
+    problems: list[str] = field(default_factory=list)
+    head_hash: str = GENESIS
+
+
+class Ledger:
+    """The ledger table plus its head file."""
+
+    def __init__(self, sessions: sessionmaker, head_path: Path) -> None:
+        self._sessions = sessions
+        self.head_path = Path(head_path)
+
+    def append(self, session: Session, *, actor: str, action: str, payload: dict) -> LedgerEntry:
+        """Add an entry inside the caller's transaction (committed with the act it records)."""
+        last = session.execute(select(LedgerEntry).order_by(LedgerEntry.seq.desc()).limit(1)).scalar_one_or_none()
+        seq = (last.seq + 1) if last else 1
+        prev = last.hash if last else GENESIS
+        entry_id = str(uuid.uuid4())
+        created_at = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+        body = canonical_json(payload)
+        entry = LedgerEntry(
+            seq=seq, entry_id=entry_id, created_at=created_at, actor=actor, action=action, payload=body,
+            prev_hash=prev, hash=entry_hash(seq, entry_id, created_at, actor, action, body, prev),
+        )
+        session.add(entry)
+        session.flush()
+        return entry
+
+    def record(self, *, actor: str, action: str, payload: dict, attempts: int = 5) -> LedgerEntry:
+        """Append and commit on its own; retries when a concurrent writer took the same sequence number."""
+        for _ in range(attempts):
+            with self._sessions() as session:
+                try:
+                    entry = self.append(session, actor=actor, action=action, payload=payload)
+                    session.commit()
+                except IntegrityError:
+                    session.rollback()
+                    continue
+            self.note_committed(entry)
+            return entry
+        raise FaceledgerError("could not append to the ledger: too many concurrent writers")
+
+    def note_committed(self, entry: LedgerEntry) -> None:
+        """Advance the head file after the entry's transaction committed."""
+        head = self.read_head()
+        if head is None or entry.seq > head[0]:
+            self.head_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.head_path.with_suffix(".tmp")
+            tmp.write_text(f"{entry.seq} {entry.hash}\n")
+            tmp.replace(self.head_path)
+
+    def read_head(self) -> tuple[int, str] | None:
+        try:
+            seq, digest = self.head_path.read_text().split()
+            return int(seq), digest
+        except (OSError, ValueError):
+            return None
+
+    def verify(self) -> LedgerCheck:
+        """Walk the whole chain; list every broken link, bad hash, gap, and a truncated tail."""
+        problems: list[str] = []
+        prev_hash, expected_seq, count = GENESIS, 1, 0
+        hashes: dict[int, str] = {}
+        with self._sessions() as session:
+            for entry in session.execute(select(LedgerEntry).order_by(LedgerEntry.seq)).scalars():
+                count += 1
+                problems.extend(_check_entry(entry, expected_seq, prev_hash))
+                hashes[entry.seq] = entry.hash
+                prev_hash, expected_seq = entry.hash, entry.seq + 1
+        problems.extend(self._check_head(hashes))
+        return LedgerCheck(ok=not problems, entries=count, problems=problems, head_hash=prev_hash)
+
+    def _check_head(self, hashes: dict[int, str]) -> list[str]:
+        head = self.read_head()
+        if head is None:
+            return []
+        seq, digest = head
+        if seq not in hashes:
+            return [f"the ledger ends at entry {max(hashes, default=0)} but entry {seq} was written: "
+                    "entries were removed from the end"]
+        if hashes[seq] != digest:
+            return [f"entry {seq} differs from the one recorded in the head file"]
+        return []
+
+    def entries(self, *, since: datetime | None = None, action: str | None = None) -> list[dict]:
+        with self._sessions() as session:
+            query = select(LedgerEntry).order_by(LedgerEntry.seq)
+            if action:
+                query = query.where(LedgerEntry.action == action)
+            rows = session.execute(query).scalars().all()
+        result = [entry_as_dict(row) for row in rows]
+        if since is not None:
+            cutoff = since.astimezone(timezone.utc).isoformat()
+            result = [row for row in result if row["created_at"] >= cutoff]
+        return result
+
+
+def _check_entry(entry: LedgerEntry, expected_seq: int, prev_hash: str) -> list[str]:
+    problems = []
+    if entry.seq != expected_seq:
+        problems.append(f"entry {entry.seq}: expected entry {expected_seq} here (an entry is missing or moved)")
+    if entry.prev_hash != prev_hash:
+        problems.append(f"entry {entry.seq}: does not link to the entry before it")
+    recomputed = entry_hash(entry.seq, entry.entry_id, entry.created_at, entry.actor, entry.action,
+                            entry.payload, entry.prev_hash)
+    if recomputed != entry.hash:
+        problems.append(f"entry {entry.seq}: content does not match its hash (edited)")
+    return problems
+
+
+def entry_as_dict(entry: LedgerEntry) -> dict:
+    return {
+        "seq": entry.seq,
+        "entry_id": entry.entry_id,
+        "created_at": entry.created_at,
+        "actor": entry.actor,
+        "action": entry.action,
+        "payload": json.loads(entry.payload),
+        "prev_hash": entry.prev_hash,
+        "hash": entry.hash,
+    }
