@@ -109,8 +109,9 @@ def _check_header(image: Image.Image, name: str, max_pixels: int) -> None:
 
 def to_rgb(image: Image.Image) -> np.ndarray:
     """Any Pillow mode -> RGB uint8. Transparent pixels are composited onto mid grey."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        array = np.asarray(image, dtype=np.float64)
+    if image.mode.startswith("I") or image.mode == "F":  # 16/32-bit integer or float: stretch to 0..255
+        array = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        array = np.clip(array, 0.0, None)
         top = array.max() or 1.0
         image = Image.fromarray((array * (255.0 / top)).astype(np.uint8), mode="L")
     if image.mode == "P":

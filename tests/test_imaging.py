@@ -1,0 +1,286 @@
+"""imaging.py: every supported format decodes to an upright RGB uint8 array; bad input gives a clear error."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from faceledger.errors import FaceledgerError, ImageError, ImageTooLarge
+from faceledger.imaging import decode, load_image, read_bytes
+
+
+@pytest.fixture(scope="module")
+def photo(data_dir: Path) -> Image.Image:
+    """A small real RGB photo (244x204) to re-encode in every format."""
+    with Image.open(data_dir / "open-faces" / "macron_2014.jpg") as image:
+        return image.convert("RGB")
+
+
+def _assert_rgb(rgb: np.ndarray, height: int, width: int) -> None:
+    assert rgb.dtype == np.uint8
+    assert rgb.shape == (height, width, 3)
+    assert rgb.flags["C_CONTIGUOUS"]
+
+
+def _mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+
+# --- formats ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("suffix", "pil_format", "expected_format", "tolerance"),
+    [
+        (".jpg", "JPEG", "JPEG", 3.0),
+        (".png", "PNG", "PNG", 0.0),
+        (".webp", "WEBP", "WEBP", 4.0),
+        (".bmp", "BMP", "BMP", 0.0),
+        (".tif", "TIFF", "TIFF", 0.0),
+        (".gif", "GIF", "GIF", 12.0),  # 256-colour palette
+    ],
+)
+def test_formats_decode_to_rgb(tmp_path, photo, suffix, pil_format, expected_format, tolerance):
+    path = tmp_path / f"photo{suffix}"
+    photo.save(path, format=pil_format)
+    loaded = load_image(path)
+    _assert_rgb(loaded.rgb, photo.height, photo.width)
+    assert loaded.format == expected_format
+    assert (loaded.width, loaded.height) == photo.size
+    assert loaded.name == str(path)
+    assert _mean_abs_diff(loaded.rgb, np.asarray(photo)) <= tolerance
+
+
+def test_pgm_greyscale(tmp_path, photo):
+    path = tmp_path / "photo.pgm"
+    grey = photo.convert("L")
+    grey.save(path)
+    loaded = load_image(path)
+    _assert_rgb(loaded.rgb, photo.height, photo.width)
+    assert loaded.format == "PPM"  # Pillow's name for the PBM/PGM/PPM family
+    expected = np.asarray(grey)
+    for channel in range(3):
+        np.testing.assert_array_equal(loaded.rgb[:, :, channel], expected)
+
+
+def test_animated_gif_gives_first_frame(tmp_path):
+    red = Image.new("RGB", (40, 30), (255, 0, 0))
+    blue = Image.new("RGB", (40, 30), (0, 0, 255))
+    path = tmp_path / "animated.gif"
+    red.save(path, save_all=True, append_images=[blue], duration=100, loop=0)
+    with Image.open(path) as check:
+        assert check.n_frames == 2
+    rgb = load_image(path).rgb
+    _assert_rgb(rgb, 30, 40)
+    assert tuple(rgb[15, 20]) == (255, 0, 0)
+    assert (rgb == np.array([255, 0, 0], dtype=np.uint8)).all()
+
+
+def test_multipage_tiff_gives_first_page(tmp_path):
+    green = Image.new("RGB", (20, 10), (0, 200, 0))
+    white = Image.new("RGB", (20, 10), (255, 255, 255))
+    path = tmp_path / "pages.tif"
+    green.save(path, save_all=True, append_images=[white])
+    rgb = load_image(path).rgb
+    assert (rgb == np.array([0, 200, 0], dtype=np.uint8)).all()
+
+
+def test_bytes_source_and_sha256(tmp_path, data_dir):
+    path = data_dir / "open-faces" / "macron_2014.jpg"
+    data = path.read_bytes()
+    from_path = load_image(path)
+    from_bytes = load_image(data)
+    assert from_path.sha256 == hashlib.sha256(data).hexdigest()
+    assert from_bytes.sha256 == from_path.sha256
+    assert from_bytes.name == "<upload>"
+    assert load_image(data, name="probe.jpg").name == "probe.jpg"
+    np.testing.assert_array_equal(from_bytes.rgb, from_path.rgb)
+
+
+# --- orientation and colour modes ---------------------------------------------------------------------
+
+
+def test_exif_orientation_is_applied(tmp_path, photo):
+    plain = tmp_path / "plain.jpg"
+    rotated = tmp_path / "rotated.jpg"
+    photo.save(plain, quality=95)
+    exif = Image.Exif()
+    # Orientation 6: the stored pixels must be turned 90 degrees clockwise for display
+    exif[0x0112] = 6
+    photo.save(rotated, quality=95, exif=exif)
+
+    upright = load_image(rotated).rgb
+    assert upright.shape == (photo.width, photo.height, 3)  # width and height swapped
+    reference = np.rot90(load_image(plain).rgb, k=-1)  # k=-1: clockwise
+    assert _mean_abs_diff(upright, reference) < 1.0
+    # and it is not merely transposed or rotated the other way
+    assert _mean_abs_diff(upright, np.rot90(load_image(plain).rgb, k=1)) > 10.0
+
+
+def test_greyscale_l_becomes_three_equal_channels(photo):
+    buffer = io.BytesIO()
+    photo.convert("L").save(buffer, format="PNG")
+    rgb, fmt = decode(buffer.getvalue())
+    assert fmt == "PNG"
+    _assert_rgb(rgb, photo.height, photo.width)
+    np.testing.assert_array_equal(rgb[:, :, 0], rgb[:, :, 1])
+    np.testing.assert_array_equal(rgb[:, :, 1], rgb[:, :, 2])
+
+
+def test_rgba_transparent_pixels_become_mid_grey():
+    pixels = np.zeros((10, 10, 4), dtype=np.uint8)
+    pixels[:, :5] = (255, 0, 0, 255)  # opaque red on the left
+    pixels[:, 5:] = (0, 255, 0, 0)  # fully transparent green on the right
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, mode="RGBA").save(buffer, format="PNG")
+    rgb, _ = decode(buffer.getvalue())
+    _assert_rgb(rgb, 10, 10)
+    assert (rgb[:, :5] == (255, 0, 0)).all()
+    assert (rgb[:, 5:] == (128, 128, 128)).all()
+
+
+def test_palette_image(photo):
+    buffer = io.BytesIO()
+    photo.convert("P", palette=Image.Palette.ADAPTIVE, colors=64).save(buffer, format="PNG")
+    rgb, _ = decode(buffer.getvalue())
+    _assert_rgb(rgb, photo.height, photo.width)
+    assert _mean_abs_diff(rgb, np.asarray(photo)) < 15.0
+
+
+def test_palette_image_with_transparency():
+    image = Image.new("P", (8, 8), 0)
+    image.putpalette([255, 255, 255, 0, 0, 255] + [0] * 762)
+    image.paste(1, (0, 0, 4, 8))  # left half: palette entry 1 (blue)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", transparency=0)  # entry 0 (white) is transparent
+    rgb, _ = decode(buffer.getvalue())
+    assert (rgb[:, :4] == (0, 0, 255)).all()
+    assert (rgb[:, 4:] == (128, 128, 128)).all()
+
+
+def test_16_bit_png():
+    ramp = np.tile(np.linspace(0, 65535, 64).astype(np.uint16), (16, 1))
+    buffer = io.BytesIO()
+    Image.fromarray(ramp).save(buffer, format="PNG")
+    with Image.open(io.BytesIO(buffer.getvalue())) as check:
+        assert check.mode.startswith("I")  # really a 16-bit image
+    rgb, _ = decode(buffer.getvalue())
+    _assert_rgb(rgb, 16, 64)
+    row = rgb[0, :, 0].astype(int)
+    assert row[0] == 0 and row[-1] == 255
+    assert (np.diff(row) >= 0).all()  # the ramp survives, no wrap-around
+    np.testing.assert_allclose(row, ramp[0] / 257.0, atol=1.5)
+
+
+def test_float_tiff_in_unit_range_is_not_black():
+    ramp = np.tile(np.linspace(0.0, 1.0, 64, dtype=np.float32), (8, 1))
+    buffer = io.BytesIO()
+    Image.fromarray(ramp, mode="F").save(buffer, format="TIFF")
+    rgb, _ = decode(buffer.getvalue())
+    _assert_rgb(rgb, 8, 64)
+    assert rgb[0, -1, 0] == 255 and rgb[0, 0, 0] == 0
+
+
+def test_cmyk_jpeg(photo):
+    buffer = io.BytesIO()
+    photo.convert("CMYK").save(buffer, format="JPEG", quality=95)
+    rgb, _ = decode(buffer.getvalue())
+    _assert_rgb(rgb, photo.height, photo.width)
+    assert _mean_abs_diff(rgb, np.asarray(photo)) < 6.0
+
+
+# --- errors ---------------------------------------------------------------------------------------------
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.jpg"
+    path.write_bytes(b"")
+    with pytest.raises(ImageError, match="empty"):
+        load_image(path)
+
+
+def test_text_file_named_jpg(tmp_path):
+    path = tmp_path / "notes.jpg"
+    path.write_text("this is a shopping list, not a photo\n")
+    with pytest.raises(ImageError, match="not an image") as info:
+        load_image(path)
+    assert not isinstance(info.value, ImageTooLarge)
+    assert "notes.jpg" in str(info.value)
+
+
+def test_truncated_jpeg(data_dir):
+    data = (data_dir / "open-faces" / "macron_2014.jpg").read_bytes()
+    with pytest.raises(ImageError, match="corrupt or truncated"):
+        load_image(data[: len(data) // 2], name="half.jpg")
+
+
+def test_unsupported_format(photo):
+    buffer = io.BytesIO()
+    photo.save(buffer, format="ICO")
+    with pytest.raises(ImageError, match="not supported"):
+        decode(buffer.getvalue())
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height; its pixel data is garbage, so decoding it would fail."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", b"garbage")
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_huge_image_refused_from_header():
+    data = _png_header_only(20000, 20000)
+    assert len(data) < 100
+    with pytest.raises(ImageTooLarge, match="pixel"):
+        load_image(data, name="huge.png")
+
+
+def test_pixel_limit_from_settings_is_checked_before_decoding():
+    data = _png_header_only(3000, 2000)
+    with pytest.raises(ImageTooLarge, match="3000x2000"):
+        decode(data, max_pixels=1_000_000)
+    # under the limit the (garbage) pixel data is decoded and found corrupt: the header check did not decode
+    with pytest.raises(ImageError, match="corrupt or truncated"):
+        decode(data, max_pixels=10_000_000)
+
+
+def test_file_over_max_bytes(tmp_path, data_dir):
+    path = data_dir / "open-faces" / "macron_2014.jpg"
+    with pytest.raises(ImageTooLarge, match="bytes"):
+        load_image(path, max_bytes=1000)
+    with pytest.raises(ImageTooLarge, match="bytes"):
+        load_image(path.read_bytes(), max_bytes=1000)
+    with pytest.raises(ImageTooLarge):
+        read_bytes(path, max_bytes=1000)
+
+
+def test_folder_path(tmp_path):
+    with pytest.raises(ImageError, match="folder"):
+        load_image(tmp_path)
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(ImageError, match="no such file"):
+        load_image(tmp_path / "nobody.jpg")
+
+
+def test_errors_are_faceledger_errors():
+    assert issubclass(ImageTooLarge, ImageError)
+    assert issubclass(ImageError, FaceledgerError)
