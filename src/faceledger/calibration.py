@@ -72,13 +72,25 @@ def fpir_at(fmr: float, gallery_size: int) -> float:
     return -math.expm1(max(int(gallery_size), 1) * math.log1p(-min(fmr, 1.0 - 1e-16)))
 
 
+def score_histogram(scores: np.ndarray, bin_width: float = 0.0005) -> np.ndarray:
+    """Counts of scores in the calibration bins over [SCORE_MIN, SCORE_MAX).
+
+    Histograms of several blocks of scores, summed, equal the histogram of all of them, so a large
+    impostor set can be counted block by block and passed to Calibration(counts=...).
+    """
+    scores = np.clip(np.asarray(scores, dtype=np.float64).ravel(), SCORE_MIN, SCORE_MAX - 1e-9)
+    bins = round((SCORE_MAX - SCORE_MIN) / bin_width)
+    counts, _ = np.histogram(scores, bins=bins, range=(SCORE_MIN, SCORE_MAX))
+    return counts.astype(np.int64)
+
+
 class Calibration:
     """An impostor-score histogram for one model, with the FMR arithmetic on top."""
 
     def __init__(self, *, calibration_id: str, model_id: str, bin_width: float, counts: np.ndarray,
                  description: str = "", max_impostor_score: float | None = None) -> None:
         counts = np.asarray(counts, dtype=np.int64)
-        expected = int(round((SCORE_MAX - SCORE_MIN) / bin_width))
+        expected = round((SCORE_MAX - SCORE_MIN) / bin_width)
         if counts.shape != (expected,) or counts.min(initial=0) < 0 or counts.sum() == 0:
             raise FaceledgerError(f"calibration {calibration_id}: bad histogram ({counts.shape}, want {expected})")
         self.calibration_id = calibration_id
@@ -94,12 +106,11 @@ class Calibration:
 
     @classmethod
     def from_scores(cls, scores: np.ndarray, *, calibration_id: str, model_id: str,
-                    bin_width: float = 0.0005, description: str = "") -> "Calibration":
-        scores = np.clip(np.asarray(scores, dtype=np.float64), SCORE_MIN, SCORE_MAX - 1e-9)
-        bins = int(round((SCORE_MAX - SCORE_MIN) / bin_width))
-        counts, _ = np.histogram(scores, bins=bins, range=(SCORE_MIN, SCORE_MAX))
+                    bin_width: float = 0.0005, description: str = "") -> Calibration:
+        scores = np.asarray(scores, dtype=np.float64)
         return cls(calibration_id=calibration_id, model_id=model_id, bin_width=bin_width,
-                   counts=counts, description=description, max_impostor_score=float(scores.max()))
+                   counts=score_histogram(scores, bin_width), description=description,
+                   max_impostor_score=float(min(scores.max(), SCORE_MAX)))
 
     @property
     def floor(self) -> float:
@@ -107,7 +118,9 @@ class Calibration:
         return 3.0 / self.total
 
     def _bin(self, score: float) -> int:
-        index = int(math.floor((float(score) - SCORE_MIN) / self.bin_width))
+        # the small tolerance keeps a bin edge (what threshold_for_fmr returns) in the bin it starts:
+        # (edge - SCORE_MIN) / bin_width can land a hair below the integer in floating point.
+        index = math.floor((float(score) - SCORE_MIN) / self.bin_width + 1e-6)
         return min(max(index, 0), len(self.counts) - 1)
 
     def fmr(self, score: float) -> FmrEstimate:
@@ -148,8 +161,8 @@ class Calibration:
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> "Calibration":
-        bins = int(round((SCORE_MAX - SCORE_MIN) / data["bin_width"]))
+    def from_json(cls, data: dict) -> Calibration:
+        bins = round((SCORE_MAX - SCORE_MIN) / data["bin_width"])
         counts = np.zeros(bins, dtype=np.int64)
         first = int(data["first_bin"])
         counts[first: first + len(data["counts"])] = data["counts"]
@@ -161,7 +174,7 @@ class Calibration:
         Path(path).write_text(json.dumps(self.to_json()))
 
     @classmethod
-    def load(cls, path: Path) -> "Calibration":
+    def load(cls, path: Path) -> Calibration:
         return cls.from_json(json.loads(Path(path).read_text()))
 
 
