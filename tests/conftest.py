@@ -37,3 +37,55 @@ def settings_factory(tmp_path: Path):
         return Settings(**overrides)
 
     return make
+
+
+# --- engines on the committed gallery (tests/test_engine.py, tests/test_cli.py) ---------------------
+
+LFW_DIR = DATA_DIR / "lfw"
+OPEN_FACES = DATA_DIR / "open-faces"
+
+
+def gallery_files() -> list[Path]:
+    """The demo gallery: the first three images of each LFW person with four (see tests/data/README.md)."""
+    files = []
+    for person in sorted(p for p in LFW_DIR.iterdir() if p.is_dir()):
+        images = sorted(person.glob("*.jpg"))
+        if len(images) >= 4:
+            files.extend(images[:3])
+    return files
+
+
+def held_out_probes() -> list[Path]:
+    """Each enrolled LFW person's fourth image (never enrolled)."""
+    return [sorted(p.glob("*.jpg"))[3] for p in sorted(LFW_DIR.iterdir()) if len(list(p.glob("*.jpg"))) >= 4]
+
+
+def never_enrolled() -> list[Path]:
+    return [next(p.glob("*.jpg")) for p in sorted(LFW_DIR.iterdir()) if len(list(p.glob("*.jpg"))) == 1]
+
+
+def open_test_engine(home: Path, **overrides):
+    from faceledger import open_engine
+
+    return open_engine(Settings(home=home, operator="test-analyst", **overrides))
+
+
+@pytest.fixture
+def engine(tmp_path: Path):
+    """A fresh engine with one empty gallery named "g"."""
+    eng = open_test_engine(tmp_path / "home")
+    eng.create_gallery("g")
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(scope="module")
+def enrolled(tmp_path_factory):
+    """A module-wide engine with the demo gallery "g" enrolled (27 LFW images of 9 people)."""
+    eng = open_test_engine(tmp_path_factory.mktemp("enrolled") / "home")
+    eng.create_gallery("g")
+    report = eng.enroll(gallery_files(), gallery="g", subject_from_folder=True, source="LFW sample",
+                        legal_basis="research")
+    assert report.count("enrolled") == 27 and not report.failures
+    yield eng
+    eng.close()

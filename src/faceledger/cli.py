@@ -28,8 +28,8 @@ audit_app = typer.Typer(help="Check and read the ledger.", no_args_is_help=True)
 app.add_typer(gallery_app, name="gallery")
 app.add_typer(audit_app, name="audit")
 
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 _state: dict = {}
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
@@ -289,5 +289,11 @@ def main() -> None:
         err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
     finally:
-        if "engine" in _state:
-            _state["engine"].close()
+        opened = _state.pop("engine", None)
+        _state.clear()
+        if opened is not None:
+            opened.close()
+
+
+if __name__ == "__main__":
+    main()

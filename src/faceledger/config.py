@@ -37,13 +37,15 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(50 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(60_000_000, ge=1)
 
-    min_face_size: float = Field(40.0, description="smallest usable face, in pixels (inter-ocular x 2.5 proxy)")
+    min_face_size: float = Field(40.0, description="smallest usable face: shorter side of the face box, in pixels")
     min_sharpness: float = Field(25.0, description="smallest usable Laplacian variance of the aligned crop")
     max_yaw_degrees: float = 50.0
     min_detector_score: float = 0.7
 
     target_fpir: float = Field(0.01, gt=0.0, lt=1.0, description="default target false-positive identification rate")
     verify_target_fmr: float = Field(1e-3, gt=0.0, lt=1.0, description="false-match rate that sets the 1:1 threshold")
+
+    enroll_batch: int = Field(64, ge=1, description="images per store transaction during enrolment")
 
     operator: str = Field(default_factory=_default_operator, description="who is acting (ledgered)")
 

@@ -23,7 +23,6 @@ from .pipeline import FacePipeline
 from .results import Candidate, EnrollReport, FileOutcome, SearchResult, VerifyResult
 from .store import FaceRecord, Gallery, ImageRecord, LedgerEntry, Subject, open_database
 
-ENROLL_BATCH = 64
 Progress = Callable[[int, int], None]
 ImageSource = Path | str | bytes
 
@@ -159,7 +158,7 @@ class Engine:
         for analysis in analyse_all(items, pipeline=self.pipeline, settings=self.settings,
                                     on_multiple=on_multiple, workers=workers):
             batch.append(analysis)
-            if len(batch) >= ENROLL_BATCH:
+            if len(batch) >= self.settings.enroll_batch:
                 self._store_batch(gallery, batch, provenance, report)
                 done += len(batch)
                 batch = []

@@ -16,6 +16,10 @@ from .errors import ImageError, ImageTooLarge
 SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "PPM", "MPO")
 """Pillow format names we accept (PPM covers PGM/PBM; MPO is a multi-picture JPEG from cameras)."""
 
+# faceledger checks the pixel count itself, from the header and before decoding (_check_header), against
+# the configured limit; Pillow's own global bomb limit (about 89 Mpx) would otherwise override a larger one.
+Image.MAX_IMAGE_PIXELS = None
+
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 60_000_000
 

@@ -76,3 +76,13 @@ def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
 def file_sha256(path: Path) -> str:
     stat = path.stat()
     return _cached_sha256(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+def quiet_opencv() -> None:
+    """Silence OpenCV's informational warnings (e.g. the DNN engine's notes) on the user's terminal."""
+    import cv2
+
+    try:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    except AttributeError:  # older builds without the logging module
+        pass

@@ -59,7 +59,7 @@ class FacePipeline:
         for detection in self.detector.detect(rgb):
             crop = self.embedder.aligned_crop(rgb, detection.landmarks)
             quality = assess(detection, crop, self.thresholds)
-            vector = self.embedder.embed(rgb, detection.landmarks) if embed else None
+            vector = self.embedder.embed_aligned(crop) if embed else None
             faces.append(Face(detection=detection, quality=quality, embedding=vector))
         return sorted(faces, key=lambda f: f.detection.area, reverse=True)
 

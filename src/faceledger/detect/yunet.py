@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from ..faces import Detection
-from ..models import YUNET_2023MAR, locate
+from ..models import quiet_opencv, YUNET_2023MAR, locate
 
 PAD_FRACTION = 0.25
 """Border added on every side when nothing is found: tight face crops have no context for YuNet."""
@@ -34,6 +34,7 @@ class YuNetDetector:
 
     def load(self) -> None:
         if self._net is None:
+            quiet_opencv()
             path = locate(YUNET_2023MAR, self.model_dir)
             self._net = cv2.FaceDetectorYN.create(
                 str(path), "", (320, 320), self.score_threshold, self.nms_threshold, 5000

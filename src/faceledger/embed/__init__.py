@@ -21,6 +21,10 @@ class Embedder(Protocol):
         """L2-normalised float32 embedding (dim,) of the face with these 5 landmarks."""
         ...
 
+    def embed_aligned(self, crop_rgb: np.ndarray) -> np.ndarray:
+        """Embedding of a crop already produced by aligned_crop."""
+        ...
+
     def aligned_crop(self, rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """The aligned RGB crop the model sees."""
         ...

@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..models import SFACE_2021DEC, locate
+from ..models import quiet_opencv, SFACE_2021DEC, locate
 from . import l2_normalise
 from .alignment import ARCFACE_112_V1, align
 
@@ -29,14 +29,18 @@ class SFaceEmbedder:
 
     def load(self) -> None:
         if self._net is None:
+            quiet_opencv()
             self._net = cv2.FaceRecognizerSF.create(str(locate(SFACE_2021DEC, self.model_dir)), "")
 
     def aligned_crop(self, rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         return align(rgb, landmarks, ARCFACE_112_V1)
 
     def embed(self, rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        return self.embed_aligned(self.aligned_crop(rgb, landmarks))
+
+    def embed_aligned(self, crop_rgb: np.ndarray) -> np.ndarray:
         self.load()
-        crop_bgr = cv2.cvtColor(self.aligned_crop(rgb, landmarks), cv2.COLOR_RGB2BGR)
+        crop_bgr = cv2.cvtColor(crop_rgb, cv2.COLOR_RGB2BGR)
         vector = l2_normalise(self._net.feature(crop_bgr))
         if self.flip_average:
             mirrored = l2_normalise(self._net.feature(np.ascontiguousarray(crop_bgr[:, ::-1])))

@@ -1,0 +1,1 @@
+"""Peer pipelines that faceledger's benchmarks compare against (not part of the faceledger package)."""

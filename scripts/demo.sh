@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The faceledger demo: enrol a small credited gallery, search for a known and an unknown person,
+# verify two photos 1:1, and check the ledger. Every command below is the real CLI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FL=".venv/bin/faceledger"
+DATA="tests/data"
+export FACELEDGER_HOME="demo-data"
+export FACELEDGER_OPERATOR="demo-analyst"
+export COLUMNS="${COLUMNS:-110}"
+rm -rf "$FACELEDGER_HOME"
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+run() { printf '\033[2m$ %s\033[0m\n' "$*"; "$@"; }
+
+say "1. Create a gallery. Records expire after 365 days; searches aim at a 1% false-positive rate."
+run $FL gallery create demo --retain-days 365
+
+say "2. Enrol 32 photos of 14 people, each with its provenance (source and legal basis)."
+run $FL enroll "$DATA/open-faces/macron_2014.jpg" --subject "Emmanuel Macron" --gallery demo \
+    --source "Wikimedia Commons (see tests/data/CREDITS.md)" --legal-basis "openly licensed portrait"
+run $FL enroll "$DATA/open-faces/ardern_2018.jpg" --subject "Jacinda Ardern" --gallery demo \
+    --source "Wikimedia Commons (see tests/data/CREDITS.md)" --legal-basis "openly licensed portrait"
+for file in obama_senate_portrait.jpg:"Barack Obama" sunak_portrait.jpg:"Rishi Sunak" \
+            eileen_collins_nasa.png:"Eileen Collins"; do
+  $FL enroll "$DATA/open-faces/${file%%:*}" --subject "${file#*:}" --gallery demo \
+      --source "Wikimedia Commons / NASA (see tests/data/CREDITS.md)" --legal-basis "public domain or open licence"
+done
+gallery_files=()
+for person in "$DATA"/lfw/*/; do
+  count=$(ls "$person" | wc -l)
+  if [ "$count" -ge 4 ]; then
+    while read -r f; do gallery_files+=("$person$f"); done < <(ls "$person" | sort | head -3)
+  fi
+done
+run $FL enroll "${gallery_files[@]}" --subject-from-folder --gallery demo --workers 2 \
+    --source "LFW research dataset, UMass Amherst (see tests/data/CREDITS.md)" --legal-basis "research and evaluation"
+run $FL gallery list
+
+say "3. Search with a photo of Emmanuel Macron taken 11 years after the enrolled one."
+run $FL search "$DATA/open-faces/macron_2025.jpg" --gallery demo --purpose "demo: known person" --case DEMO-1
+
+say "4. Search with a new photo of Angela Merkel (her 4th image; only the first three are enrolled)."
+run $FL search "$DATA/lfw/Angela_Merkel/Angela_Merkel_0004.jpg" --gallery demo --purpose "demo: known person" --case DEMO-2
+
+say "5. Search for Shinzo Abe, who is NOT in the gallery. The right answer is 'no match'."
+run $FL search "$DATA/lfw/Shinzo_Abe/Shinzo_Abe_0001.jpg" --gallery demo --purpose "demo: unknown person" --case DEMO-3
+
+say "6. A search without a purpose is refused (exit code 2): every search must say why."
+run $FL search "$DATA/lfw/Pele/Pele_0001.jpg" --gallery demo --case DEMO-4 || echo "(refused, as it should be)"
+
+say "7. 1:1 verification: Jacinda Ardern in 2018 and in 2022; then Ardern against Sunak."
+run $FL verify "$DATA/open-faces/ardern_2018.jpg" "$DATA/open-faces/ardern_2022.jpg" --purpose "demo: 1:1" --case DEMO-5
+run $FL verify "$DATA/open-faces/ardern_2018.jpg" "$DATA/open-faces/sunak_portrait.jpg" --purpose "demo: 1:1" --case DEMO-6
+
+say "8. The ledger: every act above is recorded and hash-chained. Check the chain."
+run $FL audit verify
+run $FL stats
+
+printf '\nThe demo data directory is %s/ (delete it freely). Try: %s --help\n' "$FACELEDGER_HOME" "$FL"
