@@ -310,3 +310,28 @@ def test_killed_enrolment_resumes_without_duplicates(tmp_path):
     assert eng.audit_verify().ok
     assert eng.search(held_out_probes()[0], gallery="g", purpose="p", case="c").gallery_size == total
     eng.close()
+
+
+def test_rank_and_precomputed_embeddings_use_the_same_store_and_index(engine, enrolled):
+    from faceledger.enrollment import PrecomputedFace
+
+    with enrolled.sessions() as s:
+        rows = s.execute(select(FaceRecord.embedding, ImageRecord.sha256, ImageRecord.name)
+                         .join(ImageRecord, FaceRecord.image_id == ImageRecord.id)).all()
+    entries = [PrecomputedFace(subject=Path(name).parent.name, sha256=sha, name=name,
+                               embedding=np.frombuffer(vec, np.float32), model_id="sface-2021dec")
+               for vec, sha, name in rows]
+    report = engine.enroll_embeddings(entries, gallery="g", source="copy of g", legal_basis="test")
+    assert report.count("enrolled") == 27
+    assert engine.enroll_embeddings(entries[:3], gallery="g", source="s", legal_basis="b").count("duplicate") == 3
+    probe = held_out_probes()[2]
+    from_images = enrolled.search(probe, gallery="g", purpose="p", case="c")
+    from_vectors = engine.search(probe, gallery="g", purpose="p", case="c")
+    assert [(c.subject, round(c.score, 5)) for c in from_images.candidates] == \
+           [(c.subject, round(c.score, 5)) for c in from_vectors.candidates]
+    vector = np.frombuffer(rows[0][0], np.float32)
+    top = engine.rank("g", np.stack([vector, vector]), top_k=3)
+    assert len(top) == 2 and top[0][0].score == pytest.approx(1.0, abs=1e-5) and len(top[0]) == 3
+    wrong = [PrecomputedFace(subject="x", sha256="0" * 64, name="x", embedding=vector, model_id="other")]
+    with pytest.raises(IndexMismatch):
+        engine.enroll_embeddings(wrong, gallery="g", source="s", legal_basis="b")

@@ -13,14 +13,16 @@ from sqlalchemy.orm import Session
 
 from .calibration import Calibration, fpir_at, packaged_calibration
 from .config import Settings
-from .enrollment import Analysis, WorkItem, analyse_all, expand_paths, file_sha256, subject_for
+from .enrollment import (
+    Analysis, PrecomputedFace, WorkItem, analyse_all, expand_paths, file_sha256, subject_for,
+)
 from .errors import AlreadyExists, FaceledgerError, IndexMismatch, NotFound, PolicyViolation
 from .faces import Face
 from .imaging import LoadedImage, load_image
 from .index.faiss_index import FaissIndex, IndexFiles, IndexMeta
 from .ledger import Ledger, LedgerCheck
 from .pipeline import FacePipeline
-from .results import Candidate, EnrollReport, FileOutcome, SearchResult, VerifyResult
+from .results import Candidate, EnrollReport, FileOutcome, SearchResult, SubjectHit, VerifyResult
 from .store import FaceRecord, Gallery, ImageRecord, LedgerEntry, Subject, open_database
 
 Progress = Callable[[int, int], None]
@@ -154,7 +156,8 @@ class Engine:
         if items:
             self.pipeline.load()
         batch: list[Analysis] = []
-        provenance = {"source": source, "legal_basis": legal_basis, "retain_until": retain_until}
+        provenance = {"source": source, "legal_basis": legal_basis, "retain_until": retain_until,
+                      "method": "images"}
         for analysis in analyse_all(items, pipeline=self.pipeline, settings=self.settings,
                                     on_multiple=on_multiple, workers=workers):
             batch.append(analysis)
@@ -168,6 +171,33 @@ class Engine:
             self._store_batch(gallery, batch, provenance, report)
             if progress:
                 progress(total, total)
+        self._save_index(gallery)
+        return report
+
+    def enroll_embeddings(self, entries: Sequence[PrecomputedFace], *, gallery: str, source: str,
+                          legal_basis: str, retain_until: datetime | None = None) -> EnrollReport:
+        """Enrol embeddings computed elsewhere by this engine's model, with the same provenance rules."""
+        source = require_text(source, "the image source (provenance)", "--source")
+        legal_basis = require_text(legal_basis, "the legal basis for holding these images", "--legal-basis")
+        for entry in entries:
+            if entry.model_id != self.model_id:
+                raise IndexMismatch(f"{entry.name}: embedding from model {entry.model_id}, engine uses {self.model_id}")
+        with self.sessions() as session:
+            gallery_id = self._gallery(session, gallery).id
+            known = set(session.execute(select(ImageRecord.sha256).where(
+                ImageRecord.gallery_id == gallery_id)).scalars())
+        report = EnrollReport(gallery=gallery)
+        provenance = {"source": source, "legal_basis": legal_basis, "retain_until": retain_until,
+                      "method": "precomputed embeddings"}
+        fresh = []
+        for entry in entries:
+            if entry.sha256 in known:
+                report.outcomes.append(FileOutcome(path=entry.name, status="duplicate", subject=entry.subject))
+            else:
+                known.add(entry.sha256)
+                fresh.append(entry.analysis())
+        for start in range(0, len(fresh), self.settings.enroll_batch):
+            self._store_batch(gallery, fresh[start:start + self.settings.enroll_batch], provenance, report)
         self._save_index(gallery)
         return report
 
@@ -216,7 +246,7 @@ class Engine:
             entry = self.ledger.append(session, actor=self.actor, action="enroll", payload={
                 "gallery": gallery, "gallery_id": gallery_row.id, "model_id": self.model_id,
                 "source": provenance["source"], "legal_basis": provenance["legal_basis"],
-                "retain_until": _iso(retain_until), "images": ledgered})
+                "method": provenance["method"], "retain_until": _iso(retain_until), "images": ledgered})
             session.commit()
             generation = gallery_row.generation
             gallery_id = gallery_row.id
@@ -242,11 +272,10 @@ class Engine:
                 session.add(image)
                 session.flush()
             record = FaceRecord(
-                image_id=image.id, subject_id=subject.id, gallery_id=gallery.id,
-                box=[float(v) for v in face.box], landmarks=face.detection.landmarks.tolist(),
-                detector_score=float(face.detection.score), quality=face.quality.as_dict(),
-                embedding=np.asarray(face.embedding, dtype=np.float32).tobytes(),
-                model_id=self.model_id, template_id=self.pipeline.embedder.template_id)
+                image_id=image.id, subject_id=subject.id, gallery_id=gallery.id, box=list(face.box),
+                landmarks=[list(p) for p in face.landmarks], detector_score=face.detector_score,
+                quality=face.quality, embedding=face.embedding.tobytes(), model_id=self.model_id,
+                template_id=self.pipeline.embedder.template_id)
             session.add(record)
             session.flush()
             stored.append((record.id, face.embedding))
@@ -354,35 +383,60 @@ class Engine:
         self.ledger.note_committed(entry)
         return SearchResult(candidates=tuple(candidates), ledger_entry=entry.entry_id, **result_fields)
 
+    def rank(self, gallery: str, vectors: np.ndarray, *, top_k: int = 10) -> list[list[SubjectHit]]:
+        """Best face per subject for each query vector, top_k subjects, no threshold and no ledger entry.
+
+        For evaluation and tools that apply their own decision rule; people are searched with `search`.
+        """
+        with self.sessions() as session:
+            gallery_row = self._gallery(session, gallery)
+            return self._rank_subjects(session, self._index(session, gallery_row), vectors, top_k)
+
+    def _rank_subjects(self, session: Session, index: FaissIndex, vectors: np.ndarray, top_k: int
+                       ) -> list[list[SubjectHit]]:
+        """Shortlist faces from the index, then keep each subject's best face, best first."""
+        vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        if len(index) == 0:
+            return [[] for _ in vectors]
+        scores, ids = index.search(vectors, min(len(index), top_k * 8 + 32))
+        face_ids = {int(i) for i in ids.ravel() if i >= 0}
+        subject_of = self._face_subjects(session, face_ids)
+        ranked = []
+        for row_scores, row_ids in zip(scores, ids):
+            best: dict[int, SubjectHit] = {}
+            for score, fid in zip(row_scores, row_ids):
+                info = subject_of.get(int(fid))
+                if info is not None and info[0] not in best:
+                    best[info[0]] = SubjectHit(subject_id=info[0], subject=info[1], score=float(score),
+                                               face_id=int(fid), image=info[2])
+            ranked.append(sorted(best.values(), key=lambda h: h.score, reverse=True)[:top_k])
+        return ranked
+
+    @staticmethod
+    def _face_subjects(session: Session, face_ids: set[int]) -> dict[int, tuple[int, str, str]]:
+        subject_of: dict[int, tuple[int, str, str]] = {}
+        ordered = sorted(face_ids)
+        for start in range(0, len(ordered), 900):  # stay under SQLite's bound-parameter limit
+            rows = session.execute(
+                select(FaceRecord.id, Subject.id, Subject.name, ImageRecord.name)
+                .join(Subject, FaceRecord.subject_id == Subject.id)
+                .join(ImageRecord, FaceRecord.image_id == ImageRecord.id)
+                .where(FaceRecord.id.in_(ordered[start:start + 900]))).all()
+            subject_of.update({r[0]: (r[1], r[2], r[3]) for r in rows})
+        return subject_of
+
     def _candidates(self, session: Session, index: FaissIndex, vector: np.ndarray, threshold: float,
                     top_k: int, gallery_size: int) -> list[Candidate]:
-        """Best face per subject, above the threshold, ranked by score."""
-        if gallery_size == 0:
-            return []
-        shortlist = min(gallery_size, top_k * 8 + 32)
-        scores, ids = index.search(vector[None, :], shortlist)
-        hits = [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if i >= 0 and s >= threshold]
-        if not hits:
-            return []
-        rows = session.execute(
-            select(FaceRecord.id, Subject.id, Subject.name, ImageRecord.name)
-            .join(Subject, FaceRecord.subject_id == Subject.id)
-            .join(ImageRecord, FaceRecord.image_id == ImageRecord.id)
-            .where(FaceRecord.id.in_([fid for _, fid in hits]))).all()
-        by_face = {r[0]: r[1:] for r in rows}
-        best: dict[int, tuple[float, int]] = {}
-        for score, fid in hits:
-            if fid in by_face and by_face[fid][0] not in best:
-                best[by_face[fid][0]] = (score, fid)
-        ranked = sorted(best.items(), key=lambda kv: kv[1][0], reverse=True)[:top_k]
+        """Best face per subject, above the threshold, ranked by score, each with its error rates."""
+        hits = [h for h in self._rank_subjects(session, index, vector, top_k)[0] if h.score >= threshold]
         candidates = []
-        for rank, (subject_id, (score, fid)) in enumerate(ranked, start=1):
-            estimate = self.calibration.fmr(score)
+        for rank, hit in enumerate(hits, start=1):
+            estimate = self.calibration.fmr(hit.score)
             candidates.append(Candidate(
-                rank=rank, subject=by_face[fid][1], subject_id=subject_id, score=score,
+                rank=rank, subject=hit.subject, subject_id=hit.subject_id, score=hit.score,
                 false_match_rate=estimate.fmr, false_match_rate_upper=estimate.upper,
                 gallery_false_positive_chance=fpir_at(estimate.fmr, gallery_size),
-                image=by_face[fid][2], face_id=fid))
+                image=hit.image, face_id=hit.face_id))
         return candidates
 
     def verify(self, image_a: ImageSource, image_b: ImageSource, *, purpose: str, case: str,

@@ -11,6 +11,8 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .config import Settings
 from .errors import FaceledgerError, ImageError
 from .faces import Face
@@ -29,14 +31,49 @@ class WorkItem:
 
 
 @dataclass(frozen=True)
+class FaceRow:
+    """What the store keeps of one face (also what crosses from a worker process: no image data)."""
+
+    box: tuple[float, float, float, float]
+    landmarks: tuple[tuple[float, float], ...]
+    detector_score: float
+    quality: dict
+    embedding: np.ndarray
+
+    @classmethod
+    def from_face(cls, face: Face) -> "FaceRow":
+        return cls(box=tuple(float(v) for v in face.box),
+                   landmarks=tuple(tuple(float(c) for c in p) for p in face.detection.landmarks),
+                   detector_score=float(face.detection.score), quality=face.quality.as_dict(),
+                   embedding=np.asarray(face.embedding, dtype=np.float32))
+
+
+@dataclass(frozen=True)
 class Analysis:
     """The faces chosen for enrolment from one file, or why there are none."""
 
     item: WorkItem
     width: int = 0
     height: int = 0
-    faces: tuple[Face, ...] = ()
+    faces: tuple[FaceRow, ...] = ()
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class PrecomputedFace:
+    """An embedding made elsewhere by the same model (evaluation caches, migrations between stores)."""
+
+    subject: str
+    sha256: str
+    name: str
+    embedding: np.ndarray
+    model_id: str
+
+    def analysis(self) -> Analysis:
+        vector = np.asarray(self.embedding, dtype=np.float32).reshape(-1)
+        row = FaceRow(box=(0.0, 0.0, 0.0, 0.0), landmarks=(), detector_score=0.0,
+                      quality={"precomputed": True}, embedding=vector / np.linalg.norm(vector))
+        return Analysis(item=WorkItem(path=self.name, subject=self.subject, sha256=self.sha256), faces=(row,))
 
 
 def expand_paths(paths: Iterable[Path | str]) -> list[Path]:
@@ -79,7 +116,8 @@ def analyse(pipeline: FacePipeline, item: WorkItem, *, settings: Settings, on_mu
         if image.sha256 != item.sha256:
             raise ImageError(f"{item.path}: the file changed while it was being enrolled")
         faces = select_faces(pipeline.faces(image.rgb), name=item.path, on_multiple=on_multiple)
-        return Analysis(item=item, width=image.width, height=image.height, faces=faces)
+        return Analysis(item=item, width=image.width, height=image.height,
+                        faces=tuple(FaceRow.from_face(f) for f in faces))
     except FaceledgerError as exc:
         return Analysis(item=item, error=str(exc))
 

@@ -6,6 +6,17 @@ from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
+class SubjectHit:
+    """A subject's best face for a query, before any threshold."""
+
+    subject_id: int
+    subject: str
+    score: float
+    face_id: int
+    image: str
+
+
+@dataclass(frozen=True)
 class Candidate:
     rank: int
     subject: str
