@@ -126,3 +126,40 @@ def test_every_command_has_a_docstring_and_is_documented():
     for name, callback in commands:
         assert callback.__doc__, f"{name} has no docstring"
         assert re.search(rf"faceledger {re.escape(name)}\b", docs), f"docs/cli.md does not document {name!r}"
+
+
+def test_tokens_roles_review_and_reports_through_the_cli(home, capsys, monkeypatch, tmp_path):
+    code, out, _ = run(capsys, monkeypatch, home, "user", "add", "ana", "--role", "analyst", "--json")
+    analyst = json.loads(out)
+    assert code == 0 and analyst["user"] == "ana" and analyst["token"]
+    code, out, _ = run(capsys, monkeypatch, home, "user", "add", "rey", "--role", "reviewer", "--json")
+    reviewer = json.loads(out)["token"]
+
+    monkeypatch.setenv("FACELEDGER_TOKEN", analyst["token"])
+    code, _, err = run(capsys, monkeypatch, home, "enroll", gallery_files()[0], "--gallery", "g", "--subject", "x",
+                       "--source", "s", "--legal-basis", "b")
+    assert code == 2 and "'enroll' needs one of: admin, enroller" in err
+    code, out, _ = run(capsys, monkeypatch, home, "search", held_out_probes()[0], "--gallery", "g", "--purpose", "p",
+                       "--case", "c", "--json")
+    entry = json.loads(out)["ledger_entry"]
+
+    monkeypatch.setenv("FACELEDGER_TOKEN", reviewer)
+    code, out, _ = run(capsys, monkeypatch, home, "review", entry, "--candidate", "1", "--decision", "confirm")
+    assert code == 0 and "confirm" in out
+    code, out, _ = run(capsys, monkeypatch, home, "result", entry, "--json")
+    assert json.loads(out)[0]["status"] == "confirmed"
+
+    monkeypatch.setenv("FACELEDGER_TOKEN", "flt_not-a-real-token")
+    code, _, err = run(capsys, monkeypatch, home, "stats")
+    assert code == 2 and "token is not valid" in err
+
+    monkeypatch.delenv("FACELEDGER_TOKEN")
+    code, out, _ = run(capsys, monkeypatch, home, "audit", "list", "--action", "denied", "--json")
+    assert [e["payload"]["attempted"] for e in json.loads(out)] == ["enroll"]
+    code, _, _ = run(capsys, monkeypatch, home, "audit", "export", "--format", "csv", "--out", tmp_path / "l.csv")
+    assert code == 0 and (tmp_path / "l.csv").read_text().startswith("seq,entry_id")
+    code, out, _ = run(capsys, monkeypatch, home, "report", "transparency", "--out", tmp_path / "r")
+    assert code == 0 and (tmp_path / "r" / "transparency.html").is_file()
+    code, _, err = run(capsys, monkeypatch, home, "erase", "--face", OPEN_FACES / "sunak_portrait.jpg",
+                       "--reason", "request 1")
+    assert code == 2 and "nothing was removed" in err

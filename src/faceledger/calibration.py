@@ -84,6 +84,19 @@ def score_histogram(scores: np.ndarray, bin_width: float = 0.0005) -> np.ndarray
     return counts.astype(np.int64)
 
 
+def impostor_histogram(vectors: np.ndarray, *, bin_width: float = 0.0005, block: int = 512) -> np.ndarray:
+    """Histogram of the cosine of every pair i < j of (one-per-identity) unit vectors, in row blocks."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    counts = np.zeros(round((SCORE_MAX - SCORE_MIN) / bin_width), dtype=np.int64)
+    n = len(vectors)
+    for start in range(0, max(n - 1, 0), block):
+        stop = min(start + block, n)
+        scores = vectors[start:stop] @ vectors[start:].T
+        i, j = np.triu_indices(stop - start, k=1, m=n - start)
+        counts += score_histogram(scores[i, j], bin_width)
+    return counts
+
+
 class Calibration:
     """An impostor-score histogram for one model, with the FMR arithmetic on top."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,13 +21,18 @@ from rich.text import Text
 from .config import Settings
 from .engine import Engine
 from .errors import FaceledgerError
+from .policy import DECISIONS, ROLES, Principal
 
 app = typer.Typer(help="Accountable face search and verification.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
 gallery_app = typer.Typer(help="Create and list galleries.", no_args_is_help=True)
-audit_app = typer.Typer(help="Check and read the ledger.", no_args_is_help=True)
+audit_app = typer.Typer(help="Check, read and export the ledger.", no_args_is_help=True)
+user_app = typer.Typer(help="Manage users and their tokens (admin).", no_args_is_help=True)
+report_app = typer.Typer(help="Reports for the public and for oversight.", no_args_is_help=True)
 app.add_typer(gallery_app, name="gallery")
 app.add_typer(audit_app, name="audit")
+app.add_typer(user_app, name="user")
+app.add_typer(report_app, name="report")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -52,52 +58,102 @@ def engine() -> Engine:
     return _state["engine"]
 
 
+def me() -> Optional[Principal]:
+    """The user the CLI acts as: FACELEDGER_TOKEN's holder, else the local operator (None)."""
+    if "principal" not in _state:
+        token = os.environ.get("FACELEDGER_TOKEN")
+        _state["principal"] = engine().authenticate(token) if token else None
+    return _state["principal"]
+
+
 def print_json(value) -> None:
     out.print_json(json.dumps(value, default=str))
 
 
 # -- galleries -------------------------------------------------------------------------------------
 
+PurposeList = Annotated[Optional[list[str]], typer.Option(
+    "--purpose", help="a purpose searches may state (repeat); none: any stated purpose")]
+RetainDays = Annotated[Optional[int], typer.Option(help="keep enrolled records this many days")]
+ProbeDays = Annotated[Optional[int], typer.Option(help="keep a probe's hash and embedding this many days [30]")]
+FpirOpt = Annotated[Optional[float], typer.Option(
+    help="target false-positive identification rate for open-set search [0.01]")]
+
+
 @gallery_app.command("create")
 def gallery_create(
     name: str,
-    retain_days: Annotated[Optional[int], typer.Option(help="keep enrolled records this many days")] = None,
-    target_fpir: Annotated[Optional[float], typer.Option(
-        help="target false-positive identification rate for open-set search [default: 0.01]")] = None,
+    purpose: PurposeList = None,
+    investigative: Annotated[bool, typer.Option(help="allow investigative (always top-k) searches")] = False,
+    target_fpir: FpirOpt = None,
+    retain_days: RetainDays = None,
+    probe_retain_days: ProbeDays = None,
+    keep_probe_images: Annotated[bool, typer.Option(help="keep probe images (default: only hash + embedding)")] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Create a gallery (a named set of enrolled people)."""
-    info = engine().create_gallery(name, retain_days=retain_days, target_fpir=target_fpir)
+    """Create a gallery (a named set of enrolled people) and its policy."""
+    info = engine().create_gallery(name, purposes=purpose or (), allow_investigative=investigative,
+                                   target_fpir=target_fpir, retain_days=retain_days,
+                                   probe_retain_days=probe_retain_days, keep_probe_images=keep_probe_images, by=me())
+    _print_gallery(info, "created", as_json)
+
+
+@gallery_app.command("update")
+def gallery_update(
+    name: str,
+    purpose: PurposeList = None,
+    any_purpose: Annotated[bool, typer.Option(help="accept any stated purpose (clears the list)")] = False,
+    investigative: Annotated[Optional[bool], typer.Option("--investigative/--no-investigative")] = None,
+    target_fpir: FpirOpt = None,
+    retain_days: RetainDays = None,
+    probe_retain_days: ProbeDays = None,
+    keep_probe_images: Annotated[Optional[bool], typer.Option("--keep-probe-images/--no-keep-probe-images")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Change a gallery's policy (admin). Every change is ledgered with the before and after."""
+    purposes = [] if any_purpose else purpose
+    info = engine().update_gallery(name, purposes=purposes, allow_investigative=investigative,
+                                   target_fpir=target_fpir, retain_days=retain_days,
+                                   probe_retain_days=probe_retain_days, keep_probe_images=keep_probe_images, by=me())
+    _print_gallery(info, "updated", as_json)
+
+
+def _print_gallery(info: dict, verb: str, as_json: bool) -> None:
     if as_json:
         print_json(info)
-    else:
-        out.print(f"created gallery [bold]{info['name']}[/] (target FPIR {info['target_fpir']:g}, "
-                  f"retention {info['retain_days'] or 'unlimited'} days)")
+        return
+    purposes = ", ".join(info["purposes"]) or "any stated purpose"
+    out.print(f"{verb} gallery [bold]{info['name']}[/]: purposes: {purposes}; investigative search "
+              f"{'allowed' if info['allow_investigative'] else 'not allowed'}; target FPIR {info['target_fpir']:g}; "
+              f"records kept {info['retain_days'] or 'indefinitely'} days; probes kept {info['probe_retain_days']} days"
+              f" ({'with' if info['keep_probe_images'] else 'without'} the image)")
 
 
 @gallery_app.command("list")
 def gallery_list(as_json: JsonFlag = False) -> None:
     """List galleries with their sizes and policy."""
-    galleries = engine().list_galleries()
+    galleries = engine().list_galleries(by=me())
     if as_json:
         print_json(galleries)
         return
-    table = Table("gallery", "subjects", "images", "faces", "target FPIR", "retention (days)", "model")
+    table = Table("gallery", "subjects", "images", "faces", "target FPIR", "retention (days)", "purposes",
+                  "investigative", "model")
     for g in galleries:
         table.add_row(g["name"], str(g["subjects"]), str(g["images"]), str(g["faces"]), f"{g['target_fpir']:g}",
-                      str(g["retain_days"] or "-"), g["model_id"])
+                      str(g["retain_days"] or "-"), ", ".join(g["purposes"]) or "any",
+                      "yes" if g["allow_investigative"] else "no", g["model_id"])
     out.print(table if galleries else "no galleries yet: faceledger gallery create NAME")
 
 
 # -- enrolment -------------------------------------------------------------------------------------
 
-def _parse_date(value: Optional[str]) -> Optional[datetime]:
+def _parse_date(value: Optional[str], flag: str = "--retain-until") -> Optional[datetime]:
     if value is None:
         return None
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise FaceledgerError(f"--retain-until {value!r} is not a date (use YYYY-MM-DD)") from None
+        raise FaceledgerError(f"{flag} {value!r} is not a date (use YYYY-MM-DD)") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
@@ -124,7 +180,7 @@ def enroll(
     on_multiple = "largest" if largest_face else "all" if allow_multiple else "refuse"
     kwargs = dict(gallery=gallery, subject=subject, subject_from_folder=subject_from_folder, source=source,
                   legal_basis=legal_basis, retain_until=_parse_date(retain_until), on_multiple=on_multiple,
-                  workers=workers)
+                  workers=workers, by=me())
     if as_json or not sys.stderr.isatty():
         report = engine().enroll(paths, **kwargs)
     else:
@@ -184,25 +240,36 @@ def search(
     case: CaseOpt = None,
     top_k: Annotated[int, typer.Option(help="at most this many candidates")] = 10,
     largest_face: Annotated[bool, typer.Option(help="probe with the largest face if there are several")] = False,
+    investigative: Annotated[bool, typer.Option(
+        help="return the top-k as leads even below the threshold (only where the gallery allows it)")] = False,
+    authorisation: Annotated[Optional[str], typer.Option(help="warrant or authorisation id, if any")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Search a gallery for the face in IMAGE. Answers "no match" when nobody clears the threshold."""
     result = engine().search(image, gallery=gallery, purpose=purpose, case=case, top_k=top_k,
-                             on_multiple="largest" if largest_face else "refuse")
+                             investigative=investigative, authorisation=authorisation,
+                             on_multiple="largest" if largest_face else "refuse", by=me())
     if as_json:
         print_json(result.as_json())
         return
     out.print(f"searched [bold]{result.gallery}[/] ({result.gallery_size} faces) at threshold "
               f"{result.threshold:.3f}, which holds a {result.target_fpir:.1%} chance of any false candidate "
               f"for a person who is not enrolled")
+    if result.mode == "investigative":
+        out.print("[bold yellow]investigative search[/]: every row is a LEAD, NOT AN IDENTIFICATION; a reviewer "
+                  "must record a decision (`faceledger review`) before anyone acts on it")
     if not result.candidates:
         out.print("[bold]no match[/]: nobody in the gallery is similar enough. This is a normal answer.")
     else:
-        table = Table("rank", "subject", "score", "false-match rate", "chance of a non-mate this high", "image")
+        table = Table("rank", "subject", "score", "false-match rate", "chance of a non-mate this high",
+                      "above threshold", "image")
         for c in result.candidates:
             table.add_row(str(c.rank), c.subject, f"{c.score:.3f}", _fmt_rate(c.false_match_rate),
-                          _fmt_rate(c.gallery_false_positive_chance), Path(c.image).name)
+                          _fmt_rate(c.gallery_false_positive_chance), "yes" if c.above_threshold else "no",
+                          Path(c.image).name)
         out.print(table)
+        if result.mode == "open-set":
+            out.print("candidates are not identifications: a reviewer must confirm one before anyone acts on it")
     out.print(f"ledger entry {result.ledger_entry}")
 
 
@@ -212,10 +279,11 @@ def verify(
     image_b: Path,
     purpose: PurposeOpt = None,
     case: CaseOpt = None,
+    authorisation: Annotated[Optional[str], typer.Option(help="warrant or authorisation id, if any")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """1:1 verification: is the face in IMAGE_A the same person as the face in IMAGE_B?"""
-    result = engine().verify(image_a, image_b, purpose=purpose, case=case)
+    result = engine().verify(image_a, image_b, purpose=purpose, case=case, authorisation=authorisation, by=me())
     if as_json:
         print_json(result.as_json())
         return
@@ -229,7 +297,7 @@ def verify(
 @app.command()
 def faces(image: Path, as_json: JsonFlag = False) -> None:
     """Show every face found in IMAGE and whether it is usable (and why not)."""
-    loaded, found = engine().faces(image)
+    loaded, found = engine().faces(image, by=me())
     if as_json:
         print_json({"image": loaded.name, "sha256": loaded.sha256, "width": loaded.width,
                     "height": loaded.height, "faces": [f.as_dict() for f in found]})
@@ -250,14 +318,14 @@ def faces(image: Path, as_json: JsonFlag = False) -> None:
 @app.command()
 def reindex(gallery: Annotated[Optional[str], typer.Option(help="only this gallery")] = None) -> None:
     """Rebuild the vector index from the store (the store is the source of truth)."""
-    for row in engine().reindex(gallery):
+    for row in engine().reindex(gallery, by=me()):
         out.print(f"rebuilt {row['gallery']}: {row['faces']} faces ({row['index']})")
 
 
 @app.command()
 def stats(as_json: JsonFlag = False) -> None:
     """Counts of galleries, subjects, images, faces and ledger entries."""
-    values = engine().stats()
+    values = engine().stats(by=me())
     if as_json:
         print_json(values)
         return
@@ -268,7 +336,7 @@ def stats(as_json: JsonFlag = False) -> None:
 @audit_app.command("verify")
 def audit_verify(as_json: JsonFlag = False) -> None:
     """Check the ledger's hash chain; exit code 2 when any entry was edited, removed or reordered."""
-    check = engine().audit_verify()
+    check = engine().audit_verify(by=me())
     if as_json:
         print_json({"ok": check.ok, "entries": check.entries, "problems": check.problems,
                     "head_hash": check.head_hash})
@@ -280,6 +348,182 @@ def audit_verify(as_json: JsonFlag = False) -> None:
             err.print(f"  {problem}")
     if not check.ok:
         raise typer.Exit(2)
+
+
+# -- review -----------------------------------------------------------------------------------------
+
+@app.command()
+def review(
+    entry: Annotated[str, typer.Argument(help="the search's ledger entry id")],
+    candidate: Annotated[int, typer.Option(help="candidate rank (1 = best)")],
+    decision: Annotated[str, typer.Option(help=" | ".join(DECISIONS))],
+    note: Annotated[Optional[str], typer.Option(help="why")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Record a reviewer's decision on a search candidate (reviewer role; never your own search)."""
+    result = engine().review(entry, candidate=candidate, decision=decision, note=note, by=me())
+    if as_json:
+        print_json(result)
+        return
+    out.print(f"recorded: candidate {candidate} ({result['subject']}) of search {entry}: {decision}; "
+              f"ledger entry {result['ledger_entry']}")
+
+
+@app.command()
+def result(entry: Annotated[str, typer.Argument(help="the search's ledger entry id")], as_json: JsonFlag = False) -> None:
+    """Show a search's candidates with every reviewer decision and the resulting status."""
+    rows = engine().review_status(entry, by=me())
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("rank", "subject", "score", "false-match rate", "label", "status", "reviews")
+    for c in rows:
+        reviews = "; ".join(f"{r['reviewer']}: {r['decision']}" for r in c["reviews"]) or "-"
+        table.add_row(str(c["rank"]), c["subject"], f"{c['score']:.3f}", _fmt_rate(c["false_match_rate"]),
+                      c.get("label", ""), c["status"], reviews)
+    out.print(table if rows else "this search returned no candidates")
+
+
+# -- users ------------------------------------------------------------------------------------------
+
+@user_app.command("add")
+def user_add(
+    name: str,
+    role: Annotated[str, typer.Option(help=" | ".join(ROLES))],
+    as_json: JsonFlag = False,
+) -> None:
+    """Create a user and print their token once (only its hash is stored)."""
+    user, token = engine().add_user(name, role=role, by=me())
+    if as_json:
+        print_json({**user, "token": token})
+        return
+    out.print(f"created user [bold]{user['user']}[/] with role {user['role']}. Their token (shown once, "
+              f"store it safely):\n{token}")
+
+
+@user_app.command("list")
+def user_list(as_json: JsonFlag = False) -> None:
+    """List users and their roles."""
+    users = engine().list_users(by=me())
+    if as_json:
+        print_json(users)
+        return
+    table = Table("user", "role", "disabled", "token", "created", "by")
+    for u in users:
+        table.add_row(u["user"], u["role"], "yes" if u["disabled"] else "no", "yes" if u["has_token"] else "no",
+                      u["created_at"] or "", u["created_by"])
+    out.print(table)
+
+
+@user_app.command("disable")
+def user_disable(name: str) -> None:
+    """Disable a user: their token stops working at once."""
+    engine().set_user_disabled(name, True, by=me())
+    out.print(f"disabled user {name}")
+
+
+# -- retention and erasure --------------------------------------------------------------------------
+
+@app.command()
+def purge(as_json: JsonFlag = False) -> None:
+    """Delete expired images, faces, embeddings and probes now (it also runs by itself when overdue)."""
+    summary = engine().purge(by=me())
+    if as_json:
+        print_json(summary)
+        return
+    out.print(f"purged {summary['images']} image(s), {summary['faces']} face(s), {summary['subjects']} subject(s), "
+              f"{summary['probes']} probe(s); ledger entry {summary['ledger_entry']}")
+
+
+@app.command()
+def erase(
+    reason: Annotated[Optional[str], typer.Option(help="why (e.g. erasure request reference)")] = None,
+    face: Annotated[Optional[Path], typer.Option(help="a photo of the person to erase")] = None,
+    subject: Annotated[Optional[str], typer.Option(help="subject name or id (with --gallery)")] = None,
+    gallery: Annotated[Optional[str], typer.Option(help="only this gallery (default: all)")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Erase a person: every matching subject's images, faces and embeddings, with a receipt."""
+    receipt = engine().erase(reason=reason, face=face, subject=subject, gallery=gallery, by=me())
+    if as_json:
+        print_json(receipt)
+        return
+    out.print(f"erased {len(receipt['subjects'])} subject(s): {receipt['images']} image(s), {receipt['faces']} "
+              f"face(s), {receipt['probes']} probe(s)")
+    for s in receipt["subjects"]:
+        score = f" (score {s['score']:.3f} >= {s['threshold']:.3f})" if s["score"] is not None else ""
+        out.print(f"  {s['gallery']}: {s['subject']} (id {s['subject_id']}){score}")
+    out.print(f"receipt: ledger entry {receipt['receipt']}")
+
+
+# -- audit and reports ------------------------------------------------------------------------------
+
+@audit_app.command("list")
+def audit_list(
+    user: Annotated[Optional[str], typer.Option(help="only this user's entries")] = None,
+    action: Annotated[Optional[str], typer.Option(help="search, verify, review, denied, erase, ...")] = None,
+    purpose: Annotated[Optional[str], typer.Option()] = None,
+    case: Annotated[Optional[str], typer.Option()] = None,
+    since: Annotated[Optional[str], typer.Option(help="YYYY-MM-DD")] = None,
+    limit: Annotated[int, typer.Option(help="newest N entries")] = 50,
+    as_json: JsonFlag = False,
+) -> None:
+    """List ledger entries, newest last, filtered by user, action, purpose, case or date."""
+    rows = engine().audit_entries(actor=user, action=action, purpose=purpose, case=case,
+                                  since=_parse_date(since, "--since"), limit=limit, by=me())
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("seq", "time (UTC)", "user", "action", "purpose", "case", "entry")
+    for r in rows:
+        p = r["payload"]
+        table.add_row(str(r["seq"]), r["created_at"][:19], r["actor"], r["action"] + (
+            f" ({p['attempted']})" if r["action"] == "denied" else ""), str(p.get("purpose") or ""),
+            str(p.get("case") or ""), r["entry_id"])
+    out.print(table)
+
+
+@audit_app.command("export")
+def audit_export(
+    format: Annotated[str, typer.Option("--format", help="jsonl | csv")] = "jsonl",
+    since: Annotated[Optional[str], typer.Option(help="YYYY-MM-DD")] = None,
+    output: Annotated[Optional[Path], typer.Option("--out", help="write here instead of stdout")] = None,
+) -> None:
+    """Export the ledger (hashes included, so the copy can be verified elsewhere). The export is ledgered."""
+    text = engine().audit_export(format, since=_parse_date(since, "--since"), by=me())
+    if output:
+        output.write_text(text)
+        err.print(f"wrote {output}")
+    else:
+        sys.stdout.write(text)
+
+
+@report_app.command("transparency")
+def report_transparency(
+    output: Annotated[Path, typer.Option("--out", help="folder for transparency.json/.html and charts")],
+    since: Annotated[Optional[str], typer.Option(help="YYYY-MM-DD")] = None,
+) -> None:
+    """Write the transparency report: searches by purpose and user, no-match share, reviews, denials, erasures."""
+    written = engine().transparency_report(output, since=_parse_date(since, "--since"), by=me())
+    out.print(f"wrote {written['files']['html']} and {written['files']['json']}")
+
+
+@app.command()
+def calibrate(
+    dataset: Annotated[Path, typer.Option(help="folder with one sub-folder of images per identity")],
+    workers: Annotated[int, typer.Option(help="processes for detection and embedding")] = 2,
+    max_identities: Annotated[Optional[int], typer.Option(help="use at most this many identities")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Fit the active model's false-match calibration on your own data (one image per identity)."""
+    summary = engine().calibrate(dataset, workers=workers, max_identities=max_identities, by=me())
+    if as_json:
+        print_json(summary)
+        return
+    out.print(f"calibration {summary['calibration_id']}: {summary['identities']} identities "
+              f"({summary['failed']} without a usable face), {summary['impostor_pairs']:,} impostor pairs")
+    for fmr, threshold in summary["thresholds"].items():
+        out.print(f"  FMR {fmr}: threshold {threshold:.3f}")
 
 
 def main() -> None:

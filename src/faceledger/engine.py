@@ -8,22 +8,32 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from .calibration import Calibration, fpir_at, packaged_calibration
+from .calibration import Calibration, fpir_at, impostor_histogram, packaged_calibration
 from .config import Settings
 from .enrollment import (
-    Analysis, PrecomputedFace, WorkItem, analyse_all, expand_paths, file_sha256, subject_for,
+    Analysis, PrecomputedFace, WorkItem, analyse_all, expand_paths, file_sha256, identity_sample, subject_for,
 )
-from .errors import AlreadyExists, FaceledgerError, IndexMismatch, NotFound, PolicyViolation
+from .accounts import add_user, authenticate, find_user, local_operator
+from .errors import (
+    AlreadyExists, Conflict, FaceledgerError, IndexMismatch, NotFound, PermissionDenied, PolicyViolation,
+)
 from .faces import Face
 from .imaging import LoadedImage, load_image
 from .index.faiss_index import FaissIndex, IndexFiles, IndexMeta
-from .ledger import Ledger, LedgerCheck
+from .ledger import Ledger, LedgerCheck, entry_as_dict
 from .pipeline import FacePipeline
-from .results import Candidate, EnrollReport, FileOutcome, SearchResult, SubjectHit, VerifyResult
-from .store import FaceRecord, Gallery, ImageRecord, LedgerEntry, Subject, open_database
+from .policy import (
+    Principal, candidate_status, check_decision, check_fpir, check_investigative, check_positive_days, check_purpose, check_role,
+)
+from .reporting import summarize, write_report
+from .results import CANDIDATE_LABEL, LEAD_LABEL, Candidate, EnrollReport, FileOutcome, SearchResult, SubjectHit, VerifyResult
+from .retention import Removal, delete_images, images_of_subjects, purge_expired
+from .store import (
+    FaceRecord, Gallery, ImageRecord, LedgerEntry, Maintenance, Probe, Review, Subject, User, open_database,
+)
 
 Progress = Callable[[int, int], None]
 ImageSource = Path | str | bytes
@@ -51,6 +61,8 @@ class Engine:
         self.index_files = IndexFiles(settings.index_dir)
         self._indexes: dict[int, tuple[int, FaissIndex]] = {}
         self._calibration: Calibration | None = None
+        self._operator: Principal | None = None
+        self._purge_if_overdue()
 
     # -- shared pieces ---------------------------------------------------------------------------
 
@@ -61,12 +73,40 @@ class Engine:
     @property
     def calibration(self) -> Calibration:
         if self._calibration is None:
-            self._calibration = packaged_calibration(self.model_id)
+            local = self.calibration_path
+            self._calibration = Calibration.load(local) if local.is_file() else packaged_calibration(self.model_id)
         return self._calibration
 
     @property
-    def actor(self) -> str:
-        return self.settings.operator
+    def operator(self) -> Principal:
+        """The local operator: whoever runs the CLI on this data directory (an admin, made on first use)."""
+        if self._operator is None:
+            with self.sessions() as session:
+                self._operator = local_operator(session, self.settings.operator)
+        return self._operator
+
+    def authorize(self, by: Principal | None, action: str, **details) -> Principal:
+        """The acting user, if their role allows the action; a refusal is ledgered, then raised."""
+        principal = by or self.operator
+        try:
+            check_role(principal, action)
+        except PermissionDenied as exc:
+            self.record_denial(principal, action, str(exc), details)
+            raise
+        return principal
+
+    def record_denial(self, principal: Principal, action: str, reason: str, details: dict) -> None:
+        self.ledger.record(actor=principal.name, action="denied", payload={
+            "attempted": action, "role": principal.role, "reason": reason, "request": details})
+
+    @contextmanager
+    def ledger_refusals(self, principal: Principal, action: str, details: dict) -> Iterator[None]:
+        """A request refused by policy (missing purpose, purpose not allowed, ...) is ledgered as denied."""
+        try:
+            yield
+        except PolicyViolation as exc:
+            self.record_denial(principal, action, str(exc), details)
+            raise
 
     def close(self) -> None:
         self.db.dispose()
@@ -93,32 +133,56 @@ class Engine:
 
     # -- galleries -------------------------------------------------------------------------------
 
-    def create_gallery(self, name: str, *, retain_days: int | None = None,
-                       target_fpir: float | None = None) -> dict:
+    def create_gallery(self, name: str, *, purposes: Sequence[str] = (), allow_investigative: bool = False,
+                       target_fpir: float | None = None, retain_days: int | None = None,
+                       probe_retain_days: int | None = None, keep_probe_images: bool = False,
+                       by: Principal | None = None) -> dict:
+        """A new gallery and its policy; the policy is ledgered."""
+        principal = self.authorize(by, "gallery.create", gallery=name)
         name = require_text(name, "a gallery name", "NAME")
-        if retain_days is not None and retain_days <= 0:
-            raise FaceledgerError("--retain-days must be a positive number of days")
+        policy = _policy_values(purposes=purposes, allow_investigative=allow_investigative,
+                                target_fpir=target_fpir or self.settings.target_fpir, retain_days=retain_days,
+                                probe_retain_days=self.settings.probe_retain_days if probe_retain_days is None
+                                else probe_retain_days, keep_probe_images=keep_probe_images)
         with self.sessions() as session:
             if session.execute(select(Gallery.id).where(Gallery.name == name)).first():
                 raise AlreadyExists(f"gallery {name!r} already exists")
-            gallery = Gallery(name=name, created_at=utcnow(), created_by=self.actor, retain_days=retain_days,
-                              target_fpir=target_fpir or self.settings.target_fpir, model_id=self.model_id,
-                              generation=0)
+            gallery = Gallery(name=name, created_at=utcnow(), created_by=principal.name, model_id=self.model_id,
+                              generation=0, **policy)
             session.add(gallery)
             session.flush()
-            entry = self.ledger.append(session, actor=self.actor, action="gallery.create", payload={
-                "gallery": name, "gallery_id": gallery.id, "retain_days": retain_days,
-                "target_fpir": gallery.target_fpir, "model_id": self.model_id})
+            entry = self.ledger.append(session, actor=principal.name, action="gallery.create", payload={
+                "gallery": name, "gallery_id": gallery.id, "model_id": self.model_id, "policy": policy})
             session.commit()
         self.ledger.note_committed(entry)
-        return self.gallery_info(name)
+        return self.gallery_info(name, by=principal)
 
-    def gallery_info(self, name: str) -> dict:
+    def update_gallery(self, name: str, *, by: Principal | None = None, **changes) -> dict:
+        """Change a gallery's policy (admin); the before and after are ledgered."""
+        principal = self.authorize(by, "gallery.update", gallery=name)
+        changes = {key: value for key, value in changes.items() if value is not None}
+        if not changes:
+            raise FaceledgerError("nothing to change: give at least one policy option")
+        with self.sessions() as session:
+            gallery = self._gallery(session, name)
+            before = _policy_of(gallery)
+            after = _policy_values(**{**before, **changes})
+            for key, value in after.items():
+                setattr(gallery, key, value)
+            entry = self.ledger.append(session, actor=principal.name, action="gallery.update", payload={
+                "gallery": name, "gallery_id": gallery.id, "before": before, "after": after})
+            session.commit()
+        self.ledger.note_committed(entry)
+        return self.gallery_info(name, by=principal)
+
+    def gallery_info(self, name: str, *, by: Principal | None = None) -> dict:
+        self.authorize(by, "gallery.read", gallery=name)
         with self.sessions() as session:
             gallery = self._gallery(session, name)
             return self._describe(session, gallery)
 
-    def list_galleries(self) -> list[dict]:
+    def list_galleries(self, *, by: Principal | None = None) -> list[dict]:
+        self.authorize(by, "gallery.read")
         with self.sessions() as session:
             galleries = session.execute(select(Gallery).order_by(Gallery.name)).scalars().all()
             return [self._describe(session, g) for g in galleries]
@@ -129,8 +193,8 @@ class Engine:
 
         return {
             "name": gallery.name, "id": gallery.id, "subjects": count(Subject), "images": count(ImageRecord),
-            "faces": count(FaceRecord), "retain_days": gallery.retain_days, "target_fpir": gallery.target_fpir,
-            "model_id": gallery.model_id, "created_at": _iso(gallery.created_at), "created_by": gallery.created_by,
+            "faces": count(FaceRecord), "model_id": gallery.model_id, "created_at": _iso(gallery.created_at),
+            "created_by": gallery.created_by, **_policy_of(gallery),
         }
 
     # -- enrolment -------------------------------------------------------------------------------
@@ -138,8 +202,9 @@ class Engine:
     def enroll(self, paths: Sequence[Path | str], *, gallery: str, subject: str | None = None,
                subject_from_folder: bool = False, source: str, legal_basis: str,
                retain_until: datetime | None = None, on_multiple: str = "refuse", workers: int = 1,
-               progress: Progress | None = None) -> EnrollReport:
+               progress: Progress | None = None, by: Principal | None = None) -> EnrollReport:
         """Enrol image files. Already-enrolled images (same sha256) are skipped, so a rerun resumes."""
+        principal = self.authorize(by, "enroll", gallery=gallery)
         source = require_text(source, "the image source (provenance)", "--source")
         legal_basis = require_text(legal_basis, "the legal basis for holding these images", "--legal-basis")
         if bool(subject) == bool(subject_from_folder):
@@ -157,7 +222,7 @@ class Engine:
             self.pipeline.load()
         batch: list[Analysis] = []
         provenance = {"source": source, "legal_basis": legal_basis, "retain_until": retain_until,
-                      "method": "images"}
+                      "method": "images", "by": principal.name}
         for analysis in analyse_all(items, pipeline=self.pipeline, settings=self.settings,
                                     on_multiple=on_multiple, workers=workers):
             batch.append(analysis)
@@ -175,8 +240,10 @@ class Engine:
         return report
 
     def enroll_embeddings(self, entries: Sequence[PrecomputedFace], *, gallery: str, source: str,
-                          legal_basis: str, retain_until: datetime | None = None) -> EnrollReport:
+                          legal_basis: str, retain_until: datetime | None = None,
+                          by: Principal | None = None) -> EnrollReport:
         """Enrol embeddings computed elsewhere by this engine's model, with the same provenance rules."""
+        principal = self.authorize(by, "enroll", gallery=gallery)
         source = require_text(source, "the image source (provenance)", "--source")
         legal_basis = require_text(legal_basis, "the legal basis for holding these images", "--legal-basis")
         for entry in entries:
@@ -188,7 +255,7 @@ class Engine:
                 ImageRecord.gallery_id == gallery_id)).scalars())
         report = EnrollReport(gallery=gallery)
         provenance = {"source": source, "legal_basis": legal_basis, "retain_until": retain_until,
-                      "method": "precomputed embeddings"}
+                      "method": "precomputed embeddings", "by": principal.name}
         fresh = []
         for entry in entries:
             if entry.sha256 in known:
@@ -243,7 +310,7 @@ class Engine:
             if not ledgered:
                 return
             gallery_row.generation += 1
-            entry = self.ledger.append(session, actor=self.actor, action="enroll", payload={
+            entry = self.ledger.append(session, actor=provenance["by"], action="enroll", payload={
                 "gallery": gallery, "gallery_id": gallery_row.id, "model_id": self.model_id,
                 "source": provenance["source"], "legal_basis": provenance["legal_basis"],
                 "method": provenance["method"], "retain_until": _iso(retain_until), "images": ledgered})
@@ -268,7 +335,7 @@ class Engine:
                     gallery_id=gallery.id, subject_id=subject.id, sha256=analysis.item.sha256,
                     name=analysis.item.path, width=analysis.width, height=analysis.height,
                     source=provenance["source"], legal_basis=provenance["legal_basis"],
-                    enrolled_by=self.actor, enrolled_at=now, retain_until=retain_until)
+                    enrolled_by=provenance["by"], enrolled_at=now, retain_until=retain_until)
                 session.add(image)
                 session.flush()
             record = FaceRecord(
@@ -336,8 +403,9 @@ class Engine:
             index = self._index(session, gallery_row)
             self.index_files.save(index, self._expected_meta(gallery_row, len(index)))
 
-    def reindex(self, gallery: str | None = None) -> list[dict]:
+    def reindex(self, gallery: str | None = None, *, by: Principal | None = None) -> list[dict]:
         """Rebuild index files from the store (all galleries, or one)."""
+        self.authorize(by, "reindex", gallery=gallery)
         with self.sessions() as session:
             names = [gallery] if gallery else session.execute(select(Gallery.name)).scalars().all()
             rebuilt = []
@@ -351,34 +419,53 @@ class Engine:
 
     # -- search and verify -----------------------------------------------------------------------
 
-    def search(self, image: ImageSource, *, gallery: str, purpose: str, case: str, top_k: int = 10,
-               image_name: str | None = None, on_multiple: str = "refuse") -> SearchResult:
-        """1:N open-set search: candidates above the threshold that holds the gallery's target FPIR."""
-        purpose = require_text(purpose, "a purpose", "--purpose")
-        case = require_text(case, "a case reference", "--case")
+    def search(self, image: ImageSource, *, gallery: str, purpose: str | None, case: str | None,
+               top_k: int = 10, investigative: bool = False, authorisation: str | None = None,
+               image_name: str | None = None, on_multiple: str = "refuse",
+               by: Principal | None = None) -> SearchResult:
+        """1:N search. Open-set: only candidates above the threshold that holds the gallery's target FPIR at
+        its current size. Investigative (where the gallery allows it): the top-k as leads, not identifications."""
+        principal = self.authorize(by, "search", gallery=gallery)
+        request = {"gallery": gallery, "purpose": purpose, "case": case, "investigative": investigative}
+        with self.ledger_refusals(principal, "search", request):
+            purpose = require_text(purpose, "a purpose", "--purpose")
+            case = require_text(case, "a case reference", "--case")
+            with self.sessions() as session:
+                policy = _policy_of(self._gallery(session, gallery))
+            check_purpose(purpose, policy["purposes"], gallery)
+            check_investigative(investigative, policy["allow_investigative"], gallery)
         if top_k < 1:
             raise FaceledgerError("--top-k must be at least 1")
         loaded = self._load(image, image_name)
-        request = {"gallery": gallery, "purpose": purpose, "case": case, "probe_sha256": loaded.sha256,
-                   "top_k": top_k}
-        with self.ledger_failures("search", request):
+        request.update(probe_sha256=loaded.sha256, top_k=top_k, authorisation=authorisation)
+        with self.ledger_failures(principal, "search", request):
             probe = self._probe_face(loaded, on_multiple=on_multiple)
+        mode = "investigative" if investigative else "open-set"
+        now = utcnow()
         with self.sessions() as session:
             gallery_row = self._gallery(session, gallery)
             index = self._index(session, gallery_row)
             size = len(index)
             threshold = self.calibration.threshold_for_fpir(gallery_row.target_fpir, size)
-            candidates = self._candidates(session, index, probe.embedding, threshold.score, top_k, size)
+            candidates = self._candidates(session, index, probe.embedding, None if investigative else threshold.score,
+                                          top_k, size, threshold.score, investigative)
+            probe_expires = now + timedelta(days=gallery_row.probe_retain_days)
             result_fields = {
-                "decision": "match" if candidates else "no_match", "threshold": threshold.score,
-                "target_fpir": gallery_row.target_fpir, "threshold_supported": threshold.supported,
-                "gallery": gallery, "gallery_size": size, "probe_sha256": loaded.sha256,
-                "probe_quality": probe.quality.as_dict(), "model_id": self.model_id,
+                "decision": "match" if any(c.above_threshold for c in candidates) else "no_match",
+                "mode": mode, "threshold": threshold.score, "target_fpir": gallery_row.target_fpir,
+                "threshold_supported": threshold.supported, "gallery": gallery, "gallery_size": size,
+                "probe_sha256": loaded.sha256, "probe_quality": probe.quality.as_dict(), "model_id": self.model_id,
                 "calibration_id": self.calibration.calibration_id,
             }
-            entry = self.ledger.append(session, actor=self.actor, action="search", payload={
-                **result_fields, "purpose": purpose, "case": case, "gallery_id": gallery_row.id, "top_k": top_k,
-                "mode": "open-set", "candidates": [c.as_json() for c in candidates]})
+            entry = self.ledger.append(session, actor=principal.name, action="search", payload={
+                **result_fields, "purpose": purpose, "case": case, "authorisation": authorisation,
+                "gallery_id": gallery_row.id, "top_k": top_k, "candidates": [c.as_json() for c in candidates],
+                "probe_expires": _iso(probe_expires), "probe_image_kept": gallery_row.keep_probe_images})
+            session.add(Probe(
+                entry_id=entry.entry_id, gallery_id=gallery_row.id, searched_by=principal.name, sha256=loaded.sha256,
+                embedding=probe.embedding.tobytes(), quality=probe.quality.as_dict(), mode=mode,
+                candidates=[c.as_json() for c in candidates], created_at=now, expires_at=probe_expires,
+                image=loaded.data if gallery_row.keep_probe_images else None))
             session.commit()
         self.ledger.note_committed(entry)
         return SearchResult(candidates=tuple(candidates), ledger_entry=entry.entry_id, **result_fields)
@@ -425,10 +512,12 @@ class Engine:
             subject_of.update({r[0]: (r[1], r[2], r[3]) for r in rows})
         return subject_of
 
-    def _candidates(self, session: Session, index: FaissIndex, vector: np.ndarray, threshold: float,
-                    top_k: int, gallery_size: int) -> list[Candidate]:
-        """Best face per subject, above the threshold, ranked by score, each with its error rates."""
-        hits = [h for h in self._rank_subjects(session, index, vector, top_k)[0] if h.score >= threshold]
+    def _candidates(self, session: Session, index: FaissIndex, vector: np.ndarray, minimum: float | None,
+                    top_k: int, gallery_size: int, threshold: float, investigative: bool) -> list[Candidate]:
+        """Best face per subject (at or above `minimum` when given), ranked, each with its error rates."""
+        hits = self._rank_subjects(session, index, vector, top_k)[0]
+        if minimum is not None:
+            hits = [h for h in hits if h.score >= minimum]
         candidates = []
         for rank, hit in enumerate(hits, start=1):
             estimate = self.calibration.fmr(hit.score)
@@ -436,17 +525,22 @@ class Engine:
                 rank=rank, subject=hit.subject, subject_id=hit.subject_id, score=hit.score,
                 false_match_rate=estimate.fmr, false_match_rate_upper=estimate.upper,
                 gallery_false_positive_chance=fpir_at(estimate.fmr, gallery_size),
-                image=hit.image, face_id=hit.face_id))
+                image=hit.image, face_id=hit.face_id, above_threshold=hit.score >= threshold,
+                label=LEAD_LABEL if investigative else CANDIDATE_LABEL))
         return candidates
 
-    def verify(self, image_a: ImageSource, image_b: ImageSource, *, purpose: str, case: str,
-               names: tuple[str | None, str | None] = (None, None)) -> VerifyResult:
+    def verify(self, image_a: ImageSource, image_b: ImageSource, *, purpose: str | None, case: str | None,
+               authorisation: str | None = None, names: tuple[str | None, str | None] = (None, None),
+               by: Principal | None = None) -> VerifyResult:
         """1:1: are these two faces the same person, at the threshold for the configured FMR?"""
-        purpose = require_text(purpose, "a purpose", "--purpose")
-        case = require_text(case, "a case reference", "--case")
+        principal = self.authorize(by, "verify")
+        request = {"purpose": purpose, "case": case}
+        with self.ledger_refusals(principal, "verify", request):
+            purpose = require_text(purpose, "a purpose", "--purpose")
+            case = require_text(case, "a case reference", "--case")
         loaded = (self._load(image_a, names[0]), self._load(image_b, names[1]))
-        request = {"purpose": purpose, "case": case, "probe_sha256": [im.sha256 for im in loaded]}
-        with self.ledger_failures("verify", request):
+        request.update(probe_sha256=[im.sha256 for im in loaded], authorisation=authorisation)
+        with self.ledger_failures(principal, "verify", request):
             faces = [self._probe_face(im) for im in loaded]
         score = float(np.dot(faces[0].embedding, faces[1].embedding))
         threshold = self.calibration.threshold_for_fmr(self.settings.verify_target_fmr)
@@ -458,32 +552,331 @@ class Engine:
             "probe_sha256": (loaded[0].sha256, loaded[1].sha256), "model_id": self.model_id,
             "calibration_id": self.calibration.calibration_id,
         }
-        entry = self.ledger.record(actor=self.actor, action="verify", payload={
+        entry = self.ledger.record(actor=principal.name, action="verify", payload={
             **fields, "probe_sha256": list(fields["probe_sha256"]), "purpose": purpose, "case": case,
-            "probe_quality": [f.quality.as_dict() for f in faces]})
+            "authorisation": authorisation, "probe_quality": [f.quality.as_dict() for f in faces]})
         return VerifyResult(ledger_entry=entry.entry_id, **fields)
 
     @contextmanager
-    def ledger_failures(self, action: str, request: dict) -> Iterator[None]:
+    def ledger_failures(self, principal: Principal, action: str, request: dict) -> Iterator[None]:
         """A search or verify that fails on its probe (no face, several faces) is still ledgered."""
         try:
             yield
         except FaceledgerError as exc:
-            self.ledger.record(actor=self.actor, action=action, payload={
+            self.ledger.record(actor=principal.name, action=action, payload={
                 **request, "decision": "failed", "error": str(exc), "model_id": self.model_id})
             raise
 
+    # -- review ----------------------------------------------------------------------------------
+
+    def review(self, entry_id: str, *, candidate: int, decision: str, note: str | None = None,
+               by: Principal | None = None) -> dict:
+        """A reviewer's decision on one candidate of a search; never the searcher's own."""
+        principal = self.authorize(by, "review", search=entry_id, candidate=candidate)
+        decision = check_decision(decision)
+        search = self._search_entry(entry_id)
+        candidates = search["payload"].get("candidates", [])
+        if not 1 <= candidate <= len(candidates):
+            raise NotFound(f"search {entry_id} has no candidate {candidate} (it has {len(candidates)})")
+        if search["actor"] == principal.name:
+            self.record_denial(principal, "review", "the searcher may not review their own search",
+                               {"search": entry_id, "candidate": candidate})
+            raise Conflict("you made this search; a second person must review it")
+        chosen = candidates[candidate - 1]
+        with self.sessions() as session:
+            if session.execute(select(Review.id).where(
+                    Review.search_entry_id == entry_id, Review.candidate_rank == candidate,
+                    Review.reviewer == principal.name)).first():
+                raise AlreadyExists(f"you already reviewed candidate {candidate} of search {entry_id}")
+            entry = self.ledger.append(session, actor=principal.name, action="review", payload={
+                "search": entry_id, "candidate": candidate, "subject": chosen["subject"],
+                "subject_id": chosen["subject_id"], "score": chosen["score"], "decision": decision, "note": note,
+                "mode": search["payload"].get("mode"), "searched_by": search["actor"]})
+            session.add(Review(search_entry_id=entry_id, candidate_rank=candidate, subject=chosen["subject"],
+                               decision=decision, reviewer=principal.name, note=note, created_at=utcnow(),
+                               ledger_entry=entry.entry_id))
+            session.commit()
+        self.ledger.note_committed(entry)
+        return {"ledger_entry": entry.entry_id, "search": entry_id, "candidate": candidate,
+                "subject": chosen["subject"], "decision": decision, "status": self.review_status(entry_id, by=by)}
+
+    def review_status(self, entry_id: str, *, by: Principal | None = None) -> list[dict]:
+        """Each candidate of a search with its reviewers' decisions and the resulting status."""
+        search = self._search_entry(entry_id)
+        with self.sessions() as session:
+            reviews = session.execute(select(Review).where(Review.search_entry_id == entry_id)
+                                      .order_by(Review.id)).scalars().all()
+        status = []
+        for candidate in search["payload"].get("candidates", []):
+            decisions = [{"reviewer": r.reviewer, "decision": r.decision, "note": r.note, "at": _iso(r.created_at)}
+                         for r in reviews if r.candidate_rank == candidate["rank"]]
+            status.append({**candidate, "reviews": decisions, "status": candidate_status(decisions)})
+        return status
+
+    def _search_entry(self, entry_id: str) -> dict:
+        with self.sessions() as session:
+            row = session.execute(select(LedgerEntry).where(LedgerEntry.entry_id == entry_id)).scalar_one_or_none()
+        if row is None or row.action != "search":
+            raise NotFound(f"no search with ledger entry {entry_id!r}")
+        entry = entry_as_dict(row)
+        if entry["payload"].get("decision") == "failed":
+            raise NotFound(f"search {entry_id} failed on its probe and has no candidates")
+        return entry
+
+    # -- users -----------------------------------------------------------------------------------
+
+    def add_user(self, name: str, *, role: str, by: Principal | None = None) -> tuple[dict, str]:
+        """Create a user; returns (user, token). The token is shown once; only its hash is stored."""
+        principal = self.authorize(by, "user.manage", user=name, role=role)
+        name = require_text(name, "a user name", "NAME")
+        with self.sessions() as session:
+            user, token = add_user(session, name=name, role=role, created_by=principal.name)
+            entry = self.ledger.append(session, actor=principal.name, action="user.add",
+                                       payload={"user": name, "role": role})
+            session.commit()
+        self.ledger.note_committed(entry)
+        return {"user": user.name, "role": user.role}, token
+
+    def set_user_disabled(self, name: str, disabled: bool = True, *, by: Principal | None = None) -> dict:
+        principal = self.authorize(by, "user.manage", user=name)
+        with self.sessions() as session:
+            user = find_user(session, name)
+            user.disabled = disabled
+            entry = self.ledger.append(session, actor=principal.name, action="user.disable" if disabled
+                                       else "user.enable", payload={"user": name})
+            session.commit()
+        self.ledger.note_committed(entry)
+        return {"user": name, "disabled": disabled}
+
+    def list_users(self, *, by: Principal | None = None) -> list[dict]:
+        self.authorize(by, "user.manage")
+        with self.sessions() as session:
+            users = session.execute(select(User).order_by(User.name)).scalars().all()
+            return [{"user": u.name, "role": u.role, "disabled": u.disabled, "has_token": bool(u.token_sha256),
+                     "created_at": _iso(u.created_at), "created_by": u.created_by} for u in users]
+
+    def authenticate(self, token: str | None) -> Principal:
+        with self.sessions() as session:
+            return authenticate(session, token)
+
+    # -- retention and erasure -------------------------------------------------------------------
+
+    def purge(self, *, by: Principal | None = None, now: datetime | None = None) -> dict:
+        """Delete expired images, faces, embeddings and probes; update the index; ledger a summary."""
+        principal = self.authorize(by, "purge")
+        return self._purge(principal.name, now or utcnow())
+
+    def _purge(self, actor: str, now: datetime) -> dict:
+        with self.sessions() as session:
+            removal = purge_expired(session, now)
+            session.merge(Maintenance(key="last_purge_at", value=now.isoformat()))
+            entry = self.ledger.append(session, actor=actor, action="purge", payload={
+                "at": now.isoformat(), **removal.summary(),
+                "galleries": {str(g): len(ids) for g, ids in removal.face_ids_by_gallery.items()}})
+            session.commit()
+        self.ledger.note_committed(entry)
+        self._refresh_indexes(removal)
+        return {"ledger_entry": entry.entry_id, **removal.summary()}
+
+    def _purge_if_overdue(self) -> None:
+        with self.sessions() as session:
+            last = session.get(Maintenance, "last_purge_at")
+        now = utcnow()
+        if last is not None and now - datetime.fromisoformat(last.value) < timedelta(
+                hours=self.settings.purge_interval_hours):
+            return
+        self._purge("system (scheduled retention)", now)
+
+    def erase(self, *, reason: str | None, face: ImageSource | None = None, subject: str | None = None,
+              gallery: str | None = None, image_name: str | None = None, by: Principal | None = None) -> dict:
+        """Remove a person: every enrolled subject whose face matches `face` above a strict threshold (or
+        the named subject), with all their images, faces, embeddings and matching probes. Returns a receipt."""
+        principal = self.authorize(by, "erase", gallery=gallery)
+        with self.ledger_refusals(principal, "erase", {"gallery": gallery, "subject": subject}):
+            reason = require_text(reason, "a reason", "--reason")
+            if (face is None) == (subject is None):
+                raise PolicyViolation("erase needs exactly one of --face IMAGE or --subject NAME")
+            if subject is not None and gallery is None:
+                raise PolicyViolation("erasing by subject needs --gallery")
+        with self.sessions() as session:
+            names = [gallery] if gallery else list(session.execute(select(Gallery.name).where(
+                Gallery.model_id == self.model_id).order_by(Gallery.name)).scalars())
+            galleries = [self._gallery(session, name) for name in names]
+        request = {"reason": reason, "galleries": names, "method": "face" if face is not None else "subject"}
+        if face is not None:
+            loaded = self._load(face, image_name)
+            request["probe_sha256"] = loaded.sha256
+            with self.ledger_failures(principal, "erase", request):
+                vector = self._probe_face(loaded).embedding
+            matches, probe_ids = self._matches_for_erasure(galleries, vector)
+        else:
+            matches, probe_ids = self._subject_for_erasure(galleries[0], subject), []
+        return self._erase_matches(principal, request, matches, probe_ids)
+
+    def _matches_for_erasure(self, galleries: list[Gallery], vector: np.ndarray) -> tuple[list[dict], list[int]]:
+        """Subjects with any face at or above the strict threshold, per gallery; and matching probes."""
+        matches, probe_ids = [], []
+        with self.sessions() as session:
+            for gallery in galleries:
+                gallery = session.get(Gallery, gallery.id)
+                index = self._index(session, gallery)
+                threshold = self.calibration.threshold_for_fpir(self.settings.erase_target_fpir, max(len(index), 1))
+                if len(index):
+                    scores, ids = index.search(vector[None, :], min(len(index), 4096))
+                    hits = {int(i): float(sc) for sc, i in zip(scores[0], ids[0]) if i >= 0 and sc >= threshold.score}
+                    owners = self._face_subjects(session, set(hits))
+                    best: dict[int, dict] = {}
+                    for fid, score in hits.items():
+                        sid, name, _ = owners[fid]
+                        if sid not in best or score > best[sid]["score"]:
+                            best[sid] = {"gallery": gallery.name, "subject_id": sid, "subject": name,
+                                         "score": round(score, 6), "threshold": threshold.score}
+                    matches.extend(best.values())
+                for probe in session.execute(select(Probe).where(Probe.gallery_id == gallery.id)).scalars():
+                    if float(np.frombuffer(probe.embedding, np.float32) @ vector) >= threshold.score:
+                        probe_ids.append(probe.id)
+        return matches, probe_ids
+
+    def _subject_for_erasure(self, gallery: Gallery, subject: str) -> list[dict]:
+        with self.sessions() as session:
+            query = select(Subject).where(Subject.gallery_id == gallery.id)
+            query = query.where(Subject.id == int(subject)) if str(subject).isdigit() else query.where(
+                Subject.name == subject)
+            row = session.execute(query).scalar_one_or_none()
+        if row is None:
+            raise NotFound(f"gallery {gallery.name!r} has no subject {subject!r}; nothing was removed")
+        return [{"gallery": gallery.name, "subject_id": row.id, "subject": row.name, "score": None, "threshold": None}]
+
+    def _erase_matches(self, principal: Principal, request: dict, matches: list[dict], probe_ids: list[int]) -> dict:
+        if not matches and not probe_ids:
+            self.ledger.record(actor=principal.name, action="erase", payload={**request, "outcome": "no match"})
+            raise NotFound("no enrolled face matches this person above the strict erasure threshold; "
+                           "nothing was removed")
+        removal = Removal()
+        with self.sessions() as session:
+            delete_images(session, images_of_subjects(session, [m["subject_id"] for m in matches]), removal)
+            if probe_ids:
+                removal.probes = session.execute(delete(Probe).where(Probe.id.in_(probe_ids))).rowcount
+            # The ledger keeps ids and counts, not the erased person's name.
+            entry = self.ledger.append(session, actor=principal.name, action="erase", payload={
+                **request, "outcome": "erased", **removal.summary(),
+                "subjects": [{k: m[k] for k in ("gallery", "subject_id", "score", "threshold")} for m in matches]})
+            session.commit()
+        self.ledger.note_committed(entry)
+        self._refresh_indexes(removal)
+        counts = removal.summary()
+        return {"receipt": entry.entry_id, "reason": request["reason"], "images": counts["images"],
+                "faces": counts["faces"], "probes": counts["probes"], "subjects": matches}
+
+    def _refresh_indexes(self, removal: Removal) -> None:
+        """Take deleted vectors out of cached indexes and rewrite the index files, so none survive on disk."""
+        if not removal.face_ids_by_gallery:
+            return
+        with self.sessions() as session:
+            for gallery_id, face_ids in removal.face_ids_by_gallery.items():
+                gallery = session.get(Gallery, gallery_id)
+                cached = self._indexes.get(gallery_id)
+                if cached is not None and cached[0] == gallery.generation - 1:
+                    cached[1].remove(np.asarray(face_ids, dtype=np.int64))
+                    self._indexes[gallery_id] = (gallery.generation, cached[1])
+                index = self._index(session, gallery)
+                self.index_files.save(index, self._expected_meta(gallery, len(index)))
+
+    # -- audit and reports -------------------------------------------------------------------------
+
+    def audit_entries(self, *, by: Principal | None = None, **filters) -> list[dict]:
+        """Ledger entries, filtered by since / action / actor / purpose / case / limit."""
+        self.authorize(by, "audit")
+        return self.ledger.entries(**filters)
+
+    def audit_export(self, fmt: str, *, since: datetime | None = None, by: Principal | None = None) -> str:
+        """The ledger as JSON lines or CSV; the export itself is ledgered (who took a copy, and when)."""
+        principal = self.authorize(by, "audit")
+        text = self.ledger.export(fmt, since=since)
+        self.ledger.record(actor=principal.name, action="audit.export",
+                           payload={"format": fmt, "since": _iso(since), "bytes": len(text.encode())})
+        return text
+
+    def operating_points(self) -> list[dict]:
+        """Each gallery's open-set threshold at its current size, and what it predicts."""
+        points = []
+        with self.sessions() as session:
+            for gallery in session.execute(select(Gallery).where(Gallery.model_id == self.model_id)
+                                           .order_by(Gallery.name)).scalars():
+                size = session.execute(select(func.count()).select_from(FaceRecord).where(
+                    FaceRecord.gallery_id == gallery.id)).scalar_one()
+                threshold = self.calibration.threshold_for_fpir(gallery.target_fpir, size)
+                points.append({"gallery": gallery.name, "gallery_size": size, "target_fpir": gallery.target_fpir,
+                               "threshold": threshold.score, "predicted_fmr": threshold.predicted_fmr,
+                               "per_comparison_fmr": threshold.per_comparison_fmr, "supported": threshold.supported,
+                               "calibration_id": self.calibration.calibration_id})
+        return points
+
+    def transparency_report(self, out_dir: Path, *, since: datetime | None = None,
+                            by: Principal | None = None) -> dict:
+        """Write the transparency report (JSON + HTML with charts) from the ledger; the report is ledgered."""
+        principal = self.authorize(by, "report")
+        entries = self.ledger.entries(since=since)
+        summary = summarize(entries, self.operating_points(), since=_iso(since))
+        curve = [(n, self.calibration.threshold_for_fpir(0.01, n).score)
+                 for n in np.unique(np.logspace(0, 8, 60).astype(int))]
+        written = write_report(summary, Path(out_dir), threshold_curve=curve)
+        self.ledger.record(actor=principal.name, action="report.transparency",
+                           payload={"since": _iso(since), "searches": summary["searches"]["total"]})
+        return {"summary": summary, "files": written}
+
+    # -- calibration -----------------------------------------------------------------------------
+
+    def calibrate(self, dataset: Path, *, workers: int = 2, max_identities: int | None = None,
+                  min_identities: int = 50, by: Principal | None = None) -> dict:
+        """Fit this model's impostor-score calibration on a folder-per-identity dataset (one image each)."""
+        principal = self.authorize(by, "calibrate")
+        items = identity_sample(Path(dataset), max_identities=max_identities,
+                                max_bytes=self.settings.max_image_bytes)
+        self.pipeline.load()
+        analyses = list(analyse_all(items, pipeline=self.pipeline, settings=self.settings, on_multiple="largest",
+                                    workers=workers))
+        vectors = np.stack([a.faces[0].embedding for a in analyses if not a.error]) if analyses else np.empty((0, 0))
+        if len(vectors) < min_identities:
+            raise FaceledgerError(f"{dataset}: only {len(vectors)} identities gave a usable face; "
+                                  f"need at least {min_identities}")
+        calibration = Calibration(
+            calibration_id=f"{Path(dataset).name}-1perid-{self.model_id}-{utcnow():%Y%m%dT%H%M%SZ}",
+            model_id=self.model_id, bin_width=0.0005, counts=impostor_histogram(vectors),
+            description=f"{len(vectors)} identities of {dataset} (one image each), all cross-identity pairs",
+            max_impostor_score=None)
+        path = self.calibration_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        calibration.save(path)
+        self._calibration = calibration
+        thresholds = {f"{fmr:g}": calibration.threshold_for_fmr(fmr).score for fmr in (1e-2, 1e-3, 1e-4, 1e-5, 1e-6)}
+        failed = sum(1 for a in analyses if a.error)
+        self.ledger.record(actor=principal.name, action="calibrate", payload={
+            "calibration_id": calibration.calibration_id, "model_id": self.model_id, "dataset": str(dataset),
+            "identities": len(vectors), "failed": failed, "impostor_pairs": calibration.total,
+            "thresholds": thresholds})
+        return {"calibration_id": calibration.calibration_id, "identities": len(vectors), "failed": failed,
+                "impostor_pairs": calibration.total, "thresholds": thresholds, "path": str(path)}
+
+    @property
+    def calibration_path(self) -> Path:
+        return self.settings.home / "calibrations" / f"calibration-{self.model_id}.json"
+
     # -- inspection ------------------------------------------------------------------------------
 
-    def faces(self, image: ImageSource, *, name: str | None = None) -> tuple[LoadedImage, list[Face]]:
+    def faces(self, image: ImageSource, *, name: str | None = None,
+              by: Principal | None = None) -> tuple[LoadedImage, list[Face]]:
         """Every face in an image with its quality (no comparison is made, so nothing is ledgered)."""
+        self.authorize(by, "faces")
         loaded = self._load(image, name)
         return loaded, self.pipeline.faces(loaded.rgb, embed=False)
 
-    def audit_verify(self) -> LedgerCheck:
+    def audit_verify(self, *, by: Principal | None = None) -> LedgerCheck:
+        self.authorize(by, "audit")
         return self.ledger.verify()
 
-    def stats(self) -> dict:
+    def stats(self, *, by: Principal | None = None) -> dict:
+        self.authorize(by, "stats")
         with self.sessions() as session:
             def total(model) -> int:
                 return session.execute(select(func.count()).select_from(model)).scalar_one()
@@ -494,6 +887,26 @@ class Engine:
                 "galleries": total(Gallery), "subjects": total(Subject), "images": total(ImageRecord),
                 "faces": total(FaceRecord), "ledger_entries": total(LedgerEntry),
             }
+
+
+POLICY_FIELDS = ("purposes", "allow_investigative", "target_fpir", "retain_days", "probe_retain_days",
+                 "keep_probe_images")
+
+
+def _policy_of(gallery: Gallery) -> dict:
+    return {key: getattr(gallery, key) for key in POLICY_FIELDS}
+
+
+def _policy_values(*, purposes, allow_investigative, target_fpir, retain_days, probe_retain_days,
+                   keep_probe_images) -> dict:
+    """Validated gallery policy fields."""
+    check_fpir(target_fpir)
+    check_positive_days(retain_days, "--retain-days")
+    check_positive_days(probe_retain_days, "--probe-retain-days", allow_zero=True)
+    cleaned = sorted({str(p).strip() for p in purposes or () if str(p).strip()})
+    return {"purposes": cleaned, "allow_investigative": bool(allow_investigative), "target_fpir": float(target_fpir),
+            "retain_days": retain_days, "probe_retain_days": int(probe_retain_days),
+            "keep_probe_images": bool(keep_probe_images)}
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -90,6 +90,23 @@ def expand_paths(paths: Iterable[Path | str]) -> list[Path]:
     return files
 
 
+def identity_sample(dataset: Path, *, max_identities: int | None, max_bytes: int) -> list[WorkItem]:
+    """The first image (by name) of each identity folder of a folder-per-identity dataset."""
+    if not dataset.is_dir():
+        raise FaceledgerError(f"{dataset}: not a folder (expected one sub-folder of images per identity)")
+    items = []
+    for folder in sorted(p for p in dataset.iterdir() if p.is_dir()):
+        images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if images:
+            items.append(WorkItem(path=str(images[0]), subject=folder.name,
+                                  sha256=file_sha256(images[0], max_bytes=max_bytes)))
+        if max_identities and len(items) >= max_identities:
+            break
+    if not items:
+        raise FaceledgerError(f"{dataset}: no identity folder holds an image")
+    return items
+
+
 def subject_for(path: Path, *, subject: str | None, from_folder: bool) -> str:
     if from_folder:
         return path.parent.name

@@ -45,3 +45,15 @@ class IndexMismatch(FaceledgerError):
 
 class LedgerTampered(FaceledgerError):
     """The ledger's hash chain is broken: an entry was edited, removed or reordered."""
+
+
+class AuthenticationFailed(FaceledgerError):
+    """The token is missing, unknown or disabled."""
+
+
+class PermissionDenied(FaceledgerError):
+    """This user's role may not do this (the attempt is ledgered)."""
+
+
+class Conflict(FaceledgerError):
+    """The request conflicts with the current state (e.g. reviewing your own search)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,7 @@ class LoadedImage:
     sha256: str
     format: str
     name: str
+    data: bytes = field(repr=False, default=b"")
 
     @property
     def width(self) -> int:
@@ -73,7 +74,7 @@ def load_image(
         data = read_bytes(source, max_bytes=max_bytes)
         name = name or str(source)
     rgb, fmt = decode(data, name=name, max_pixels=max_pixels)
-    return LoadedImage(rgb=rgb, sha256=hashlib.sha256(data).hexdigest(), format=fmt, name=name)
+    return LoadedImage(rgb=rgb, sha256=hashlib.sha256(data).hexdigest(), format=fmt, name=name, data=data)
 
 
 def decode(data: bytes, *, name: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, str]:

@@ -8,7 +8,9 @@ database; `verify` reports a ledger that ends before the head it last wrote.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -122,17 +124,41 @@ class Ledger:
             return [f"entry {seq} differs from the one recorded in the head file"]
         return []
 
-    def entries(self, *, since: datetime | None = None, action: str | None = None) -> list[dict]:
-        with self._sessions() as session:
-            query = select(LedgerEntry).order_by(LedgerEntry.seq)
-            if action:
-                query = query.where(LedgerEntry.action == action)
-            rows = session.execute(query).scalars().all()
-        result = [entry_as_dict(row) for row in rows]
+    def entries(self, *, since: datetime | None = None, action: str | None = None, actor: str | None = None,
+                purpose: str | None = None, case: str | None = None, limit: int | None = None) -> list[dict]:
+        """Entries oldest first, filtered; `limit` keeps the newest ones."""
+        query = select(LedgerEntry).order_by(LedgerEntry.seq)
+        if action:
+            query = query.where(LedgerEntry.action == action)
+        if actor:
+            query = query.where(LedgerEntry.actor == actor)
         if since is not None:
-            cutoff = since.astimezone(timezone.utc).isoformat()
-            result = [row for row in result if row["created_at"] >= cutoff]
-        return result
+            since = since if since.tzinfo else since.replace(tzinfo=timezone.utc)
+            query = query.where(LedgerEntry.created_at >= since.astimezone(timezone.utc).isoformat())
+        with self._sessions() as session:
+            rows = [entry_as_dict(row) for row in session.execute(query).scalars()]
+        if purpose:
+            rows = [r for r in rows if r["payload"].get("purpose") == purpose]
+        if case:
+            rows = [r for r in rows if r["payload"].get("case") == case]
+        return rows[-limit:] if limit else rows
+
+    def export(self, fmt: str, *, since: datetime | None = None) -> str:
+        """The ledger as JSON lines or CSV (payload as canonical JSON in one column), hashes included."""
+        rows = self.entries(since=since)
+        if fmt == "jsonl":
+            return "".join(canonical_json(row) + "\n" for row in rows)
+        if fmt == "csv":
+            buffer = io.StringIO()
+            writer = csv.writer(buffer)
+            writer.writerow(EXPORT_COLUMNS)
+            for row in rows:
+                writer.writerow([canonical_json(row[c]) if c == "payload" else row[c] for c in EXPORT_COLUMNS])
+            return buffer.getvalue()
+        raise FaceledgerError(f"export format must be jsonl or csv, not {fmt!r}")
+
+
+EXPORT_COLUMNS = ("seq", "entry_id", "created_at", "actor", "action", "payload", "prev_hash", "hash")
 
 
 def _check_entry(entry: LedgerEntry, expected_seq: int, prev_hash: str) -> list[str]:

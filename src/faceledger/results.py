@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+LEAD_LABEL = "lead, not an identification: a person must review it before anyone acts on it"
+CANDIDATE_LABEL = "candidate above the open-set threshold; a person must review it before anyone acts on it"
+
+
 @dataclass(frozen=True)
 class SubjectHit:
     """A subject's best face for a query, before any threshold."""
@@ -28,6 +32,8 @@ class Candidate:
     """Chance that a gallery of this size holds at least one non-mate scoring this high."""
     image: str
     face_id: int
+    above_threshold: bool = True
+    label: str = CANDIDATE_LABEL
 
     def as_json(self) -> dict:
         return {
@@ -40,12 +46,15 @@ class Candidate:
             "gallery_false_positive_chance": self.gallery_false_positive_chance,
             "image": self.image,
             "face_id": self.face_id,
+            "above_threshold": self.above_threshold,
+            "label": self.label,
         }
 
 
 @dataclass(frozen=True)
 class SearchResult:
     decision: str  # "match" | "no_match"
+    mode: str  # "open-set" | "investigative"
     threshold: float
     target_fpir: float
     threshold_supported: bool
@@ -61,6 +70,7 @@ class SearchResult:
     def as_json(self) -> dict:
         return {
             "decision": self.decision,
+            "mode": self.mode,
             "threshold": round(self.threshold, 6),
             "target_fpir": self.target_fpir,
             "threshold_supported": self.threshold_supported,

@@ -8,9 +8,14 @@ from sqlalchemy.exc import OperationalError, ArgumentError
 from sqlalchemy.orm import sessionmaker
 
 from ..errors import FaceledgerError
-from .models import Base, FaceRecord, Gallery, ImageRecord, LedgerEntry, Subject
+from .models import (
+    Base, FaceRecord, Gallery, ImageRecord, LedgerEntry, Maintenance, Probe, Review, Subject, User,
+)
 
-__all__ = ["Base", "FaceRecord", "Gallery", "ImageRecord", "LedgerEntry", "Subject", "open_database"]
+__all__ = [
+    "Base", "FaceRecord", "Gallery", "ImageRecord", "LedgerEntry", "Maintenance", "Probe", "Review", "Subject",
+    "User", "open_database",
+]
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

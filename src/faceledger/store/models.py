@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
-    JSON, BigInteger, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint,
+    JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -27,6 +27,11 @@ class Gallery(Base):
     retain_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
     target_fpir: Mapped[float] = mapped_column(Float)
     model_id: Mapped[str] = mapped_column(String(100))
+    purposes: Mapped[list] = mapped_column(JSON, default=list)
+    """Purposes a search of this gallery may state; empty: any stated purpose."""
+    allow_investigative: Mapped[bool] = mapped_column(Boolean, default=False)
+    probe_retain_days: Mapped[int] = mapped_column(Integer, default=30)
+    keep_probe_images: Mapped[bool] = mapped_column(Boolean, default=False)
     generation: Mapped[int] = mapped_column(BigInteger, default=0)
     """Bumped on every change of the gallery's faces; the index cache records the generation it holds."""
 
@@ -102,3 +107,63 @@ class LedgerEntry(Base):
     payload: Mapped[str] = mapped_column(Text)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class User(Base):
+    """Someone who may act; only the sha256 of the token is stored."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    role: Mapped[str] = mapped_column(String(20))
+    token_sha256: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str] = mapped_column(String(200))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Probe(Base):
+    """What is kept of a search probe until it expires: hash, embedding, quality, and the image only if
+    the gallery's policy keeps probe images."""
+
+    __tablename__ = "probes"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    entry_id: Mapped[str] = mapped_column(String(36), unique=True)
+    gallery_id: Mapped[int] = mapped_column(ForeignKey("galleries.id", ondelete="CASCADE"), index=True)
+    searched_by: Mapped[str] = mapped_column(String(200))
+    sha256: Mapped[str] = mapped_column(String(64))
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    quality: Mapped[dict] = mapped_column(JSON)
+    mode: Mapped[str] = mapped_column(String(20))
+    candidates: Mapped[list] = mapped_column(JSON)
+    image: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class Review(Base):
+    """A reviewer's decision on one candidate of one search."""
+
+    __tablename__ = "reviews"
+    __table_args__ = (UniqueConstraint("search_entry_id", "candidate_rank", "reviewer"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    search_entry_id: Mapped[str] = mapped_column(String(36), index=True)
+    candidate_rank: Mapped[int] = mapped_column(Integer)
+    subject: Mapped[str] = mapped_column(String(300))
+    decision: Mapped[str] = mapped_column(String(20))
+    reviewer: Mapped[str] = mapped_column(String(200))
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ledger_entry: Mapped[str] = mapped_column(String(36))
+
+
+class Maintenance(Base):
+    """Key/value facts about housekeeping, e.g. when retention was last enforced."""
+
+    __tablename__ = "maintenance"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
