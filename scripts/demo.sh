@@ -13,8 +13,9 @@ rm -rf "$FACELEDGER_HOME"
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run() { printf '\033[2m$ %s\033[0m\n' "$*"; "$@"; }
 
-say "1. Create a gallery. Records expire after 365 days; searches aim at a 1% false-positive rate."
-run $FL gallery create demo --retain-days 365
+say "1. Create a gallery and its policy: the purposes a search may state, records kept 365 days,
+      open-set searches held to a 1% chance of any false candidate for someone not enrolled."
+run $FL gallery create demo --purpose "identity check" --purpose "missing person" --retain-days 365
 
 say "2. Enrol 32 photos of 14 people, each with its provenance (source and legal basis)."
 run $FL enroll "$DATA/open-faces/macron_2014.jpg" --subject "Emmanuel Macron" --gallery demo \
@@ -38,23 +39,37 @@ run $FL enroll "${gallery_files[@]}" --subject-from-folder --gallery demo --work
 run $FL gallery list
 
 say "3. Search with a photo of Emmanuel Macron taken 11 years after the enrolled one."
-run $FL search "$DATA/open-faces/macron_2025.jpg" --gallery demo --purpose "demo: known person" --case DEMO-1
+run $FL search "$DATA/open-faces/macron_2025.jpg" --gallery demo --purpose "identity check" --case DEMO-1
 
 say "4. Search with a new photo of Angela Merkel (her 4th image; only the first three are enrolled)."
-run $FL search "$DATA/lfw/Angela_Merkel/Angela_Merkel_0004.jpg" --gallery demo --purpose "demo: known person" --case DEMO-2
+run $FL search "$DATA/lfw/Angela_Merkel/Angela_Merkel_0004.jpg" --gallery demo --purpose "identity check" --case DEMO-2
 
 say "5. Search for Shinzo Abe, who is NOT in the gallery. The right answer is 'no match'."
-run $FL search "$DATA/lfw/Shinzo_Abe/Shinzo_Abe_0001.jpg" --gallery demo --purpose "demo: unknown person" --case DEMO-3
+run $FL search "$DATA/lfw/Shinzo_Abe/Shinzo_Abe_0001.jpg" --gallery demo --purpose "missing person" --case DEMO-3
 
-say "6. A search without a purpose is refused (exit code 2): every search must say why."
+say "6. Searches without a purpose, or with a purpose the gallery does not allow, are refused (exit code 2)."
 run $FL search "$DATA/lfw/Pele/Pele_0001.jpg" --gallery demo --case DEMO-4 || echo "(refused, as it should be)"
+run $FL search "$DATA/lfw/Pele/Pele_0001.jpg" --gallery demo --purpose "curiosity" --case DEMO-4 \
+    || echo "(refused and ledgered as a denied attempt)"
 
-say "7. 1:1 verification: Jacinda Ardern in 2018 and in 2022; then Ardern against Sunak."
+say "7. A candidate is not an identification: a second person, a reviewer, records a decision."
+printf '\033[2m$ %s user add rita --role reviewer --json   (the token is printed once; kept in $RITA)\033[0m\n' "$FL"
+RITA=$($FL user add rita --role reviewer --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+ENTRY=$($FL search "$DATA/lfw/Colin_Powell/Colin_Powell_0004.jpg" --gallery demo --purpose "identity check" \
+          --case DEMO-7 --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["ledger_entry"])')
+printf '\033[2m$ FACELEDGER_TOKEN=$RITA %s review %s --candidate 1 --decision confirm\033[0m\n' "$FL" "$ENTRY"
+FACELEDGER_TOKEN="$RITA" $FL review "$ENTRY" --candidate 1 --decision confirm --note "same person, checked by eye"
+run $FL result "$ENTRY"
+
+say "8. 1:1 verification: Jacinda Ardern in 2018 and in 2022; then Ardern against Sunak."
 run $FL verify "$DATA/open-faces/ardern_2018.jpg" "$DATA/open-faces/ardern_2022.jpg" --purpose "demo: 1:1" --case DEMO-5
 run $FL verify "$DATA/open-faces/ardern_2018.jpg" "$DATA/open-faces/sunak_portrait.jpg" --purpose "demo: 1:1" --case DEMO-6
 
-say "8. The ledger: every act above is recorded and hash-chained. Check the chain."
+say "9. The ledger: every act above, refusals included, is recorded and hash-chained. Check the chain."
+run $FL audit list --limit 8
 run $FL audit verify
-run $FL stats
 
-printf '\nThe demo data directory is %s/ (delete it freely). Try: %s --help\n' "$FACELEDGER_HOME" "$FL"
+say "10. The transparency report: searches by purpose and user, 'no match' share, reviews, denials."
+run $FL report transparency --out "$FACELEDGER_HOME/report"
+
+printf '\nOpen %s/report/transparency.html in a browser. The demo data directory is %s/ (delete it freely).\nTry: %s --help\n' "$FACELEDGER_HOME" "$FACELEDGER_HOME" "$FL"

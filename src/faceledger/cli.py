@@ -476,7 +476,7 @@ def audit_list(
         return
     table = Table("seq", "time (UTC)", "user", "action", "purpose", "case", "entry")
     for r in rows:
-        p = r["payload"]
+        p = {**r["payload"].get("request", {}), **r["payload"]}
         table.add_row(str(r["seq"]), r["created_at"][:19], r["actor"], r["action"] + (
             f" ({p['attempted']})" if r["action"] == "denied" else ""), str(p.get("purpose") or ""),
             str(p.get("case") or ""), r["entry_id"])

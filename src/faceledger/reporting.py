@@ -89,6 +89,7 @@ def _charts(summary: dict, out_dir: Path, threshold_curve: list[tuple[int, float
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     bars = {
         "searches_by_purpose": ("Searches by stated purpose", summary["searches"]["by_purpose"]),
@@ -99,16 +100,17 @@ def _charts(summary: dict, out_dir: Path, threshold_curve: list[tuple[int, float
     }
     files = {}
     for name, (title, counts) in bars.items():
-        fig, ax = plt.subplots(figsize=(6, 3.2))
         labels = list(counts) or ["(none)"]
-        ax.barh(labels[::-1], [counts.get(k, 0) for k in labels][::-1], color="#3b6ea5")
+        fig, ax = plt.subplots(figsize=(5, 0.9 + 0.35 * len(labels)))
+        ax.barh(labels[::-1], [counts.get(k, 0) for k in labels][::-1], color="#3b6ea5", height=0.6)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(title)
         ax.set_xlabel("count")
         fig.tight_layout()
         files[name] = f"{name}.png"
         fig.savefig(out_dir / files[name], dpi=110)
         plt.close(fig)
-    fig, ax = plt.subplots(figsize=(6, 3.2))
+    fig, ax = plt.subplots(figsize=(5, 3))
     for gallery, points in summary["gallery_sizes"].items():
         ax.plot(range(len(points)), [p[1] for p in points], marker=".", label=gallery)
     ax.set_title("Gallery size seen by each search")
@@ -120,7 +122,7 @@ def _charts(summary: dict, out_dir: Path, threshold_curve: list[tuple[int, float
     files["gallery_sizes"] = "gallery_sizes.png"
     fig.savefig(out_dir / files["gallery_sizes"], dpi=110)
     plt.close(fig)
-    fig, ax = plt.subplots(figsize=(6, 3.2))
+    fig, ax = plt.subplots(figsize=(5, 3))
     ax.semilogx([n for n, _ in threshold_curve], [t for _, t in threshold_curve], color="#a53b3b")
     for point in summary["operating_points"]:
         ax.plot([max(point["gallery_size"], 1)], [point["threshold"]], "o", label=point["gallery"])
@@ -151,7 +153,7 @@ def _html(summary: dict, charts: dict) -> str:
 <title>faceledger transparency report</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}}
-figure{{display:inline-block;margin:.5rem}}img{{max-width:100%}}.big{{font-size:1.3rem}}</style></head><body>
+figure{{display:inline-block;margin:.5rem;width:min(28rem,100%);vertical-align:top}}img{{width:100%}}.big{{font-size:1.3rem}}</style></head><body>
 <h1>Transparency report</h1>
 <p>From the tamper-evident ledger: {period['ledger_entries']} entries between {html.escape(str(period['first_entry']))}
 and {html.escape(str(period['last_entry']))}{' (since ' + html.escape(period['since']) + ')' if period['since'] else ''}.</p>

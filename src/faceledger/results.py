@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
-LEAD_LABEL = "lead, not an identification: a person must review it before anyone acts on it"
-CANDIDATE_LABEL = "candidate above the open-set threshold; a person must review it before anyone acts on it"
+LEAD_LABEL = "lead, not an identification"
+CANDIDATE_LABEL = "candidate, not yet reviewed"
 
 
 @dataclass(frozen=True)
