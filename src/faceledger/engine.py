@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+import threading
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -50,13 +51,20 @@ def require_text(value: str | None, what: str, flag: str) -> str:
 
 
 class Engine:
-    """Open once per process; safe to share between threads for reads, one writer at a time per gallery."""
+    """Open once per process and share it between threads (the HTTP server does).
+
+    Thread safety: the models run one call at a time (FacePipeline's lock); every write transaction and
+    every use or change of the in-memory index cache holds `_lock` (shared with the ledger), so a
+    ledger sequence number is read and written under one lock and a FAISS index is never searched while
+    another thread adds to it. Reads of the store need no lock (SQLite WAL, or PostgreSQL).
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         settings.home.mkdir(parents=True, exist_ok=True)
         self.db, self.sessions = open_database(settings.database_url)
         self.ledger = Ledger(self.sessions, settings.home / "ledger.head")
+        self._lock = self.ledger.lock  # one writer at a time in this process; see the class docstring
         self.pipeline = FacePipeline.from_settings(settings)
         self.index_files = IndexFiles(settings.index_dir)
         self._indexes: dict[int, tuple[int, FaissIndex]] = {}
@@ -81,7 +89,7 @@ class Engine:
     def operator(self) -> Principal:
         """The local operator: whoever runs the CLI on this data directory (an admin, made on first use)."""
         if self._operator is None:
-            with self.sessions() as session:
+            with self._writing() as session:
                 self._operator = local_operator(session, self.settings.operator)
         return self._operator
 
@@ -110,6 +118,12 @@ class Engine:
 
     def close(self) -> None:
         self.db.dispose()
+
+    @contextmanager
+    def _writing(self) -> Iterator[Session]:
+        """A session for a write transaction, holding the engine's write lock until it ends."""
+        with self._lock, self.sessions() as session:
+            yield session
 
     def _gallery(self, session: Session, name: str) -> Gallery:
         gallery = session.execute(select(Gallery).where(Gallery.name == name)).scalar_one_or_none()
@@ -144,7 +158,7 @@ class Engine:
                                 target_fpir=target_fpir or self.settings.target_fpir, retain_days=retain_days,
                                 probe_retain_days=self.settings.probe_retain_days if probe_retain_days is None
                                 else probe_retain_days, keep_probe_images=keep_probe_images)
-        with self.sessions() as session:
+        with self._writing() as session:
             if session.execute(select(Gallery.id).where(Gallery.name == name)).first():
                 raise AlreadyExists(f"gallery {name!r} already exists")
             gallery = Gallery(name=name, created_at=utcnow(), created_by=principal.name, model_id=self.model_id,
@@ -163,7 +177,7 @@ class Engine:
         changes = {key: value for key, value in changes.items() if value is not None}
         if not changes:
             raise FaceledgerError("nothing to change: give at least one policy option")
-        with self.sessions() as session:
+        with self._writing() as session:
             gallery = self._gallery(session, name)
             before = _policy_of(gallery)
             after = _policy_values(**{**before, **changes})
@@ -291,12 +305,21 @@ class Engine:
         now = utcnow()
         added: list[tuple[int, np.ndarray]] = []
         ledgered = []
-        with self.sessions() as session:
+        with self._writing() as session:
             gallery_row = self._gallery(session, gallery)
             retain_until = provenance["retain_until"] or (
                 now + timedelta(days=gallery_row.retain_days) if gallery_row.retain_days else None)
             subjects: dict[str, Subject] = {}
+            # Checked again under the write lock: a concurrent enrolment may have stored the same image.
+            present = set(session.execute(select(ImageRecord.sha256).where(
+                ImageRecord.gallery_id == gallery_row.id,
+                ImageRecord.sha256.in_([a.item.sha256 for a in batch]))).scalars())
             for analysis in batch:
+                if analysis.item.sha256 in present:
+                    report.outcomes.append(FileOutcome(path=analysis.item.path, status="duplicate",
+                                                       subject=analysis.item.subject))
+                    continue
+                present.add(analysis.item.sha256)
                 if analysis.error:
                     report.outcomes.append(FileOutcome(path=analysis.item.path, status="failed",
                                                        subject=analysis.item.subject, error=analysis.error))
@@ -365,6 +388,10 @@ class Engine:
 
     def _index(self, session: Session, gallery: Gallery) -> FaissIndex:
         """The gallery's index at the store's current generation: memory, else disk, else rebuilt."""
+        with self._lock:
+            return self._index_locked(session, gallery)
+
+    def _index_locked(self, session: Session, gallery: Gallery) -> FaissIndex:
         cached = self._indexes.get(gallery.id)
         if cached and cached[0] == gallery.generation:
             return cached[1]
@@ -389,6 +416,10 @@ class Engine:
         return index
 
     def _index_add(self, gallery_id: int, generation: int, faces: list[tuple[int, np.ndarray]]) -> None:
+        with self._lock:
+            self._index_add_locked(gallery_id, generation, faces)
+
+    def _index_add_locked(self, gallery_id: int, generation: int, faces: list[tuple[int, np.ndarray]]) -> None:
         cached = self._indexes.get(gallery_id)
         if cached is None or cached[0] != generation - 1 or not faces:
             self._indexes.pop(gallery_id, None)  # rebuilt from the store on next use
@@ -398,7 +429,7 @@ class Engine:
         self._indexes[gallery_id] = (generation, index)
 
     def _save_index(self, gallery: str) -> None:
-        with self.sessions() as session:
+        with self._writing() as session:
             gallery_row = self._gallery(session, gallery)
             index = self._index(session, gallery_row)
             self.index_files.save(index, self._expected_meta(gallery_row, len(index)))
@@ -406,7 +437,7 @@ class Engine:
     def reindex(self, gallery: str | None = None, *, by: Principal | None = None) -> list[dict]:
         """Rebuild index files from the store (all galleries, or one)."""
         self.authorize(by, "reindex", gallery=gallery)
-        with self.sessions() as session:
+        with self._writing() as session:
             names = [gallery] if gallery else session.execute(select(Gallery.name)).scalars().all()
             rebuilt = []
             for name in names:
@@ -442,7 +473,7 @@ class Engine:
             probe = self._probe_face(loaded, on_multiple=on_multiple)
         mode = "investigative" if investigative else "open-set"
         now = utcnow()
-        with self.sessions() as session:
+        with self._writing() as session:
             gallery_row = self._gallery(session, gallery)
             index = self._index(session, gallery_row)
             size = len(index)
@@ -485,7 +516,8 @@ class Engine:
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         if len(index) == 0:
             return [[] for _ in vectors]
-        scores, ids = index.search(vectors, min(len(index), top_k * 8 + 32))
+        with self._lock:  # not while another thread adds to or removes from this index
+            scores, ids = index.search(vectors, min(len(index), top_k * 8 + 32))
         face_ids = {int(i) for i in ids.ravel() if i >= 0}
         subject_of = self._face_subjects(session, face_ids)
         ranked = []
@@ -583,7 +615,7 @@ class Engine:
                                {"search": entry_id, "candidate": candidate})
             raise Conflict("you made this search; a second person must review it")
         chosen = candidates[candidate - 1]
-        with self.sessions() as session:
+        with self._writing() as session:
             if session.execute(select(Review.id).where(
                     Review.search_entry_id == entry_id, Review.candidate_rank == candidate,
                     Review.reviewer == principal.name)).first():
@@ -629,7 +661,7 @@ class Engine:
         """Create a user; returns (user, token). The token is shown once; only its hash is stored."""
         principal = self.authorize(by, "user.manage", user=name, role=role)
         name = require_text(name, "a user name", "NAME")
-        with self.sessions() as session:
+        with self._writing() as session:
             user, token = add_user(session, name=name, role=role, created_by=principal.name)
             entry = self.ledger.append(session, actor=principal.name, action="user.add",
                                        payload={"user": name, "role": role})
@@ -639,7 +671,7 @@ class Engine:
 
     def set_user_disabled(self, name: str, disabled: bool = True, *, by: Principal | None = None) -> dict:
         principal = self.authorize(by, "user.manage", user=name)
-        with self.sessions() as session:
+        with self._writing() as session:
             user = find_user(session, name)
             user.disabled = disabled
             entry = self.ledger.append(session, actor=principal.name, action="user.disable" if disabled
@@ -667,7 +699,7 @@ class Engine:
         return self._purge(principal.name, now or utcnow())
 
     def _purge(self, actor: str, now: datetime) -> dict:
-        with self.sessions() as session:
+        with self._writing() as session:
             removal = purge_expired(session, now)
             session.merge(Maintenance(key="last_purge_at", value=now.isoformat()))
             entry = self.ledger.append(session, actor=actor, action="purge", payload={
@@ -716,7 +748,7 @@ class Engine:
     def _matches_for_erasure(self, galleries: list[Gallery], vector: np.ndarray) -> tuple[list[dict], list[int]]:
         """Subjects with any face at or above the strict threshold, per gallery; and matching probes."""
         matches, probe_ids = [], []
-        with self.sessions() as session:
+        with self._writing() as session:
             for gallery in galleries:
                 gallery = session.get(Gallery, gallery.id)
                 index = self._index(session, gallery)
@@ -753,7 +785,7 @@ class Engine:
             raise NotFound("no enrolled face matches this person above the strict erasure threshold; "
                            "nothing was removed")
         removal = Removal()
-        with self.sessions() as session:
+        with self._writing() as session:
             delete_images(session, images_of_subjects(session, [m["subject_id"] for m in matches]), removal)
             if probe_ids:
                 removal.probes = session.execute(delete(Probe).where(Probe.id.in_(probe_ids))).rowcount
@@ -772,7 +804,7 @@ class Engine:
         """Take deleted vectors out of cached indexes and rewrite the index files, so none survive on disk."""
         if not removal.face_ids_by_gallery:
             return
-        with self.sessions() as session:
+        with self._writing() as session:
             for gallery_id, face_ids in removal.face_ids_by_gallery.items():
                 gallery = session.get(Gallery, gallery_id)
                 cached = self._indexes.get(gallery_id)
