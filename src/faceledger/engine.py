@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator, Sequence
-import threading
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -15,11 +15,12 @@ from sqlalchemy.orm import Session
 from .calibration import Calibration, fpir_at, impostor_histogram, packaged_calibration
 from .config import Settings
 from .enrollment import (
-    Analysis, PrecomputedFace, WorkItem, analyse_all, expand_paths, file_sha256, identity_sample, subject_for,
+    Analysis, PrecomputedFace, WorkItem, analyse_all, analyse_upload, expand_paths, face_crop_jpeg, file_sha256,
+    identity_sample, subject_for,
 )
 from .accounts import add_user, authenticate, find_user, local_operator
 from .errors import (
-    AlreadyExists, Conflict, FaceledgerError, IndexMismatch, NotFound, PermissionDenied, PolicyViolation,
+    AlreadyExists, Conflict, FaceledgerError, ImageError, IndexMismatch, NotFound, PermissionDenied, PolicyViolation,
 )
 from .faces import Face
 from .imaging import LoadedImage, load_image
@@ -33,7 +34,7 @@ from .reporting import summarize, write_report
 from .results import CANDIDATE_LABEL, LEAD_LABEL, Candidate, EnrollReport, FileOutcome, SearchResult, SubjectHit, VerifyResult
 from .retention import Removal, delete_images, images_of_subjects, purge_expired
 from .store import (
-    FaceRecord, Gallery, ImageRecord, LedgerEntry, Maintenance, Probe, Review, Subject, User, open_database,
+    FaceCrop, FaceRecord, Gallery, ImageRecord, LedgerEntry, Maintenance, Probe, Review, Subject, User, open_database,
 )
 
 Progress = Callable[[int, int], None]
@@ -201,6 +202,54 @@ class Engine:
             galleries = session.execute(select(Gallery).order_by(Gallery.name)).scalars().all()
             return [self._describe(session, g) for g in galleries]
 
+    def gallery_images(self, name: str, *, limit: int = 100, offset: int = 0,
+                       by: Principal | None = None) -> dict:
+        """A page of a gallery's enrolled images: subject, provenance, expiry and face ids."""
+        self.authorize(by, "gallery.read", gallery=name)
+        with self.sessions() as session:
+            gallery = self._gallery(session, name)
+            total = session.execute(select(func.count()).select_from(ImageRecord).where(
+                ImageRecord.gallery_id == gallery.id)).scalar_one()
+            rows = session.execute(
+                select(ImageRecord, Subject.name).join(Subject, ImageRecord.subject_id == Subject.id)
+                .where(ImageRecord.gallery_id == gallery.id).order_by(Subject.name, ImageRecord.id)
+                .limit(max(0, int(limit))).offset(max(0, int(offset)))).all()
+            faces: dict[int, list[int]] = {}
+            for face_id, image_id in session.execute(select(FaceRecord.id, FaceRecord.image_id).where(
+                    FaceRecord.image_id.in_([r[0].id for r in rows])).order_by(FaceRecord.id)):
+                faces.setdefault(image_id, []).append(face_id)
+        images = [{"image_id": image.id, "subject": subject, "subject_id": image.subject_id, "name": image.name,
+                   "sha256": image.sha256, "width": image.width, "height": image.height, "source": image.source,
+                   "legal_basis": image.legal_basis, "enrolled_by": image.enrolled_by,
+                   "enrolled_at": _iso(image.enrolled_at), "retain_until": _iso(image.retain_until),
+                   "face_ids": faces.get(image.id, [])} for image, subject in rows]
+        return {"gallery": name, "total": total, "limit": limit, "offset": offset, "images": images}
+
+    def face_crop(self, face_id: int, *, by: Principal | None = None) -> bytes:
+        """A JPEG of one enrolled face (box plus a margin), for the roles that compare faces.
+
+        From the crop stored at enrolment (uploads), else read from the enrolled image's stored path; a
+        file that is gone or changed since enrolment gives NotFound rather than someone else's face."""
+        self.authorize(by, "face.view", face=face_id)
+        with self.sessions() as session:
+            face = session.get(FaceRecord, face_id)
+            if face is None:
+                raise NotFound(f"no enrolled face {face_id}")
+            crop = session.get(FaceCrop, face_id)
+            if crop is not None:
+                return crop.jpeg
+            image = session.get(ImageRecord, face.image_id)
+            box, path, digest = list(face.box), image.name, image.sha256
+        if not any(box):
+            raise NotFound(f"face {face_id} was enrolled from a precomputed embedding: there is no image to show")
+        try:
+            loaded = self._load(Path(path))
+        except ImageError:
+            raise NotFound(f"the image of face {face_id} is no longer readable at {path}") from None
+        if loaded.sha256 != digest:
+            raise NotFound(f"the file at {path} changed since face {face_id} was enrolled")
+        return face_crop_jpeg(loaded.rgb, box)
+
     def _describe(self, session: Session, gallery: Gallery) -> dict:
         def count(model) -> int:
             return session.execute(select(func.count()).select_from(model).where(model.gallery_id == gallery.id)).scalar_one()
@@ -280,6 +329,42 @@ class Engine:
         for start in range(0, len(fresh), self.settings.enroll_batch):
             self._store_batch(gallery, fresh[start:start + self.settings.enroll_batch], provenance, report)
         self._save_index(gallery)
+        return report
+
+    def enroll_uploads(self, uploads: Sequence[tuple[str, bytes]], *, gallery: str, subject: str | None,
+                       source: str | None, legal_basis: str | None, retain_until: datetime | None = None,
+                       on_multiple: str = "refuse", by: Principal | None = None) -> EnrollReport:
+        """Enrol uploaded images, given as (file name, bytes): the HTTP API's enrolment.
+
+        The same provenance rules, sha256 de-duplication, batches, ledger entries and store as `enroll`.
+        The bytes are not kept; each enrolled face keeps a small JPEG crop instead (there is no file to
+        show a reviewer later), deleted with the face. The image is recorded as ``upload:NAME``.
+        """
+        principal = self.authorize(by, "enroll", gallery=gallery)
+        source = require_text(source, "the image source (provenance)", "--source")
+        legal_basis = require_text(legal_basis, "the legal basis for holding these images", "--legal-basis")
+        subject = require_text(subject, "the subject's name", "--subject")
+        with self.sessions() as session:
+            gallery_id = self._gallery(session, gallery).id
+            seen = set(session.execute(select(ImageRecord.sha256).where(
+                ImageRecord.gallery_id == gallery_id)).scalars())
+        report = EnrollReport(gallery=gallery)
+        provenance = {"source": source, "legal_basis": legal_basis, "retain_until": retain_until,
+                      "method": "upload", "by": principal.name}
+        analyses = []
+        for filename, data in uploads:
+            item = WorkItem(path=f"upload:{filename or 'image'}", subject=subject,
+                            sha256=hashlib.sha256(data).hexdigest())
+            if item.sha256 in seen:
+                report.outcomes.append(FileOutcome(path=item.path, status="duplicate", subject=subject))
+                continue
+            seen.add(item.sha256)
+            analyses.append(analyse_upload(self.pipeline, item, data, settings=self.settings,
+                                           on_multiple=on_multiple))
+        for start in range(0, len(analyses), self.settings.enroll_batch):
+            self._store_batch(gallery, analyses[start:start + self.settings.enroll_batch], provenance, report)
+        if analyses:
+            self._save_index(gallery)
         return report
 
     def _work_items(self, files: list[Path], subject: str | None, from_folder: bool, known: set[str],
@@ -368,6 +453,8 @@ class Engine:
                 template_id=self.pipeline.embedder.template_id)
             session.add(record)
             session.flush()
+            if face.crop:
+                session.add(FaceCrop(face_id=record.id, jpeg=face.crop))
             stored.append((record.id, face.embedding))
         return stored
 

@@ -25,6 +25,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "audit": frozenset({"admin", "auditor"}),
     "report": frozenset({"admin", "auditor"}),
     "faces": frozenset(ROLES),
+    "face.view": frozenset({"admin", "analyst", "reviewer"}),
     "stats": frozenset(ROLES),
     "evaluate": frozenset({"admin", "analyst", "auditor"}),
 }
