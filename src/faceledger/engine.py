@@ -20,7 +20,8 @@ from .enrollment import (
 )
 from .accounts import add_user, authenticate, find_user, local_operator
 from .errors import (
-    AlreadyExists, Conflict, FaceledgerError, ImageError, IndexMismatch, NotFound, PermissionDenied, PolicyViolation,
+    AlreadyExists, Conflict, FaceledgerError, ImageError, IndexMismatch, MissingField, NotFound, PermissionDenied,
+    PolicyViolation,
 )
 from .faces import Face
 from .imaging import LoadedImage, load_image
@@ -47,7 +48,7 @@ def utcnow() -> datetime:
 
 def require_text(value: str | None, what: str, flag: str) -> str:
     if value is None or not str(value).strip():
-        raise PolicyViolation(f"{what} is required ({flag}); every search and verification must state it")
+        raise MissingField(f"{what} is required ({flag}); every search and verification must state it")
     return str(value).strip()
 
 
@@ -586,7 +587,8 @@ class Engine:
                 image=loaded.data if gallery_row.keep_probe_images else None))
             session.commit()
         self.ledger.note_committed(entry)
-        return SearchResult(candidates=tuple(candidates), ledger_entry=entry.entry_id, **result_fields)
+        return SearchResult(candidates=tuple(candidates), ledger_entry=entry.entry_id,
+                            probe_box=tuple(float(v) for v in probe.box), **result_fields)
 
     def rank(self, gallery: str, vectors: np.ndarray, *, top_k: int = 10) -> list[list[SubjectHit]]:
         """Best face per subject for each query vector, top_k subjects, no threshold and no ledger entry.
@@ -721,6 +723,7 @@ class Engine:
 
     def review_status(self, entry_id: str, *, by: Principal | None = None) -> list[dict]:
         """Each candidate of a search with its reviewers' decisions and the resulting status."""
+        self.authorize(by, "search.read", search=entry_id)
         search = self._search_entry(entry_id)
         with self.sessions() as session:
             reviews = session.execute(select(Review).where(Review.search_entry_id == entry_id)
@@ -731,6 +734,33 @@ class Engine:
                          for r in reviews if r.candidate_rank == candidate["rank"]]
             status.append({**candidate, "reviews": decisions, "status": candidate_status(decisions)})
         return status
+
+    def search_record(self, entry_id: str, *, by: Principal | None = None) -> dict:
+        """A past search as ledgered (who, when, why, gallery, threshold, outcome) with each candidate's
+        reviews and status. The probe image is not part of it: it is kept only where the policy says so."""
+        candidates = self.review_status(entry_id, by=by)
+        search = self._search_entry(entry_id)
+        payload = search["payload"]
+        fields = ("gallery", "purpose", "case", "authorisation", "mode", "decision", "threshold", "target_fpir",
+                  "threshold_supported", "gallery_size", "probe_sha256", "probe_quality", "model_id",
+                  "calibration_id", "probe_expires")
+        return {"ledger_entry": entry_id, "searched_by": search["actor"], "searched_at": search["created_at"],
+                **{key: payload.get(key) for key in fields}, "candidates": candidates}
+
+    def recent_searches(self, *, limit: int = 50, by: Principal | None = None) -> list[dict]:
+        """The newest searches that returned candidates, newest first, with how many still await review."""
+        self.authorize(by, "search.read")
+        entries = [e for e in self.ledger.entries(action="search") if e["payload"].get("candidates")]
+        entries = entries[-limit:][::-1] if limit else entries[::-1]
+        with self.sessions() as session:
+            reviewed = {(r[0], r[1]) for r in session.execute(select(Review.search_entry_id, Review.candidate_rank)
+                        .where(Review.search_entry_id.in_([e["entry_id"] for e in entries])))}
+        return [{"ledger_entry": e["entry_id"], "searched_by": e["actor"], "searched_at": e["created_at"],
+                 "gallery": e["payload"].get("gallery"), "purpose": e["payload"].get("purpose"),
+                 "case": e["payload"].get("case"), "mode": e["payload"].get("mode"),
+                 "decision": e["payload"].get("decision"), "candidates": len(e["payload"]["candidates"]),
+                 "unreviewed": sum(1 for c in e["payload"]["candidates"]
+                                   if (e["entry_id"], c["rank"]) not in reviewed)} for e in entries]
 
     def _search_entry(self, entry_id: str) -> dict:
         with self.sessions() as session:
@@ -931,12 +961,22 @@ class Engine:
                                "calibration_id": self.calibration.calibration_id})
         return points
 
+    def transparency_summary(self, *, since: datetime | None = None, by: Principal | None = None) -> dict:
+        """The transparency report's figures only (no files), e.g. for the HTTP API; ledgered likewise."""
+        principal = self.authorize(by, "report")
+        summary = self._transparency_summary(since)
+        self.ledger.record(actor=principal.name, action="report.transparency",
+                           payload={"since": _iso(since), "searches": summary["searches"]["total"], "format": "json"})
+        return summary
+
+    def _transparency_summary(self, since: datetime | None) -> dict:
+        return summarize(self.ledger.entries(since=since), self.operating_points(), since=_iso(since))
+
     def transparency_report(self, out_dir: Path, *, since: datetime | None = None,
                             by: Principal | None = None) -> dict:
         """Write the transparency report (JSON + HTML with charts) from the ledger; the report is ledgered."""
         principal = self.authorize(by, "report")
-        entries = self.ledger.entries(since=since)
-        summary = summarize(entries, self.operating_points(), since=_iso(since))
+        summary = self._transparency_summary(since)
         curve = [(n, self.calibration.threshold_for_fpir(0.01, n).score)
                  for n in np.unique(np.logspace(0, 8, 60).astype(int))]
         written = write_report(summary, Path(out_dir), threshold_curve=curve)

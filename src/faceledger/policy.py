@@ -18,6 +18,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "search": frozenset({"admin", "analyst"}),
     "verify": frozenset({"admin", "analyst"}),
     "review": frozenset({"reviewer"}),
+    "search.read": frozenset({"admin", "analyst", "reviewer", "auditor"}),
     "erase": frozenset({"admin"}),
     "purge": frozenset({"admin"}),
     "reindex": frozenset({"admin"}),
