@@ -526,6 +526,21 @@ def calibrate(
         out.print(f"  FMR {fmr}: threshold {threshold:.3f}")
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on (keep 127.0.0.1 behind a TLS proxy)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+) -> None:
+    """Run the HTTP API (/api/v1, /docs) and the web app (/) on this data directory."""
+    import uvicorn
+
+    from .api import create_app
+
+    settings = _state.get("settings") or Settings()
+    err.print(f"faceledger serving {settings.home.resolve()} on http://{host}:{port} (API docs at /docs)")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)
+
+
 def main() -> None:
     try:
         app()

@@ -52,6 +52,11 @@ class Settings(BaseSettings):
 
     operator: str = Field(default_factory=_default_operator, description="who is acting (ledgered)")
 
+    # HTTP API and web app (`faceledger serve`)
+    max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1, description="largest request body the API accepts")
+    rate_limit_per_minute: int = Field(120, ge=0, description="requests per minute per token (0: no limit)")
+    cookie_secure: bool = Field(False, description="mark the sign-in cookie Secure (serve over HTTPS)")
+
     @property
     def database_url(self) -> str:
         return self.db or f"sqlite:///{(self.home / 'faceledger.db').resolve()}"

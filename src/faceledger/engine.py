@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -14,11 +15,13 @@ from sqlalchemy.orm import Session
 from .calibration import Calibration, fpir_at, impostor_histogram, packaged_calibration
 from .config import Settings
 from .enrollment import (
-    Analysis, PrecomputedFace, WorkItem, analyse_all, expand_paths, file_sha256, identity_sample, subject_for,
+    Analysis, PrecomputedFace, WorkItem, analyse_all, analyse_upload, expand_paths, face_crop_jpeg, file_sha256,
+    identity_sample, subject_for,
 )
 from .accounts import add_user, authenticate, find_user, local_operator
 from .errors import (
-    AlreadyExists, Conflict, FaceledgerError, IndexMismatch, NotFound, PermissionDenied, PolicyViolation,
+    AlreadyExists, Conflict, FaceledgerError, ImageError, IndexMismatch, MissingField, NotFound, PermissionDenied,
+    PolicyViolation,
 )
 from .faces import Face
 from .imaging import LoadedImage, load_image
@@ -32,7 +35,7 @@ from .reporting import summarize, write_report
 from .results import CANDIDATE_LABEL, LEAD_LABEL, Candidate, EnrollReport, FileOutcome, SearchResult, SubjectHit, VerifyResult
 from .retention import Removal, delete_images, images_of_subjects, purge_expired
 from .store import (
-    FaceRecord, Gallery, ImageRecord, LedgerEntry, Maintenance, Probe, Review, Subject, User, open_database,
+    FaceCrop, FaceRecord, Gallery, ImageRecord, LedgerEntry, Maintenance, Probe, Review, Subject, User, open_database,
 )
 
 Progress = Callable[[int, int], None]
@@ -45,18 +48,25 @@ def utcnow() -> datetime:
 
 def require_text(value: str | None, what: str, flag: str) -> str:
     if value is None or not str(value).strip():
-        raise PolicyViolation(f"{what} is required ({flag}); every search and verification must state it")
+        raise MissingField(f"{what} is required ({flag}); every search and verification must state it")
     return str(value).strip()
 
 
 class Engine:
-    """Open once per process; safe to share between threads for reads, one writer at a time per gallery."""
+    """Open once per process and share it between threads (the HTTP server does).
+
+    Thread safety: the models run one call at a time (FacePipeline's lock); every write transaction and
+    every use or change of the in-memory index cache holds `_lock` (shared with the ledger), so a
+    ledger sequence number is read and written under one lock and a FAISS index is never searched while
+    another thread adds to it. Reads of the store need no lock (SQLite WAL, or PostgreSQL).
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         settings.home.mkdir(parents=True, exist_ok=True)
         self.db, self.sessions = open_database(settings.database_url)
         self.ledger = Ledger(self.sessions, settings.home / "ledger.head")
+        self._lock = self.ledger.lock  # one writer at a time in this process; see the class docstring
         self.pipeline = FacePipeline.from_settings(settings)
         self.index_files = IndexFiles(settings.index_dir)
         self._indexes: dict[int, tuple[int, FaissIndex]] = {}
@@ -81,7 +91,7 @@ class Engine:
     def operator(self) -> Principal:
         """The local operator: whoever runs the CLI on this data directory (an admin, made on first use)."""
         if self._operator is None:
-            with self.sessions() as session:
+            with self._writing() as session:
                 self._operator = local_operator(session, self.settings.operator)
         return self._operator
 
@@ -110,6 +120,12 @@ class Engine:
 
     def close(self) -> None:
         self.db.dispose()
+
+    @contextmanager
+    def _writing(self) -> Iterator[Session]:
+        """A session for a write transaction, holding the engine's write lock until it ends."""
+        with self._lock, self.sessions() as session:
+            yield session
 
     def _gallery(self, session: Session, name: str) -> Gallery:
         gallery = session.execute(select(Gallery).where(Gallery.name == name)).scalar_one_or_none()
@@ -144,7 +160,7 @@ class Engine:
                                 target_fpir=target_fpir or self.settings.target_fpir, retain_days=retain_days,
                                 probe_retain_days=self.settings.probe_retain_days if probe_retain_days is None
                                 else probe_retain_days, keep_probe_images=keep_probe_images)
-        with self.sessions() as session:
+        with self._writing() as session:
             if session.execute(select(Gallery.id).where(Gallery.name == name)).first():
                 raise AlreadyExists(f"gallery {name!r} already exists")
             gallery = Gallery(name=name, created_at=utcnow(), created_by=principal.name, model_id=self.model_id,
@@ -163,7 +179,7 @@ class Engine:
         changes = {key: value for key, value in changes.items() if value is not None}
         if not changes:
             raise FaceledgerError("nothing to change: give at least one policy option")
-        with self.sessions() as session:
+        with self._writing() as session:
             gallery = self._gallery(session, name)
             before = _policy_of(gallery)
             after = _policy_values(**{**before, **changes})
@@ -186,6 +202,54 @@ class Engine:
         with self.sessions() as session:
             galleries = session.execute(select(Gallery).order_by(Gallery.name)).scalars().all()
             return [self._describe(session, g) for g in galleries]
+
+    def gallery_images(self, name: str, *, limit: int = 100, offset: int = 0,
+                       by: Principal | None = None) -> dict:
+        """A page of a gallery's enrolled images: subject, provenance, expiry and face ids."""
+        self.authorize(by, "gallery.read", gallery=name)
+        with self.sessions() as session:
+            gallery = self._gallery(session, name)
+            total = session.execute(select(func.count()).select_from(ImageRecord).where(
+                ImageRecord.gallery_id == gallery.id)).scalar_one()
+            rows = session.execute(
+                select(ImageRecord, Subject.name).join(Subject, ImageRecord.subject_id == Subject.id)
+                .where(ImageRecord.gallery_id == gallery.id).order_by(Subject.name, ImageRecord.id)
+                .limit(max(0, int(limit))).offset(max(0, int(offset)))).all()
+            faces: dict[int, list[int]] = {}
+            for face_id, image_id in session.execute(select(FaceRecord.id, FaceRecord.image_id).where(
+                    FaceRecord.image_id.in_([r[0].id for r in rows])).order_by(FaceRecord.id)):
+                faces.setdefault(image_id, []).append(face_id)
+        images = [{"image_id": image.id, "subject": subject, "subject_id": image.subject_id, "name": image.name,
+                   "sha256": image.sha256, "width": image.width, "height": image.height, "source": image.source,
+                   "legal_basis": image.legal_basis, "enrolled_by": image.enrolled_by,
+                   "enrolled_at": _iso(image.enrolled_at), "retain_until": _iso(image.retain_until),
+                   "face_ids": faces.get(image.id, [])} for image, subject in rows]
+        return {"gallery": name, "total": total, "limit": limit, "offset": offset, "images": images}
+
+    def face_crop(self, face_id: int, *, by: Principal | None = None) -> bytes:
+        """A JPEG of one enrolled face (box plus a margin), for the roles that compare faces.
+
+        From the crop stored at enrolment (uploads), else read from the enrolled image's stored path; a
+        file that is gone or changed since enrolment gives NotFound rather than someone else's face."""
+        self.authorize(by, "face.view", face=face_id)
+        with self.sessions() as session:
+            face = session.get(FaceRecord, face_id)
+            if face is None:
+                raise NotFound(f"no enrolled face {face_id}")
+            crop = session.get(FaceCrop, face_id)
+            if crop is not None:
+                return crop.jpeg
+            image = session.get(ImageRecord, face.image_id)
+            box, path, digest = list(face.box), image.name, image.sha256
+        if not any(box):
+            raise NotFound(f"face {face_id} was enrolled from a precomputed embedding: there is no image to show")
+        try:
+            loaded = self._load(Path(path))
+        except ImageError:
+            raise NotFound(f"the image of face {face_id} is no longer readable at {path}") from None
+        if loaded.sha256 != digest:
+            raise NotFound(f"the file at {path} changed since face {face_id} was enrolled")
+        return face_crop_jpeg(loaded.rgb, box)
 
     def _describe(self, session: Session, gallery: Gallery) -> dict:
         def count(model) -> int:
@@ -268,6 +332,42 @@ class Engine:
         self._save_index(gallery)
         return report
 
+    def enroll_uploads(self, uploads: Sequence[tuple[str, bytes]], *, gallery: str, subject: str | None,
+                       source: str | None, legal_basis: str | None, retain_until: datetime | None = None,
+                       on_multiple: str = "refuse", by: Principal | None = None) -> EnrollReport:
+        """Enrol uploaded images, given as (file name, bytes): the HTTP API's enrolment.
+
+        The same provenance rules, sha256 de-duplication, batches, ledger entries and store as `enroll`.
+        The bytes are not kept; each enrolled face keeps a small JPEG crop instead (there is no file to
+        show a reviewer later), deleted with the face. The image is recorded as ``upload:NAME``.
+        """
+        principal = self.authorize(by, "enroll", gallery=gallery)
+        source = require_text(source, "the image source (provenance)", "--source")
+        legal_basis = require_text(legal_basis, "the legal basis for holding these images", "--legal-basis")
+        subject = require_text(subject, "the subject's name", "--subject")
+        with self.sessions() as session:
+            gallery_id = self._gallery(session, gallery).id
+            seen = set(session.execute(select(ImageRecord.sha256).where(
+                ImageRecord.gallery_id == gallery_id)).scalars())
+        report = EnrollReport(gallery=gallery)
+        provenance = {"source": source, "legal_basis": legal_basis, "retain_until": retain_until,
+                      "method": "upload", "by": principal.name}
+        analyses = []
+        for filename, data in uploads:
+            item = WorkItem(path=f"upload:{filename or 'image'}", subject=subject,
+                            sha256=hashlib.sha256(data).hexdigest())
+            if item.sha256 in seen:
+                report.outcomes.append(FileOutcome(path=item.path, status="duplicate", subject=subject))
+                continue
+            seen.add(item.sha256)
+            analyses.append(analyse_upload(self.pipeline, item, data, settings=self.settings,
+                                           on_multiple=on_multiple))
+        for start in range(0, len(analyses), self.settings.enroll_batch):
+            self._store_batch(gallery, analyses[start:start + self.settings.enroll_batch], provenance, report)
+        if analyses:
+            self._save_index(gallery)
+        return report
+
     def _work_items(self, files: list[Path], subject: str | None, from_folder: bool, known: set[str],
                     report: EnrollReport) -> list[WorkItem]:
         items: list[WorkItem] = []
@@ -291,12 +391,21 @@ class Engine:
         now = utcnow()
         added: list[tuple[int, np.ndarray]] = []
         ledgered = []
-        with self.sessions() as session:
+        with self._writing() as session:
             gallery_row = self._gallery(session, gallery)
             retain_until = provenance["retain_until"] or (
                 now + timedelta(days=gallery_row.retain_days) if gallery_row.retain_days else None)
             subjects: dict[str, Subject] = {}
+            # Checked again under the write lock: a concurrent enrolment may have stored the same image.
+            present = set(session.execute(select(ImageRecord.sha256).where(
+                ImageRecord.gallery_id == gallery_row.id,
+                ImageRecord.sha256.in_([a.item.sha256 for a in batch]))).scalars())
             for analysis in batch:
+                if analysis.item.sha256 in present:
+                    report.outcomes.append(FileOutcome(path=analysis.item.path, status="duplicate",
+                                                       subject=analysis.item.subject))
+                    continue
+                present.add(analysis.item.sha256)
                 if analysis.error:
                     report.outcomes.append(FileOutcome(path=analysis.item.path, status="failed",
                                                        subject=analysis.item.subject, error=analysis.error))
@@ -345,6 +454,8 @@ class Engine:
                 template_id=self.pipeline.embedder.template_id)
             session.add(record)
             session.flush()
+            if face.crop:
+                session.add(FaceCrop(face_id=record.id, jpeg=face.crop))
             stored.append((record.id, face.embedding))
         return stored
 
@@ -365,6 +476,10 @@ class Engine:
 
     def _index(self, session: Session, gallery: Gallery) -> FaissIndex:
         """The gallery's index at the store's current generation: memory, else disk, else rebuilt."""
+        with self._lock:
+            return self._index_locked(session, gallery)
+
+    def _index_locked(self, session: Session, gallery: Gallery) -> FaissIndex:
         cached = self._indexes.get(gallery.id)
         if cached and cached[0] == gallery.generation:
             return cached[1]
@@ -389,6 +504,10 @@ class Engine:
         return index
 
     def _index_add(self, gallery_id: int, generation: int, faces: list[tuple[int, np.ndarray]]) -> None:
+        with self._lock:
+            self._index_add_locked(gallery_id, generation, faces)
+
+    def _index_add_locked(self, gallery_id: int, generation: int, faces: list[tuple[int, np.ndarray]]) -> None:
         cached = self._indexes.get(gallery_id)
         if cached is None or cached[0] != generation - 1 or not faces:
             self._indexes.pop(gallery_id, None)  # rebuilt from the store on next use
@@ -398,7 +517,7 @@ class Engine:
         self._indexes[gallery_id] = (generation, index)
 
     def _save_index(self, gallery: str) -> None:
-        with self.sessions() as session:
+        with self._writing() as session:
             gallery_row = self._gallery(session, gallery)
             index = self._index(session, gallery_row)
             self.index_files.save(index, self._expected_meta(gallery_row, len(index)))
@@ -406,7 +525,7 @@ class Engine:
     def reindex(self, gallery: str | None = None, *, by: Principal | None = None) -> list[dict]:
         """Rebuild index files from the store (all galleries, or one)."""
         self.authorize(by, "reindex", gallery=gallery)
-        with self.sessions() as session:
+        with self._writing() as session:
             names = [gallery] if gallery else session.execute(select(Gallery.name)).scalars().all()
             rebuilt = []
             for name in names:
@@ -442,7 +561,7 @@ class Engine:
             probe = self._probe_face(loaded, on_multiple=on_multiple)
         mode = "investigative" if investigative else "open-set"
         now = utcnow()
-        with self.sessions() as session:
+        with self._writing() as session:
             gallery_row = self._gallery(session, gallery)
             index = self._index(session, gallery_row)
             size = len(index)
@@ -468,7 +587,8 @@ class Engine:
                 image=loaded.data if gallery_row.keep_probe_images else None))
             session.commit()
         self.ledger.note_committed(entry)
-        return SearchResult(candidates=tuple(candidates), ledger_entry=entry.entry_id, **result_fields)
+        return SearchResult(candidates=tuple(candidates), ledger_entry=entry.entry_id,
+                            probe_box=tuple(float(v) for v in probe.box), **result_fields)
 
     def rank(self, gallery: str, vectors: np.ndarray, *, top_k: int = 10) -> list[list[SubjectHit]]:
         """Best face per subject for each query vector, top_k subjects, no threshold and no ledger entry.
@@ -485,7 +605,8 @@ class Engine:
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         if len(index) == 0:
             return [[] for _ in vectors]
-        scores, ids = index.search(vectors, min(len(index), top_k * 8 + 32))
+        with self._lock:  # not while another thread adds to or removes from this index
+            scores, ids = index.search(vectors, min(len(index), top_k * 8 + 32))
         face_ids = {int(i) for i in ids.ravel() if i >= 0}
         subject_of = self._face_subjects(session, face_ids)
         ranked = []
@@ -583,7 +704,7 @@ class Engine:
                                {"search": entry_id, "candidate": candidate})
             raise Conflict("you made this search; a second person must review it")
         chosen = candidates[candidate - 1]
-        with self.sessions() as session:
+        with self._writing() as session:
             if session.execute(select(Review.id).where(
                     Review.search_entry_id == entry_id, Review.candidate_rank == candidate,
                     Review.reviewer == principal.name)).first():
@@ -602,6 +723,7 @@ class Engine:
 
     def review_status(self, entry_id: str, *, by: Principal | None = None) -> list[dict]:
         """Each candidate of a search with its reviewers' decisions and the resulting status."""
+        self.authorize(by, "search.read", search=entry_id)
         search = self._search_entry(entry_id)
         with self.sessions() as session:
             reviews = session.execute(select(Review).where(Review.search_entry_id == entry_id)
@@ -612,6 +734,33 @@ class Engine:
                          for r in reviews if r.candidate_rank == candidate["rank"]]
             status.append({**candidate, "reviews": decisions, "status": candidate_status(decisions)})
         return status
+
+    def search_record(self, entry_id: str, *, by: Principal | None = None) -> dict:
+        """A past search as ledgered (who, when, why, gallery, threshold, outcome) with each candidate's
+        reviews and status. The probe image is not part of it: it is kept only where the policy says so."""
+        candidates = self.review_status(entry_id, by=by)
+        search = self._search_entry(entry_id)
+        payload = search["payload"]
+        fields = ("gallery", "purpose", "case", "authorisation", "mode", "decision", "threshold", "target_fpir",
+                  "threshold_supported", "gallery_size", "probe_sha256", "probe_quality", "model_id",
+                  "calibration_id", "probe_expires")
+        return {"ledger_entry": entry_id, "searched_by": search["actor"], "searched_at": search["created_at"],
+                **{key: payload.get(key) for key in fields}, "candidates": candidates}
+
+    def recent_searches(self, *, limit: int = 50, by: Principal | None = None) -> list[dict]:
+        """The newest searches that returned candidates, newest first, with how many still await review."""
+        self.authorize(by, "search.read")
+        entries = [e for e in self.ledger.entries(action="search") if e["payload"].get("candidates")]
+        entries = entries[-limit:][::-1] if limit else entries[::-1]
+        with self.sessions() as session:
+            reviewed = {(r[0], r[1]) for r in session.execute(select(Review.search_entry_id, Review.candidate_rank)
+                        .where(Review.search_entry_id.in_([e["entry_id"] for e in entries])))}
+        return [{"ledger_entry": e["entry_id"], "searched_by": e["actor"], "searched_at": e["created_at"],
+                 "gallery": e["payload"].get("gallery"), "purpose": e["payload"].get("purpose"),
+                 "case": e["payload"].get("case"), "mode": e["payload"].get("mode"),
+                 "decision": e["payload"].get("decision"), "candidates": len(e["payload"]["candidates"]),
+                 "unreviewed": sum(1 for c in e["payload"]["candidates"]
+                                   if (e["entry_id"], c["rank"]) not in reviewed)} for e in entries]
 
     def _search_entry(self, entry_id: str) -> dict:
         with self.sessions() as session:
@@ -629,7 +778,7 @@ class Engine:
         """Create a user; returns (user, token). The token is shown once; only its hash is stored."""
         principal = self.authorize(by, "user.manage", user=name, role=role)
         name = require_text(name, "a user name", "NAME")
-        with self.sessions() as session:
+        with self._writing() as session:
             user, token = add_user(session, name=name, role=role, created_by=principal.name)
             entry = self.ledger.append(session, actor=principal.name, action="user.add",
                                        payload={"user": name, "role": role})
@@ -639,7 +788,7 @@ class Engine:
 
     def set_user_disabled(self, name: str, disabled: bool = True, *, by: Principal | None = None) -> dict:
         principal = self.authorize(by, "user.manage", user=name)
-        with self.sessions() as session:
+        with self._writing() as session:
             user = find_user(session, name)
             user.disabled = disabled
             entry = self.ledger.append(session, actor=principal.name, action="user.disable" if disabled
@@ -667,7 +816,7 @@ class Engine:
         return self._purge(principal.name, now or utcnow())
 
     def _purge(self, actor: str, now: datetime) -> dict:
-        with self.sessions() as session:
+        with self._writing() as session:
             removal = purge_expired(session, now)
             session.merge(Maintenance(key="last_purge_at", value=now.isoformat()))
             entry = self.ledger.append(session, actor=actor, action="purge", payload={
@@ -716,7 +865,7 @@ class Engine:
     def _matches_for_erasure(self, galleries: list[Gallery], vector: np.ndarray) -> tuple[list[dict], list[int]]:
         """Subjects with any face at or above the strict threshold, per gallery; and matching probes."""
         matches, probe_ids = [], []
-        with self.sessions() as session:
+        with self._writing() as session:
             for gallery in galleries:
                 gallery = session.get(Gallery, gallery.id)
                 index = self._index(session, gallery)
@@ -753,7 +902,7 @@ class Engine:
             raise NotFound("no enrolled face matches this person above the strict erasure threshold; "
                            "nothing was removed")
         removal = Removal()
-        with self.sessions() as session:
+        with self._writing() as session:
             delete_images(session, images_of_subjects(session, [m["subject_id"] for m in matches]), removal)
             if probe_ids:
                 removal.probes = session.execute(delete(Probe).where(Probe.id.in_(probe_ids))).rowcount
@@ -772,7 +921,7 @@ class Engine:
         """Take deleted vectors out of cached indexes and rewrite the index files, so none survive on disk."""
         if not removal.face_ids_by_gallery:
             return
-        with self.sessions() as session:
+        with self._writing() as session:
             for gallery_id, face_ids in removal.face_ids_by_gallery.items():
                 gallery = session.get(Gallery, gallery_id)
                 cached = self._indexes.get(gallery_id)
@@ -812,12 +961,22 @@ class Engine:
                                "calibration_id": self.calibration.calibration_id})
         return points
 
+    def transparency_summary(self, *, since: datetime | None = None, by: Principal | None = None) -> dict:
+        """The transparency report's figures only (no files), e.g. for the HTTP API; ledgered likewise."""
+        principal = self.authorize(by, "report")
+        summary = self._transparency_summary(since)
+        self.ledger.record(actor=principal.name, action="report.transparency",
+                           payload={"since": _iso(since), "searches": summary["searches"]["total"], "format": "json"})
+        return summary
+
+    def _transparency_summary(self, since: datetime | None) -> dict:
+        return summarize(self.ledger.entries(since=since), self.operating_points(), since=_iso(since))
+
     def transparency_report(self, out_dir: Path, *, since: datetime | None = None,
                             by: Principal | None = None) -> dict:
         """Write the transparency report (JSON + HTML with charts) from the ledger; the report is ledgered."""
         principal = self.authorize(by, "report")
-        entries = self.ledger.entries(since=since)
-        summary = summarize(entries, self.operating_points(), since=_iso(since))
+        summary = self._transparency_summary(since)
         curve = [(n, self.calibration.threshold_for_fpir(0.01, n).score)
                  for n in np.unique(np.logspace(0, 8, 60).astype(int))]
         written = write_report(summary, Path(out_dir), threshold_curve=curve)

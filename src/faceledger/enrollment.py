@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import multiprocessing
 import os
 from collections.abc import Iterable, Iterator
@@ -39,13 +40,15 @@ class FaceRow:
     detector_score: float
     quality: dict
     embedding: np.ndarray
+    crop: bytes | None = None
+    """A small JPEG of the face, made only for uploads (which leave no file behind to crop from)."""
 
     @classmethod
-    def from_face(cls, face: Face) -> "FaceRow":
+    def from_face(cls, face: Face, *, crop: bytes | None = None) -> "FaceRow":
         return cls(box=tuple(float(v) for v in face.box),
                    landmarks=tuple(tuple(float(c) for c in p) for p in face.detection.landmarks),
                    detector_score=float(face.detection.score), quality=face.quality.as_dict(),
-                   embedding=np.asarray(face.embedding, dtype=np.float32))
+                   embedding=np.asarray(face.embedding, dtype=np.float32), crop=crop)
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,41 @@ def select_faces(faces: list[Face], *, name: str, on_multiple: str) -> tuple[Fac
         first = choose_face(faces, name=name, on_multiple="largest")  # raises when none is usable
         return (first,) + tuple(f for f in faces if f.quality.usable and f is not first)
     return (choose_face(faces, name=name, on_multiple=on_multiple),)
+
+
+def analyse_upload(pipeline: FacePipeline, item: WorkItem, data: bytes, *, settings: Settings,
+                   on_multiple: str) -> Analysis:
+    """Like `analyse`, from bytes already in memory; each chosen face also gets a small JPEG crop."""
+    try:
+        image = load_image(data, name=item.path, max_bytes=settings.max_image_bytes,
+                           max_pixels=settings.max_image_pixels)
+        faces = select_faces(pipeline.faces(image.rgb), name=item.path, on_multiple=on_multiple)
+        return Analysis(item=item, width=image.width, height=image.height,
+                        faces=tuple(FaceRow.from_face(f, crop=face_crop_jpeg(image.rgb, f.box)) for f in faces))
+    except FaceledgerError as exc:
+        return Analysis(item=item, error=str(exc))
+
+
+CROP_MARGIN = 0.25
+CROP_MAX_SIDE = 160
+
+
+def face_crop_jpeg(rgb: np.ndarray, box, *, margin: float = CROP_MARGIN, max_side: int = CROP_MAX_SIDE) -> bytes:
+    """The face box widened by `margin` on each side, at most `max_side` pixels, as JPEG bytes."""
+    from PIL import Image
+
+    x0, y0, x1, y1 = (float(v) for v in box)
+    pad_x, pad_y = (x1 - x0) * margin, (y1 - y0) * margin
+    height, width = rgb.shape[:2]
+    left, top = max(0, int(x0 - pad_x)), max(0, int(y0 - pad_y))
+    right, bottom = min(width, int(round(x1 + pad_x))), min(height, int(round(y1 + pad_y)))
+    if right <= left or bottom <= top:
+        left, top, right, bottom = 0, 0, width, height
+    crop = Image.fromarray(np.ascontiguousarray(rgb[top:bottom, left:right]))
+    crop.thumbnail((max_side, max_side))
+    buffer = io.BytesIO()
+    crop.save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
 
 
 def analyse(pipeline: FacePipeline, item: WorkItem, *, settings: Settings, on_multiple: str) -> Analysis:

@@ -39,6 +39,10 @@ class PolicyViolation(FaceledgerError):
     """The request breaks an accountability rule (missing purpose, case reference, ...)."""
 
 
+class MissingField(PolicyViolation):
+    """A field every such request must state is missing or blank (purpose, case, reason, provenance, ...)."""
+
+
 class IndexMismatch(FaceledgerError):
     """The vector index does not belong to this store (other model or dimension)."""
 

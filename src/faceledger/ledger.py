@@ -12,6 +12,8 @@ import csv
 import hashlib
 import io
 import json
+import os
+import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -51,6 +53,8 @@ class Ledger:
     def __init__(self, sessions: sessionmaker, head_path: Path) -> None:
         self._sessions = sessions
         self.head_path = Path(head_path)
+        self.lock = threading.RLock()
+        """Held while an entry is appended and committed, so two threads never take the same seq."""
 
     def append(self, session: Session, *, actor: str, action: str, payload: dict) -> LedgerEntry:
         """Add an entry inside the caller's transaction (committed with the act it records)."""
@@ -71,7 +75,7 @@ class Ledger:
     def record(self, *, actor: str, action: str, payload: dict, attempts: int = 5) -> LedgerEntry:
         """Append and commit on its own; retries when a concurrent writer took the same sequence number."""
         for _ in range(attempts):
-            with self._sessions() as session:
+            with self.lock, self._sessions() as session:
                 try:
                     entry = self.append(session, actor=actor, action=action, payload=payload)
                     session.commit()
@@ -84,10 +88,14 @@ class Ledger:
 
     def note_committed(self, entry: LedgerEntry) -> None:
         """Advance the head file after the entry's transaction committed."""
+        with self.lock:
+            self._advance_head(entry)
+
+    def _advance_head(self, entry: LedgerEntry) -> None:
         head = self.read_head()
         if head is None or entry.seq > head[0]:
             self.head_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.head_path.with_suffix(".tmp")
+            tmp = self.head_path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
             tmp.write_text(f"{entry.seq} {entry.hash}\n")
             tmp.replace(self.head_path)
 

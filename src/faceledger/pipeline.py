@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,6 +26,8 @@ class FacePipeline:
     detector: Detector
     embedder: Embedder
     thresholds: QualityThresholds
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+    """OpenCV's YuNet and SFace objects keep per-call state (input size, buffers): one call at a time."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "FacePipeline":
@@ -54,7 +57,13 @@ class FacePipeline:
         return self.embedder.model_id
 
     def faces(self, rgb: np.ndarray, *, embed: bool = True) -> list[Face]:
-        """Every face in the image, largest first, with its quality report and (optionally) embedding."""
+        """Every face in the image, largest first, with its quality report and (optionally) embedding.
+
+        Safe to call from several threads: the models are used by one thread at a time."""
+        with self._lock:
+            return self._faces(rgb, embed=embed)
+
+    def _faces(self, rgb: np.ndarray, *, embed: bool) -> list[Face]:
         faces = []
         for detection in self.detector.detect(rgb):
             crop = self.embedder.aligned_crop(rgb, detection.landmarks)

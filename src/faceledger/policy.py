@@ -18,6 +18,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "search": frozenset({"admin", "analyst"}),
     "verify": frozenset({"admin", "analyst"}),
     "review": frozenset({"reviewer"}),
+    "search.read": frozenset({"admin", "analyst", "reviewer", "auditor"}),
     "erase": frozenset({"admin"}),
     "purge": frozenset({"admin"}),
     "reindex": frozenset({"admin"}),
@@ -25,6 +26,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "audit": frozenset({"admin", "auditor"}),
     "report": frozenset({"admin", "auditor"}),
     "faces": frozenset(ROLES),
+    "face.view": frozenset({"admin", "analyst", "reviewer"}),
     "stats": frozenset(ROLES),
     "evaluate": frozenset({"admin", "analyst", "auditor"}),
 }

@@ -66,6 +66,8 @@ class SearchResult:
     model_id: str
     calibration_id: str
     ledger_entry: str
+    probe_box: tuple[float, float, float, float] | None = None
+    """The probe's face box (x0, y0, x1, y1) in the upright probe image."""
 
     def as_json(self) -> dict:
         return {
@@ -82,6 +84,7 @@ class SearchResult:
             "model_id": self.model_id,
             "calibration_id": self.calibration_id,
             "ledger_entry": self.ledger_entry,
+            "probe_box": [round(float(v), 1) for v in self.probe_box] if self.probe_box else None,
         }
 
 

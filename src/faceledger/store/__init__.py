@@ -9,11 +9,11 @@ from sqlalchemy.orm import sessionmaker
 
 from ..errors import FaceledgerError
 from .models import (
-    Base, FaceRecord, Gallery, ImageRecord, LedgerEntry, Maintenance, Probe, Review, Subject, User,
+    Base, FaceCrop, FaceRecord, Gallery, ImageRecord, LedgerEntry, Maintenance, Probe, Review, Subject, User,
 )
 
 __all__ = [
-    "Base", "FaceRecord", "Gallery", "ImageRecord", "LedgerEntry", "Maintenance", "Probe", "Review", "Subject",
+    "Base", "FaceCrop", "FaceRecord", "Gallery", "ImageRecord", "LedgerEntry", "Maintenance", "Probe", "Review", "Subject",
     "User", "open_database",
 ]
 

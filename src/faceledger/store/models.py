@@ -94,6 +94,16 @@ class FaceRecord(Base):
     image: Mapped[ImageRecord] = relationship(back_populates="faces")
 
 
+class FaceCrop(Base):
+    """A small JPEG of an enrolled face, kept only for uploaded images (they have no path to read the face
+    from) so a reviewer can see whom a candidate is. Deleted with its face (ON DELETE CASCADE)."""
+
+    __tablename__ = "face_crops"
+
+    face_id: Mapped[int] = mapped_column(ForeignKey("faces.id", ondelete="CASCADE"), primary_key=True)
+    jpeg: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 class LedgerEntry(Base):
     """Append-only, hash-chained record of every consequential act."""
 

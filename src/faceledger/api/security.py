@@ -1,0 +1,163 @@
+"""What every request passes before any route sees it: authentication, rate limit, CSRF, body size cap.
+
+A pure ASGI middleware, so a request is refused before a byte of its body is read: no token is 401
+whatever the body; a body over FACELEDGER_MAX_UPLOAD_BYTES is 413 from its Content-Length, or as soon as
+a streamed body passes the cap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import threading
+import time
+
+from fastapi import HTTPException
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import RedirectResponse
+
+from ..accounts import token_digest
+from ..errors import AuthenticationFailed
+from .problems import problem
+
+COOKIE = "faceledger_session"
+CSRF_HEADER = "x-csrf-token"
+PUBLIC_PATHS = {"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/login", "/favicon.ico"}
+PUBLIC_PREFIXES = ("/static/",)
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+def csrf_token(token: str) -> str:
+    """Per-session CSRF token: derived from the (secret) session token, so only its holder can know it."""
+    return hmac.new(token.encode(), b"faceledger csrf", hashlib.sha256).hexdigest()[:32]
+
+
+class TokenBucket:
+    """Per-key token bucket: `per_minute` requests a minute, bursts up to `per_minute`. In memory."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.capacity = float(per_minute)
+        self.rate = per_minute / 60.0
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, key: str) -> float:
+        """0 if allowed (a token is taken), else seconds until the next request would be allowed."""
+        if self.capacity <= 0:
+            return 0.0
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (self.capacity, now))
+            tokens = min(self.capacity, tokens + (now - last) * self.rate)
+            if tokens >= 1.0:
+                self._buckets[key] = (tokens - 1.0, now)
+                return 0.0
+            self._buckets[key] = (tokens, now)
+            return (1.0 - tokens) / self.rate
+
+
+def is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
+def is_api(path: str) -> bool:
+    return path.startswith("/api/")
+
+
+class Guard:
+    """Authentication first, then the rate limit, CSRF for cookie sessions, and the body size cap."""
+
+    def __init__(self, app, *, engine, settings) -> None:
+        self.app = app
+        self.engine = engine
+        self.max_body = settings.max_upload_bytes
+        self.limiter = TokenBucket(settings.rate_limit_per_minute)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        path = scope["path"]
+        state = scope.setdefault("state", {})
+        state["principal"] = state["token"] = state["auth_via"] = None
+        token, via = _credentials(request)
+        if token:
+            try:
+                state["principal"] = await run_in_threadpool(self.engine.authenticate, token)
+                state["token"], state["auth_via"] = token, via
+            except AuthenticationFailed as exc:
+                if not is_public(path):
+                    await self._unauthenticated(request, str(exc), clear_cookie=via == "cookie")(scope, receive, send)
+                    return
+        elif not is_public(path):
+            message = "no token given; send `Authorization: Bearer TOKEN` (or sign in at /login)"
+            await self._unauthenticated(request, message)(scope, receive, send)
+            return
+
+        if state["principal"] is not None:
+            wait = self.limiter.take(token_digest(state["token"]))
+            if wait:
+                response = problem(429, f"rate limit of {int(self.limiter.capacity)} requests a minute per token "
+                                   f"reached; retry in {math.ceil(wait)} s", slug="rate-limited",
+                                   headers={"Retry-After": str(math.ceil(wait))})
+                await response(scope, receive, send)
+                return
+            if (via == "cookie" and is_api(path) and request.method not in SAFE_METHODS
+                    and not hmac.compare_digest(request.headers.get(CSRF_HEADER, ""), csrf_token(token))):
+                await problem(403, "a cookie-authenticated request must carry the X-CSRF-Token header of its "
+                              "session (or use `Authorization: Bearer TOKEN`)", slug="csrf")(scope, receive, send)
+                return
+
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            await self._too_large(request)(scope, receive, send)
+            return
+        await self.app(scope, self._capped(receive), send)
+
+    def _capped(self, receive):
+        seen = 0
+        limit = self.max_body
+
+        async def capped_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise HTTPException(413, f"the request body is over the limit of {limit:,} bytes "
+                                             "(FACELEDGER_MAX_UPLOAD_BYTES)")
+            return message
+
+        return capped_receive
+
+    def _too_large(self, request: Request):
+        detail = (f"the request body ({int(request.headers['content-length']):,} bytes) is over the limit of "
+                  f"{self.max_body:,} bytes (FACELEDGER_MAX_UPLOAD_BYTES)")
+        if is_api(request.url.path):
+            return problem(413, detail, slug="too-large")
+        from .web import error_page  # an HTML page for the browser
+
+        return error_page(request, 413, detail)
+
+    def _unauthenticated(self, request: Request, detail: str, *, clear_cookie: bool = False):
+        if is_api(request.url.path):
+            response = problem(401, detail, slug="authentication-failed",
+                               headers={"WWW-Authenticate": 'Bearer realm="faceledger"'})
+        else:
+            target = "/login" + (f"?next={request.url.path}" if request.method in SAFE_METHODS else "")
+            response = RedirectResponse(target, status_code=303)
+        if clear_cookie:
+            response.delete_cookie(COOKIE, path="/")
+        return response
+
+
+def _credentials(request: Request) -> tuple[str | None, str | None]:
+    header = request.headers.get("authorization", "")
+    if header:
+        scheme, _, value = header.partition(" ")
+        return (value.strip() or None, "bearer") if scheme.lower() == "bearer" else (None, None)
+    cookie = request.cookies.get(COOKIE)
+    return (cookie, "cookie") if cookie else (None, None)

@@ -1,0 +1,52 @@
+// Camera capture for the search form: getUserMedia -> <video> -> canvas -> JPEG blob -> the form's file
+// input (so the form posts it like a chosen file). No build step, no library.
+(function () {
+  const start = document.getElementById("camera-start");
+  const input = document.getElementById("photo-input");
+  if (!start || !input) return;
+  const box = document.getElementById("camera");
+  const video = document.getElementById("camera-video");
+  const preview = document.getElementById("photo-preview");
+  let stream = null;
+
+  function show(file) {
+    if (!file) { preview.hidden = true; return; }
+    preview.src = URL.createObjectURL(file);
+    preview.hidden = false;
+  }
+  function stop() {
+    if (stream) stream.getTracks().forEach((t) => t.stop());
+    stream = null;
+    box.hidden = true;
+  }
+  if (!(navigator.mediaDevices && navigator.mediaDevices.getUserMedia)) {
+    start.hidden = true;  // no camera API (or not a secure origin): choosing a file still works
+  }
+  input.addEventListener("change", () => show(input.files[0]));
+  start.addEventListener("click", async () => {
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" }, audio: false });
+    } catch (err) {
+      alert("The camera is not available: " + err.message);
+      return;
+    }
+    video.srcObject = stream;
+    box.hidden = false;
+    await video.play();
+  });
+  document.getElementById("camera-stop").addEventListener("click", stop);
+  document.getElementById("camera-shoot").addEventListener("click", () => {
+    const canvas = document.createElement("canvas");
+    canvas.width = video.videoWidth;
+    canvas.height = video.videoHeight;
+    canvas.getContext("2d").drawImage(video, 0, 0);
+    canvas.toBlob((blob) => {
+      const file = new File([blob], "camera.jpg", { type: "image/jpeg" });
+      const list = new DataTransfer();
+      list.items.add(file);
+      input.files = list.files;
+      show(file);
+      stop();
+    }, "image/jpeg", 0.92);
+  });
+})();

@@ -1,0 +1,134 @@
+"""End to end in a real browser: `faceledger serve` in a subprocess, Debian's Chromium driven by Playwright.
+
+Sign in as an analyst, search with a photo, read the result, sign out; sign in as a reviewer, confirm the
+candidate. Screenshots (desktop and phone sizes) are saved in the test's tmp dir.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .conftest import gallery_files, held_out_probes, open_test_engine
+
+CHROMIUM = os.environ.get("FACELEDGER_CHROMIUM", "/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file() and not shutil.which("chromium"),
+                                reason=f"Chromium is not installed at {CHROMIUM} (scripts/system-deps.sh installs it)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    home = tmp_path_factory.mktemp("e2e") / "home"
+    engine = open_test_engine(home)
+    engine.create_gallery("g", purposes=["fraud", "missing person"])
+    engine.enroll(gallery_files()[:12], gallery="g", subject_from_folder=True, source="LFW sample",
+                  legal_basis="research")
+    tokens = {role: engine.add_user(f"{role}-e2e", role=role)[1] for role in ("analyst", "reviewer")}
+    engine.close()
+    port = free_port()
+    log = open(home.parent / "server.log", "w")
+    process = subprocess.Popen([sys.executable, "-c", "from faceledger.cli import main; main()", "--home", str(home),
+                                "serve", "--host", "127.0.0.1", "--port", str(port)],
+                               stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("faceledger serve did not start: " + (home.parent / "server.log").read_text()[-2000:])
+        time.sleep(0.3)
+    yield base, tokens, home.parent
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        executable = CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium")
+        browser = playwright.chromium.launch(executable_path=executable, args=ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+def sign_in(page, base: str, token: str) -> None:
+    page.goto(base + "/")
+    assert "/login" in page.url
+    page.fill("input[name=token]", token)
+    page.click("button[type=submit]")
+    page.wait_for_load_state()
+    assert "/login" not in page.url
+
+
+@pytest.mark.parametrize("viewport", [{"width": 1280, "height": 900}, {"width": 390, "height": 844}],
+                         ids=["desktop", "phone"])
+def test_sign_in_search_result_review(server, browser, viewport, tmp_path):
+    base, tokens, _ = server
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    context = browser.new_context(viewport=viewport)
+    page = context.new_page()
+    sign_in(page, base, tokens["analyst"])
+    page.screenshot(path=str(shots / "1-search.png"), full_page=True)
+    probe = held_out_probes()[1]
+    page.set_input_files("input[name=image]", str(probe))
+    page.select_option("select[name=gallery]", "g")
+    page.fill("input[name=purpose]", "fraud")
+    page.fill("input[name=case]", f"E2E-{viewport['width']}")
+    page.click("form#search-form button[type=submit]")
+    page.wait_for_selector("section.candidate")
+    text = page.inner_text("main")
+    assert probe.parent.name in text and "false-match rate" in text
+    assert page.locator("section.candidate img.face").first.get_attribute("src").startswith("data:image/jpeg")
+    crop = page.locator(f"section.candidate img[alt='{probe.parent.name}']").first
+    assert crop.evaluate("img => img.complete && img.naturalWidth > 0"), "the candidate's face crop did not load"
+    page.screenshot(path=str(shots / "2-result.png"), full_page=True)
+    entry = re.search(r"/searches/([0-9a-f-]{36})", page.content()).group(1)
+    page.click("header form.who button")
+    page.wait_for_url(re.compile(r".*/login.*"))
+
+    sign_in(page, base, tokens["reviewer"])
+    page.goto(base + "/searches")
+    page.click(f"a[href='/searches/{entry}']")
+    page.fill("#candidate-1 input[name=note]", "same person: ears and hairline")
+    page.click("#candidate-1 button[value=confirm]")
+    page.wait_for_selector("#candidate-1 .badge.confirmed")
+    assert "reviewer-e2e: confirm" in page.inner_text("#candidate-1")
+    page.screenshot(path=str(shots / "3-reviewed.png"), full_page=True)
+    context.close()
+    for shot in shots.iterdir():
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    keep = os.environ.get("FACELEDGER_SCREENSHOTS")
+    if keep:
+        target = Path(keep) / f"{viewport['width']}"
+        target.mkdir(parents=True, exist_ok=True)
+        for shot in shots.iterdir():
+            shutil.copy(shot, target / shot.name)
