@@ -20,6 +20,7 @@ from rich.text import Text
 from .config import Settings
 from .engine import Engine
 from .errors import FaceledgerError
+from .evaluate.cli import evaluate_app
 
 app = typer.Typer(help="Accountable face search and verification.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -27,6 +28,7 @@ gallery_app = typer.Typer(help="Create and list galleries.", no_args_is_help=Tru
 audit_app = typer.Typer(help="Check and read the ledger.", no_args_is_help=True)
 app.add_typer(gallery_app, name="gallery")
 app.add_typer(audit_app, name="audit")
+app.add_typer(evaluate_app, name="evaluate")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
