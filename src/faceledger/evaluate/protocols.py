@@ -43,7 +43,8 @@ def generate_pairs(identities: dict[str, list[str]], *, folds: int = 10, per_fol
     2. Genuine pairs per fold (at most per_fold): the fold's identities take turns, each drawing a
        random pair of its images not drawn before, until per_fold or none is left.
     3. Impostor pairs: as many as genuine ones, each two random distinct identities of the fold with
-       a random image each, no pair twice.
+       a random image each, no pair twice. If a small fold offers fewer, its genuine pairs are cut to
+       the same number (the first drawn are kept), so every fold is balanced.
     Returns (folds of pairs, notes on any reduction).
     """
     rng = np.random.default_rng(seed)
@@ -82,7 +83,7 @@ def generate_pairs(identities: dict[str, list[str]], *, folds: int = 10, per_fol
         impostor: list[Pair] = []
         seen = set()
         attempts = 0
-        while len(impostor) < len(genuine) and attempts < 100 * per_fold and len(fold_ids) >= 2:
+        while len(impostor) < len(genuine) and attempts < 20 * len(genuine) + 100 and len(fold_ids) >= 2:
             attempts += 1
             i, j = rng.choice(len(fold_ids), 2, replace=False)
             a = identities[fold_ids[i]][rng.integers(len(identities[fold_ids[i]]))]
@@ -91,7 +92,10 @@ def generate_pairs(identities: dict[str, list[str]], *, folds: int = 10, per_fol
             if key not in seen:
                 seen.add(key)
                 impostor.append(Pair(a, b, False))
-        out.append(genuine + impostor)
+        keep = min(len(genuine), len(impostor))  # balanced: a small fold may offer fewer impostor pairs
+        out.append(genuine[:keep] + impostor[:keep])
+    if any(not fold for fold in out):
+        raise FaceledgerError("a fold has no genuine or no impostor pair; use fewer --folds")
     return out, notes
 
 
