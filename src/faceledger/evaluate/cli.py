@@ -8,7 +8,7 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -19,7 +19,13 @@ from ..errors import FaceledgerError
 from . import groups as groups_mod
 from . import protocols, report
 from .datasets import (
-    EmbeddingSet, FolderDataset, SyntheticDataset, check_pairs_exist, embed_folder, identity_of, model_id_for,
+    EmbeddingSet,
+    FolderDataset,
+    SyntheticDataset,
+    check_pairs_exist,
+    embed_folder,
+    identity_of,
+    model_id_for,
     parse_pairs,
 )
 
@@ -31,11 +37,11 @@ err = Console(stderr=True, soft_wrap=True)
 DatasetOpt = Annotated[str, typer.Option(
     "--dataset", help="folder with one sub-folder per identity (DIR/Name/*.jpg), or 'synthetic[:N[xK]]'")]
 OutOpt = Annotated[Path, typer.Option("--out", help="folder for metrics.json, report.html and the plots")]
-CacheOpt = Annotated[Optional[Path], typer.Option(
+CacheOpt = Annotated[Path | None, typer.Option(
     "--cache", help="embedding cache folder [default: <home>/eval-cache]")]
 WorkersOpt = Annotated[int, typer.Option("--workers", help="processes computing embeddings")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="seed of the generated protocol (and synthetic data)")]
-GroupsOpt = Annotated[Optional[Path], typer.Option(
+GroupsOpt = Annotated[Path | None, typer.Option(
     "--groups", help="CSV with a column 'identity' and label columns: error rates per group")]
 FlagOpt = Annotated[float, typer.Option(
     "--flag-factor", help="flag groups whose error rate exceeds the best group's by more than this factor")]
@@ -47,7 +53,7 @@ def _settings() -> Settings:
     return main_cli._state.get("settings") or Settings()
 
 
-def _load(spec: str, *, settings: Settings, cache: Optional[Path], workers: int, seed: int,
+def _load(spec: str, *, settings: Settings, cache: Path | None, workers: int, seed: int,
           paths_for=None) -> tuple[EmbeddingSet, dict, dict[str, list[str]] | None, object]:
     """(embeddings, cache info, identities of a folder dataset or None, dataset object)."""
     if spec.strip().startswith("synthetic"):
@@ -60,7 +66,13 @@ def _load(spec: str, *, settings: Settings, cache: Optional[Path], workers: int,
     todo_note: dict = {}
 
     if sys.stderr.isatty():
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         with Progress("embedding", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
                       console=err, transient=True) as bar:
@@ -104,7 +116,7 @@ def _fte_sentence(enrol: dict) -> str:
 def verification(
     dataset: DatasetOpt,
     out_dir: OutOpt,
-    pairs: Annotated[Optional[Path], typer.Option(
+    pairs: Annotated[Path | None, typer.Option(
         "--pairs", help="LFW-format pairs file (pairs.txt); without it a seeded pair set is generated")] = None,
     folds: Annotated[int, typer.Option(help="folds of the generated pair set")] = 10,
     pairs_per_fold: Annotated[int, typer.Option(help="genuine pairs per generated fold (as many impostors)")] = 300,
@@ -135,7 +147,7 @@ def verification(
         ds = FolderDataset(dataset)
         folds_list, notes = protocols.generate_pairs(ds.identities(), folds=folds, per_fold=pairs_per_fold, seed=seed)
 
-        def needed(ds: FolderDataset) -> list[str]:  # noqa: F811 - the generated pairs' images only
+        def needed(ds: FolderDataset) -> list[str]:
             return sorted({p for fold in folds_list for pair in fold for p in (pair.a, pair.b)})
     e, cache_info, _, dataset_obj = _load(dataset, settings=settings, cache=cache, workers=workers, seed=seed,
                                           paths_for=needed)

@@ -368,7 +368,7 @@ class SyntheticDataset:
     seed: int = 0
 
     @classmethod
-    def from_spec(cls, spec: str, *, seed: int = 0) -> "SyntheticDataset":
+    def from_spec(cls, spec: str, *, seed: int = 0) -> SyntheticDataset:
         """'synthetic' or 'synthetic:IDENTITIES' or 'synthetic:IDENTITIESxMAX_IMAGES'."""
         match = re.fullmatch(r"synthetic(?::(\d+)(?:x(\d+))?)?", spec.strip())
         if not match:
