@@ -103,6 +103,11 @@ def _warn(warnings: list[str], text: str) -> None:
     err.print(f"[yellow]warning:[/] {text}", highlight=False)
 
 
+def _detector(p: dict) -> str:
+    t = p["detector_score_threshold"]
+    return "no detector: synthetic vectors" if t is None else f"detector threshold {t:g}"
+
+
 def _fte_sentence(enrol: dict) -> str:
     reasons = ", ".join(f"{v:,} {k}" for k, v in enrol["failures_by_reason"].items())
     return (f"{enrol['failed_to_enrol']:,} of {enrol['images']:,} images failed to enrol "
@@ -199,7 +204,7 @@ def _verification_html(out_dir: Path, p: dict, plots: dict, group_plots: dict, f
     v = p["verification"]
     op = v["at_operating_threshold"]
     summary = [
-        f"Model <b>{html.escape(p['model_id'])}</b> (detector threshold {p['detector_score_threshold']}) on "
+        f"Model <b>{html.escape(p['model_id'])}</b> ({_detector(p)}) on "
         f"<b>{html.escape(p['dataset'])}</b>.",
         f"Protocol: {html.escape(p['protocol'])}: {v['pairs']:,} pairs ({v['genuine_pairs']:,} genuine, "
         f"{v['impostor_pairs']:,} impostor) in {v['folds']} folds.",
@@ -316,7 +321,7 @@ def identification(
 def _identification_html(out_dir: Path, p: dict, plots: dict, group_plots: dict, factor: float) -> None:
     proto = p["protocol"]
     summary = [
-        f"Model <b>{html.escape(p['model_id'])}</b> (detector threshold {p['detector_score_threshold']}) on "
+        f"Model <b>{html.escape(p['model_id'])}</b> ({_detector(p)}) on "
         f"<b>{html.escape(p['dataset'])}</b>.",
         f"Protocol {proto['name']} (seed {proto['seed']}): galleries of {', '.join(f'{s:,}' for s in proto['gallery_sizes'])} "
         f"identities, half of them (at most) searched for with a held-out image (mated searches), the rest distractors; "
@@ -349,7 +354,7 @@ def _identification_html(out_dir: Path, p: dict, plots: dict, group_plots: dict,
                     + report._table(["gallery", "template", "target FPIR", "engine threshold", "predicted FPIR",
                                      "observed FPIR (95 % Wilson)", "observed FNIR"], eng_rows))
     sections = [("Open-set identification", table), ("The engine's operating thresholds", engine_table),
-                ("DET", report._img(out_dir, plots["det"], "open-set DET: FNIR (rank 1) vs FPIR"))]
+                ("DET", report._img(out_dir, plots["det"], "open-set DET: FNIR (rank 1) vs FPIR", wide=True))]
     if p["groups"]:
         g = p["groups"]
         sections.append((f"Demographic differentials (gallery {g['gallery_identities']:,}, single-image templates)",

@@ -13,7 +13,13 @@ import math
 
 import numpy as np
 
-from ..calibration import wilson_interval
+from ..calibration import wilson_interval as _wilson
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of k successes in n trials, exactly 0 / 1 at the ends."""
+    lo, hi = _wilson(k, n, z)
+    return (0.0 if k == 0 else lo), (1.0 if k == n else hi)
 
 __all__ = [
     "auc", "best_threshold", "eer", "flag_groups", "fnir_at_fpir", "group_rates", "open_set_curve",

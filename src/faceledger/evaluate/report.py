@@ -49,13 +49,16 @@ def verification_plots(curves: dict, result: dict, out: Path) -> dict[str, str]:
     ax.plot(_floor(far, n_imp), 1 - frr, color=COLOURS[0], drawstyle="steps-post")
     ax.set_xscale("log")
     ax.set_xlim(0.5 / max(n_imp, 1), 1)
+    tar_at_zero_far = (1 - frr)[far == 0]  # the best TAR with no impostor accepted: where the curve starts
+    ax.set_ylim(max(0.0, float(tar_at_zero_far.max()) - 0.02) if len(tar_at_zero_far) else 0.0, 1.002)
     ax.set_xlabel(f"false accept rate (FAR, {n_imp:,} impostor pairs)")
     ax.set_ylabel("true accept rate (TAR)")
     ax.set_title(f"ROC (AUC {result['auc']:.4f})")
     plots["roc"] = _save(fig, out, "roc.png")
 
     fig, ax = plt.subplots(figsize=(6, 4.2))
-    ax.plot(_floor(far, n_imp), _floor(frr, n_gen), color=COLOURS[1], drawstyle="steps-post")
+    shown = (far > 0) & (frr > 0)  # a DET curve lives where both error rates are measurable
+    ax.plot(far[shown], frr[shown], color=COLOURS[1], drawstyle="steps-post")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("false match rate (FMR)")
@@ -84,13 +87,14 @@ def verification_plots(curves: dict, result: dict, out: Path) -> dict[str, str]:
 
 def identification_plots(runs: list[dict], out: Path) -> dict[str, str]:
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, ax = plt.subplots(figsize=(7, 4.8))
     styles = {"single": "-", "multi": "--"}
     sizes = sorted({r["gallery_identities"] for r in runs})
     for r in runs:
         c = r["_curve"]
         colour = COLOURS[sizes.index(r["gallery_identities"]) % len(COLOURS)]
-        ax.plot(_floor(c["fpir"], r["nonmated_searches"]), _floor(c["fnir"], r["mated_searches"]),
+        shown = (c["fpir"] > 0) & (c["fnir"] > 0)
+        ax.plot(c["fpir"][shown], c["fnir"][shown],
                 linestyle=styles.get(r["template"], ":"), color=colour, drawstyle="steps-post",
                 label=f"N={r['gallery_identities']:,}, {r['template']}-image template")
     ax.set_xscale("log")
@@ -107,7 +111,9 @@ def group_plots(groups: dict, rate_keys: tuple[str, str], out: Path, prefix: str
     plots = {}
     for column, data in groups.items():
         labels = list(data["groups"])
-        fig, axes = plt.subplots(1, 2, figsize=(9, 0.5 * len(labels) + 1.8))
+        from matplotlib.ticker import MaxNLocator, PercentFormatter
+
+        fig, axes = plt.subplots(1, 2, figsize=(10, 0.45 * len(labels) + 2.0))
         for ax, key, colour in zip(axes, rate_keys, COLOURS):
             rates = [data["groups"][g][key]["rate"] for g in labels]
             lo = [data["groups"][g][key]["wilson95"][0] for g in labels]
@@ -120,7 +126,9 @@ def group_plots(groups: dict, rate_keys: tuple[str, str], out: Path, prefix: str
             flagged = set(data["flags"][key]["flagged"])
             ax.set_yticks(y, [f"{g} ⚑" if g in flagged else g for g in labels])
             ax.invert_yaxis()
-            ax.set_xlabel(f"{key.upper()} (95 % Wilson)")
+            ax.set_xlabel(f"{key.upper()} (bars: 95 % Wilson)")
+            ax.xaxis.set_major_locator(MaxNLocator(5))
+            ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=None))
         fig.suptitle(f"per-group error rates: {column}")
         plots[column] = _save(fig, out, f"{prefix}_groups_{_slug(column)}.png")
     return plots
@@ -136,9 +144,10 @@ def write_json(out: Path, payload: dict) -> Path:
     return path
 
 
-def _img(out: Path, name: str, alt: str) -> str:
+def _img(out: Path, name: str, alt: str, wide: bool = False) -> str:
     data = base64.b64encode((out / name).read_bytes()).decode()
-    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)}</figcaption></figure>'
+    style = ' style="width:75%"' if wide else ""
+    return f'<figure{style}><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)}</figcaption></figure>'
 
 
 def _table(header: list[str], rows: list[list]) -> str:
@@ -160,13 +169,13 @@ def rate(x) -> str:
 
 
 CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
 h1{font-size:1.6em;margin-bottom:.2em} h2{margin-top:1.6em;border-bottom:1px solid #ddd;padding-bottom:.2em}
 .summary{background:#f4f6f8;border-left:4px solid #1f77b4;padding:.8em 1em;margin:1em 0}
 .warn{background:#fff4e5;border-left:4px solid #ff7f0e;padding:.6em 1em;margin:.6em 0}
-table{border-collapse:collapse;margin:.6em 0;font-size:.9em} th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
-th{background:#f0f0f0} td:first-child,th:first-child{text-align:left}
-figure{display:inline-block;margin:.5em 1em .5em 0} figure img{max-width:100%;border:1px solid #eee}
+table{border-collapse:collapse;margin:.6em 0;font-size:.82em} th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right;white-space:nowrap}
+th{background:#f0f0f0;white-space:normal;vertical-align:bottom} td:first-child,th:first-child{text-align:left}
+figure{display:inline-block;vertical-align:top;width:48%;margin:.5em 1% .5em 0} figure img{width:100%;border:1px solid #eee}
 figcaption{font-size:.85em;color:#555} code{background:#f3f3f3;padding:0 .2em} .flag{color:#d62728;font-weight:bold}
 """
 
@@ -202,7 +211,7 @@ def groups_html(groups: dict, keys: tuple[str, str], plots: dict[str, str], out:
                              f"{rate(r['wilson95'][0])} – {rate(r['wilson95'][1])})")
             rows.append(cells)
         body.append(f"<h3>{html.escape(column)}</h3>")
-        body.append(_table(["group", "identities"] + [f"{k.upper()} (errors / trials; 95 % Wilson)" for k in keys], rows))
+        body.append(_table(["group", "identities labelled"] + [f"{k.upper()} (errors / trials; 95 % Wilson)" for k in keys], rows))
         if cross and data.get("cross_group_fmr"):
             names = list(data["cross_group_fmr"])
             body.append("<p>Impostor (false-match) rate between groups:</p>")
@@ -210,5 +219,5 @@ def groups_html(groups: dict, keys: tuple[str, str], plots: dict[str, str], out:
                 [html.escape(a)] + [f"{rate(data['cross_group_fmr'][a][b]['rate'])} "
                                     f"({data['cross_group_fmr'][a][b]['trials']:,})" for b in names] for a in names]))
         if column in plots:
-            body.append(_img(out, plots[column], f"per-group error rates: {column}"))
+            body.append(_img(out, plots[column], f"per-group error rates: {column}", wide=True))
     return "".join(body)
