@@ -339,7 +339,10 @@ def _identification_html(out_dir: Path, p: dict, plots: dict, group_plots: dict,
                     + [report.pct(fn[f]["fnir"]) + ("" if fn[f]["resolved"] else " *") for f in protocols.FPIRS])
     table = report._table(["gallery (identities)", "template", "faces", "mated / non-mated searches", "rank-1",
                            "rank-10"] + [f"FNIR @ FPIR {f:g}" for f in protocols.FPIRS], rows)
-    table += "<p>* the non-mated sample is too small to resolve that FPIR.</p>"
+    if any(not f["resolved"] for r in p["runs"] for f in r["fnir_at_fpir"]):
+        table += "<p>* the non-mated sample is too small to resolve that FPIR.</p>"
+    table += ("<p>Templates: <i>single</i> = one image per enrolled identity, <i>multi</i> = up to three "
+              "(the best face per subject ranks, as in <code>faceledger search</code>).</p>")
     eng_rows = []
     for r in p["runs"]:
         for t in r["engine_thresholds"]:
