@@ -311,3 +311,38 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys, monkeypatch):
     code, _, err = run(capsys, monkeypatch, home, "evaluate", "identification", "--dataset", "synthetic:40",
                        "--gallery-sizes", "40", "--out", tmp_path / "o")
     assert code == 2 and "non-mated" in err
+
+
+def test_embedding_cache_reembeds_only_changed_files_and_counts_failures(tmp_path):
+    import shutil
+
+    from PIL import Image
+
+    from faceledger.evaluate.datasets import STATUS_NO_FACE, STATUS_UNREADABLE, embed_folder
+
+    root = tmp_path / "data"
+    for person in ("Kofi_Annan", "Tony_Blair"):
+        (root / person).mkdir(parents=True)
+        shutil.copy(sorted((LFW_DIR / person).glob("*.jpg"))[0], root / person)
+    (root / "Nobody").mkdir()
+    Image.new("RGB", (200, 200), (128, 128, 128)).save(root / "Nobody" / "blank.jpg")  # no face
+    (root / "Nobody" / "broken.jpg").write_bytes(b"not a jpeg")
+    dataset = FolderDataset(root)
+    settings = Settings(home=tmp_path / "home")
+    first, info = embed_folder(dataset, settings, cache_dir=tmp_path / "cache", workers=1)
+    assert info["embedded"] == 4 and info["from_cache"] == 0
+    status = dict(zip(first.paths, first.status.tolist()))
+    assert status["Nobody/blank.jpg"] == STATUS_NO_FACE and status["Nobody/broken.jpg"] == STATUS_UNREADABLE
+    summary = first.enrolment_summary()
+    assert summary["failed_to_enrol"] == 2 and summary["failures_by_reason"] == {"no face found": 1,
+                                                                                "unreadable image": 1}
+    assert np.isnan(first.embeddings[first.failed]).all() and not np.isnan(first.embeddings[~first.failed]).any()
+    # replace one image with another photo: only that one is embedded again
+    kofi = next((root / "Kofi_Annan").glob("*.jpg"))
+    shutil.copy(sorted((LFW_DIR / "Kofi_Annan").glob("*.jpg"))[1], kofi)
+    second, info = embed_folder(FolderDataset(root), settings, cache_dir=tmp_path / "cache", workers=1)
+    assert info["embedded"] == 1 and info["from_cache"] == 3
+    row = second.index[kofi.relative_to(root).as_posix()]
+    assert not np.allclose(second.embeddings[row], first.embeddings[row])
+    same = second.index["Tony_Blair/" + next((root / "Tony_Blair").glob("*.jpg")).name]
+    assert np.array_equal(second.embeddings[same], first.embeddings[same])
