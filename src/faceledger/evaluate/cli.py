@@ -136,31 +136,30 @@ def verification(
     settings = _settings()
     _prepare(out_dir)
     warnings: list[str] = []
-    folds_list: list | None = None
-    notes: list[str] = []
-    if pairs is not None:
-        if dataset.strip().startswith("synthetic"):
-            raise FaceledgerError("--pairs needs an image folder dataset, not a synthetic one")
-        folds_list = parse_pairs(pairs)
+    synthetic = dataset.strip().startswith("synthetic")
+    if pairs is not None and synthetic:
+        raise FaceledgerError("--pairs needs an image folder dataset, not a synthetic one")
+    chosen: dict = {}
 
-        def needed(ds: FolderDataset) -> list[str]:
-            check_pairs_exist(folds_list, ds, pairs)
-            return sorted({p for fold in folds_list for pair in fold for p in (pair.a, pair.b)})
-    else:
-        needed = None
-    if folds_list is None and not dataset.strip().startswith("synthetic"):
-        ds = FolderDataset(dataset)
-        folds_list, notes = protocols.generate_pairs(ds.identities(), folds=folds, per_fold=pairs_per_fold, seed=seed)
+    def pair_images(ds: FolderDataset) -> list[str]:
+        """Choose the pairs for a folder dataset (official or generated); embed only their images."""
+        if pairs is not None:
+            chosen["folds"], chosen["notes"] = parse_pairs(pairs), []
+            check_pairs_exist(chosen["folds"], ds, pairs)
+        else:
+            chosen["folds"], chosen["notes"] = protocols.generate_pairs(
+                ds.identities(), folds=folds, per_fold=pairs_per_fold, seed=seed)
+        return sorted({p for fold in chosen["folds"] for pair in fold for p in (pair.a, pair.b)})
 
-        def needed(ds: FolderDataset) -> list[str]:
-            return sorted({p for fold in folds_list for pair in fold for p in (pair.a, pair.b)})
-    e, cache_info, _, dataset_obj = _load(dataset, settings=settings, cache=cache, workers=workers, seed=seed,
-                                          paths_for=needed)
-    if folds_list is None:  # synthetic
+    e, cache_info, _, _ = _load(dataset, settings=settings, cache=cache, workers=workers, seed=seed,
+                                paths_for=pair_images)
+    if synthetic:
         ids: dict[str, list[str]] = {}
         for p in e.paths:
             ids.setdefault(identity_of(p), []).append(p)
-        folds_list, notes = protocols.generate_pairs(ids, folds=folds, per_fold=pairs_per_fold, seed=seed)
+        chosen["folds"], chosen["notes"] = protocols.generate_pairs(ids, folds=folds, per_fold=pairs_per_fold,
+                                                                    seed=seed)
+    folds_list, notes = chosen["folds"], chosen["notes"]
     for note in notes:
         _warn(warnings, note)
     calibration = packaged_calibration(e.model_id)
