@@ -346,3 +346,17 @@ def test_embedding_cache_reembeds_only_changed_files_and_counts_failures(tmp_pat
     assert not np.allclose(second.embeddings[row], first.embeddings[row])
     same = second.index["Tony_Blair/" + next((root / "Tony_Blair").glob("*.jpg")).name]
     assert np.array_equal(second.embeddings[same], first.embeddings[same])
+
+
+@pytest.mark.parametrize("bad", [np.full(128, np.nan, np.float32), np.ones(64, np.float32), np.zeros(128, np.float32)])
+def test_enroll_embeddings_refuses_a_bad_vector_before_storing_anything(engine, bad):
+    from faceledger.enrollment import PrecomputedFace
+
+    good = np.random.default_rng(0).standard_normal(128).astype(np.float32)
+    entries = [PrecomputedFace("a", "sha-a", "a", good, engine.model_id),
+               PrecomputedFace("b", "sha-b", "b", bad, engine.model_id)]
+    with pytest.raises(FaceledgerError, match="finite numbers"):
+        engine.enroll_embeddings(entries, gallery="g", source="test", legal_basis="test")
+    assert engine.gallery_info("g")["faces"] == 0
+    engine.enroll_embeddings(entries[:1], gallery="g", source="test", legal_basis="test")
+    assert engine.rank("g", good, top_k=1)[0][0].subject == "a"  # the gallery still works
