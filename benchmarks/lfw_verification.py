@@ -16,7 +16,6 @@ Prints a markdown table and writes benchmarks/results/lfw_verification.json.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import platform
 import sys
@@ -26,6 +25,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lfw_common as common
+
+from faceledger.evaluate.metrics import auc, eer, tar_at_far, ten_fold
 
 CONFIGS = [
     # (label, detector score threshold, flip averaging)
@@ -37,104 +38,7 @@ FIXED_THRESHOLD = 0.363  # OpenCV's published SFace cosine threshold, for compar
 FARS = (1e-2, 1e-3)
 
 
-# --- pure metric functions (numpy only) -------------------------------------------------------
-
-
-def best_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """The threshold (midpoint between consecutive distinct scores) maximising accuracy of score >= t.
-
-    Ties: the middle of the first widest run of best candidates. Returns (threshold, accuracy).
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    labels = np.asarray(labels, dtype=bool)
-    order = np.argsort(scores, kind="mergesort")
-    s, y = scores[order], labels[order]
-    distinct = np.unique(s)
-    candidates = np.concatenate(([distinct[0] - 1e-6], (distinct[:-1] + distinct[1:]) / 2, [distinct[-1] + 1e-6]))
-    # accuracy(t) = (genuine with s >= t + impostors with s < t) / n
-    below = np.searchsorted(s, candidates, side="left")  # pairs with s < t
-    genuine_below = np.concatenate(([0], np.cumsum(y)))[below]
-    impostor_below = below - genuine_below
-    correct = (y.sum() - genuine_below) + impostor_below
-    best = correct.max()
-    hits = np.nonzero(correct == best)[0]
-    # first run of consecutive best candidates, take its middle
-    run_end = hits[0]
-    while run_end + 1 < len(correct) and correct[run_end + 1] == best:
-        run_end += 1
-    index = (hits[0] + run_end) // 2
-    return float(candidates[index]), float(best / len(s))
-
-
-def ten_fold(scores: np.ndarray, labels: np.ndarray, failed: np.ndarray, fold_of: np.ndarray) -> dict:
-    """The View 2 protocol. scores may be NaN where failed."""
-    accuracies, accuracies_found, thresholds = [], [], []
-    for k in np.unique(fold_of):
-        train = (fold_of != k) & ~failed
-        test = fold_of == k
-        t, _ = best_threshold(scores[train], labels[train])
-        predicted = np.where(failed[test], ~labels[test], scores[test] >= t)  # failure = wrong answer
-        accuracies.append(float(np.mean(predicted == labels[test])))
-        found = test & ~failed
-        accuracies_found.append(float(np.mean((scores[found] >= t) == labels[found])))
-        thresholds.append(t)
-    return {
-        "accuracy_mean": float(np.mean(accuracies)),
-        "accuracy_std": float(np.std(accuracies)),
-        "accuracy_both_found_mean": float(np.mean(accuracies_found)),
-        "accuracy_both_found_std": float(np.std(accuracies_found)),
-        "fold_accuracies": accuracies,
-        "fold_thresholds": thresholds,
-    }
-
-
-def auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U with average ranks for ties); -inf allowed."""
-    scores = np.asarray(scores, dtype=np.float64)
-    labels = np.asarray(labels, dtype=bool)
-    order = np.argsort(scores, kind="mergesort")
-    s = scores[order]
-    ranks = np.empty(len(s))
-    # average ranks over runs of ties
-    boundaries = np.concatenate(([0], np.nonzero(s[1:] != s[:-1])[0] + 1, [len(s)]))
-    for start, end in itertools.pairwise(boundaries):
-        ranks[start:end] = (start + end + 1) / 2.0  # 1-based average rank
-    r = np.empty(len(s))
-    r[order] = ranks
-    n_pos, n_neg = labels.sum(), (~labels).sum()
-    return float((r[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def roc(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(thresholds, FAR, FRR) for accept-if-score>=t at every distinct score (descending)."""
-    scores = np.asarray(scores, dtype=np.float64)
-    labels = np.asarray(labels, dtype=bool)
-    thresholds = np.unique(scores[np.isfinite(scores)])[::-1]
-    gen = np.sort(scores[labels])
-    imp = np.sort(scores[~labels])
-    far = (len(imp) - np.searchsorted(imp, thresholds, side="left")) / len(imp)
-    tar = (len(gen) - np.searchsorted(gen, thresholds, side="left")) / len(gen)
-    return thresholds, far, 1.0 - tar
-
-
-def eer(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Equal error rate: mean of FAR and FRR at the threshold where they are closest."""
-    _, far, frr = roc(scores, labels)
-    i = int(np.argmin(np.abs(far - frr)))
-    return float((far[i] + frr[i]) / 2)
-
-
-def tar_at_far(scores: np.ndarray, labels: np.ndarray, far: float) -> tuple[float, float]:
-    """TAR with at most floor(far x impostors) impostors strictly above the threshold.
-
-    Returns (TAR, threshold): accept when score > threshold = the (k+1)-th highest impostor score.
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    labels = np.asarray(labels, dtype=bool)
-    imp = np.sort(scores[~labels])[::-1]
-    k = int(np.floor(far * len(imp)))
-    threshold = imp[k] if k < len(imp) else -np.inf
-    return float(np.mean(scores[labels] > threshold)), float(threshold)
+# The pure metric functions live in the package (faceledger.evaluate.metrics).
 
 
 # --- the benchmark ----------------------------------------------------------------------------

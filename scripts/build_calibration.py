@@ -13,7 +13,7 @@ rate is counted on disjoint people: (a) the View 2 (pairs.txt) people not in the
 (b) the people of pairsDevTest.txt. Writes benchmarks/results/calibration_check.json.
 
 Usage: .venv/bin/python scripts/build_calibration.py [--lfw ../shared/data/lfw]
-(needs the cached embeddings of benchmarks/lfw_common.py; computes them when missing, ~7 min).
+(uses the embeddings cached by faceledger.evaluate via benchmarks/lfw_common.py; computes them when missing).
 """
 
 from __future__ import annotations

@@ -310,9 +310,15 @@ class Engine:
         principal = self.authorize(by, "enroll", gallery=gallery)
         source = require_text(source, "the image source (provenance)", "--source")
         legal_basis = require_text(legal_basis, "the legal basis for holding these images", "--legal-basis")
+        dim = self.pipeline.embedder.dim
         for entry in entries:
             if entry.model_id != self.model_id:
                 raise IndexMismatch(f"{entry.name}: embedding from model {entry.model_id}, engine uses {self.model_id}")
+            vector = np.asarray(entry.embedding, dtype=np.float32).reshape(-1)
+            if vector.shape != (dim,) or not np.isfinite(vector).all() or not np.any(vector):
+                # checked before anything is stored: a bad vector in the store would break every index rebuild
+                raise FaceledgerError(f"{entry.name}: an embedding must be {dim} finite numbers, not all zero "
+                                      f"(got {vector.size} values)")
         with self.sessions() as session:
             gallery_id = self._gallery(session, gallery).id
             known = set(session.execute(select(ImageRecord.sha256).where(
