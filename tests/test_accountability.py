@@ -342,3 +342,14 @@ def test_calibrate_on_own_data_replaces_the_packaged_calibration(tmp_path):
     reopened = open_test_engine(tmp_path / "h")
     assert reopened.calibration.calibration_id == summary["calibration_id"]
     assert eng.ledger.entries(action="calibrate")[-1]["payload"]["impostor_pairs"] == 66
+
+
+def test_erase_dry_run_lists_and_removes_nothing(tmp_path):
+    eng = open_test_engine(tmp_path / "h")
+    eng.create_gallery("a")
+    eng.enroll([OPEN_FACES / "ardern_2018.jpg"], gallery="a", subject="Jacinda Ardern", source="s", legal_basis="b")
+    preview = eng.erase(face=OPEN_FACES / "ardern_2022.jpg", reason="request #14", dry_run=True)
+    assert preview["dry_run"] and [s["subject"] for s in preview["subjects"]] == ["Jacinda Ardern"]
+    assert preview["subjects"][0]["score"] >= preview["subjects"][0]["threshold"]
+    assert eng.gallery_info("a")["images"] == 1
+    assert eng.ledger.entries(action="erase")[-1]["payload"]["outcome"] == "preview"

@@ -443,15 +443,20 @@ def erase(
     face: Annotated[Optional[Path], typer.Option(help="a photo of the person to erase")] = None,
     subject: Annotated[Optional[str], typer.Option(help="subject name or id (with --gallery)")] = None,
     gallery: Annotated[Optional[str], typer.Option(help="only this gallery (default: all)")] = None,
+    dry_run: Annotated[bool, typer.Option(help="only list what would be removed")] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Erase a person: every matching subject's images, faces and embeddings, with a receipt."""
-    receipt = engine().erase(reason=reason, face=face, subject=subject, gallery=gallery, by=me())
+    receipt = engine().erase(reason=reason, face=face, subject=subject, gallery=gallery, dry_run=dry_run, by=me())
     if as_json:
         print_json(receipt)
         return
-    out.print(f"erased {len(receipt['subjects'])} subject(s): {receipt['images']} image(s), {receipt['faces']} "
-              f"face(s), {receipt['probes']} probe(s)")
+    if receipt["dry_run"]:
+        out.print(f"[bold]dry run[/]: would erase {len(receipt['subjects'])} subject(s) and "
+                  f"{receipt['probes_matching']} probe(s); nothing was removed")
+    else:
+        out.print(f"erased {len(receipt['subjects'])} subject(s): {receipt['images']} image(s), "
+                  f"{receipt['faces']} face(s), {receipt['probes']} probe(s)")
     for s in receipt["subjects"]:
         score = f" (score {s['score']:.3f} >= {s['threshold']:.3f})" if s["score"] is not None else ""
         out.print(f"  {s['gallery']}: {s['subject']} (id {s['subject_id']}){score}")

@@ -44,7 +44,8 @@ class Settings(BaseSettings):
 
     target_fpir: float = Field(0.01, gt=0.0, lt=1.0, description="default target false-positive identification rate")
     probe_retain_days: int = Field(30, ge=0, description="default days a probe's hash and embedding are kept")
-    erase_target_fpir: float = Field(0.001, gt=0.0, lt=1.0, description="strict FPIR that sets the erasure threshold")
+    erase_target_fmr: float = Field(
+        1e-5, gt=0.0, lt=1.0, description="per-comparison false-match rate that sets the erasure threshold")
     purge_interval_hours: float = Field(24.0, gt=0, description="purge runs at start when the last is this old")
     verify_target_fmr: float = Field(1e-3, gt=0.0, lt=1.0, description="false-match rate that sets the 1:1 threshold")
 

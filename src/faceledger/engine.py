@@ -843,9 +843,11 @@ class Engine:
         self._purge("system (scheduled retention)", now)
 
     def erase(self, *, reason: str | None, face: ImageSource | None = None, subject: str | None = None,
-              gallery: str | None = None, image_name: str | None = None, by: Principal | None = None) -> dict:
+              gallery: str | None = None, image_name: str | None = None, dry_run: bool = False,
+              by: Principal | None = None) -> dict:
         """Remove a person: every enrolled subject whose face matches `face` above a strict threshold (or
-        the named subject), with all their images, faces, embeddings and matching probes. Returns a receipt."""
+        the named subject), with all their images, faces, embeddings and matching probes. Returns a receipt.
+        With dry_run, only lists what would be removed (the look-up is ledgered all the same)."""
         principal = self.authorize(by, "erase", gallery=gallery)
         with self.ledger_refusals(principal, "erase", {"gallery": gallery, "subject": subject}):
             reason = require_text(reason, "a reason", "--reason")
@@ -857,7 +859,8 @@ class Engine:
             names = [gallery] if gallery else list(session.execute(select(Gallery.name).where(
                 Gallery.model_id == self.model_id).order_by(Gallery.name)).scalars())
             galleries = [self._gallery(session, name) for name in names]
-        request = {"reason": reason, "galleries": names, "method": "face" if face is not None else "subject"}
+        request = {"reason": reason, "galleries": names, "method": "face" if face is not None else "subject",
+                   "dry_run": dry_run}
         if face is not None:
             loaded = self._load(face, image_name)
             request["probe_sha256"] = loaded.sha256
@@ -866,16 +869,22 @@ class Engine:
             matches, probe_ids = self._matches_for_erasure(galleries, vector)
         else:
             matches, probe_ids = self._subject_for_erasure(galleries[0], subject), []
+        if dry_run and (matches or probe_ids):
+            entry = self.ledger.record(actor=principal.name, action="erase", payload={
+                **request, "outcome": "preview", "probes": len(probe_ids),
+                "subjects": [{k: m[k] for k in ("gallery", "subject_id", "score", "threshold")} for m in matches]})
+            return {"receipt": entry.entry_id, "reason": reason, "dry_run": True, "images": 0, "faces": 0,
+                    "probes": 0, "probes_matching": len(probe_ids), "subjects": matches}
         return self._erase_matches(principal, request, matches, probe_ids)
 
     def _matches_for_erasure(self, galleries: list[Gallery], vector: np.ndarray) -> tuple[list[dict], list[int]]:
         """Subjects with any face at or above the strict threshold, per gallery; and matching probes."""
         matches, probe_ids = [], []
+        threshold = self.calibration.threshold_for_fmr(self.settings.erase_target_fmr)
         with self._writing() as session:
             for gallery in galleries:
                 gallery = session.get(Gallery, gallery.id)
                 index = self._index(session, gallery)
-                threshold = self.calibration.threshold_for_fpir(self.settings.erase_target_fpir, max(len(index), 1))
                 if len(index):
                     scores, ids = index.search(vector[None, :], min(len(index), 4096))
                     hits = {int(i): float(sc) for sc, i in zip(scores[0], ids[0]) if i >= 0 and sc >= threshold.score}
@@ -920,7 +929,7 @@ class Engine:
         self.ledger.note_committed(entry)
         self._refresh_indexes(removal)
         counts = removal.summary()
-        return {"receipt": entry.entry_id, "reason": request["reason"], "images": counts["images"],
+        return {"receipt": entry.entry_id, "reason": request["reason"], "dry_run": False, "images": counts["images"],
                 "faces": counts["faces"], "probes": counts["probes"], "subjects": matches}
 
     def _refresh_indexes(self, removal: Removal) -> None:
