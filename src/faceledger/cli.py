@@ -143,7 +143,8 @@ class RateColumn(ProgressColumn):
     """Images per second."""
 
     def render(self, task) -> Text:
-        return Text(f"{task.speed:.1f} img/s" if task.speed else "")
+        unit = task.fields.get("unit", "img")
+        return Text(f"{task.speed:.1f} {unit}/s" if task.speed else "")
 
 
 def _progress_bar() -> Progress:
@@ -248,10 +249,27 @@ def faces(image: Path, as_json: JsonFlag = False) -> None:
 # -- maintenance and audit -------------------------------------------------------------------------
 
 @app.command()
-def reindex(gallery: Annotated[Optional[str], typer.Option(help="only this gallery")] = None) -> None:
-    """Rebuild the vector index from the store (the store is the source of truth)."""
-    for row in engine().reindex(gallery):
-        out.print(f"rebuilt {row['gallery']}: {row['faces']} faces ({row['index']})")
+def reindex(
+    gallery: Annotated[Optional[str], typer.Option(help="only this gallery")] = None,
+    index: Annotated[Optional[str], typer.Option(
+        "--index", help="index to build: auto, a FAISS factory string (e.g. 'PQ32x4fs;rerank=100'), "
+                        "milvus://HOST:PORT or milvus-lite:///path.db [default: FACELEDGER_INDEX]")] = None,
+) -> None:
+    """Rebuild the vector index from the store (the store is the source of truth), with a progress bar."""
+    if sys.stderr.isatty():
+        with _progress_bar() as bar:
+            tasks: dict[str, int] = {}
+
+            def report(name: str, done: int, total: int) -> None:
+                if name not in tasks:
+                    tasks[name] = bar.add_task(f"indexing {name}", total=total, unit="faces")
+                bar.update(tasks[name], completed=done, total=total)
+
+            rows = engine().reindex(gallery, index=index, progress=report)
+    else:
+        rows = engine().reindex(gallery, index=index)
+    for row in rows:
+        out.print(f"rebuilt {row['gallery']}: {row['faces']} faces ({row['index']} -> {row['kind']})")
 
 
 @app.command()
