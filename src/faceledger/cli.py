@@ -273,6 +273,44 @@ def reindex(
 
 
 @app.command()
+def migrate(
+    to_db: Annotated[str, typer.Option("--to-db", help="SQLAlchemy URL of the new, empty database "
+                                       "(e.g. postgresql+psycopg://user:pw@host/db)")],
+    to_index: Annotated[Optional[str], typer.Option(
+        "--to-index", help="index for the new store: auto, a FAISS string, milvus://HOST:PORT or "
+                           "milvus-lite:///path.db [default: FACELEDGER_INDEX]")] = None,
+    to_home: Annotated[Optional[Path], typer.Option(
+        "--to-home", help="data directory for the new setup (index files, ledger head) [default: --home]")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Copy every gallery, embedding, provenance record and the ledger to another database and index, without
+    re-embedding; both ledgers record the move. Then point FACELEDGER_DB / FACELEDGER_INDEX at the new ones."""
+    from .migrate import migrate as run_migration
+
+    if sys.stderr.isatty() and not as_json:
+        with _progress_bar() as bar:
+            tasks: dict[str, int] = {}
+
+            def report(name: str, done: int, total: int) -> None:
+                if name not in tasks:
+                    tasks[name] = bar.add_task(name, total=total, unit="rows")
+                bar.update(tasks[name], completed=done, total=total)
+
+            summary = run_migration(engine(), to_db=to_db, to_index=to_index, to_home=to_home, progress=report)
+    else:
+        summary = run_migration(engine(), to_db=to_db, to_index=to_index, to_home=to_home)
+    if as_json:
+        print_json(summary)
+        return
+    counts = summary["counts"]
+    out.print(f"migrated to {summary['to_db']} ({summary['to_index']}): {counts.get('galleries', 0)} galleries, "
+              f"{counts.get('faces', 0)} faces, {counts.get('ledger', 0)} ledger entries copied, nothing re-embedded; "
+              f"ledger intact ({summary['ledger_entries']} entries)")
+    out.print(f"now use: FACELEDGER_DB='{summary['to_db']}' FACELEDGER_INDEX='{summary['to_index']}' "
+              "(the password is not shown)")
+
+
+@app.command()
 def stats(as_json: JsonFlag = False) -> None:
     """Counts of galleries, subjects, images, faces and ledger entries."""
     values = engine().stats()
