@@ -132,7 +132,7 @@ def test_spec_parsing_and_auto_cut_over():
     assert spec.factory == "IVF64,PQ8x4fs" and spec.params == (("nprobe", "16"),) and spec.rerank == 40
     assert IndexSpec.parse("Flat").exact
     assert resolve("auto", faiss_index.AUTO_FLAT_MAX - 1, 128) == "Flat"
-    assert resolve("auto", faiss_index.AUTO_FLAT_MAX, 128).startswith("PQ32x4fs")
+    assert resolve("auto", faiss_index.AUTO_FLAT_MAX, 128).startswith("IVF1024,PQ64x4fs;nprobe=512")
     with pytest.raises(FaceledgerError, match="rerank"):
         IndexSpec.parse("PQ8x4fs;rerank=-1")
     with pytest.raises(FaceledgerError, match="param=value"):
@@ -187,12 +187,13 @@ def test_compressed_index_round_trips_through_index_files(tmp_path):
 
 def test_auto_converts_from_flat_when_the_gallery_grows(tmp_path, monkeypatch):
     monkeypatch.setattr(faiss_index, "AUTO_FLAT_MAX", 1500)
+    monkeypatch.setattr(faiss_index, "AUTO_COMPRESSED", "PQ{m}x4fs;rerank=100")
     index = FaissIndex(16, "auto", vectors_path=tmp_path / "a.f32")
     vectors = unit_vectors(2000, seed=11)
     index.add(np.arange(1000), vectors[:1000])
     assert index.kind == "Flat"
     index.add(np.arange(1000, 2000), vectors[1000:])
-    assert index.kind.startswith("PQ4x4fs") and index.trained and len(index) == 2000
+    assert index.kind.startswith("PQ8x4fs") and index.trained and len(index) == 2000
     _, found = index.search(vectors[1500], 1)
     assert found[0, 0] == 1500
 

@@ -15,8 +15,8 @@ A compressed index is trained on a random sample of the vectors it holds (at mos
 file, so a new gallery works from its first face.
 
 The settings string is `FACTORY[;param=value...]`: FAISS search parameters such as `nprobe=256` and
-our own `rerank=N` (0 = no re-rank). `auto` means `Flat` up to `AUTO_FLAT_MAX` faces and
-`PQ{dim/4}x4fs;rerank=100` above it; an `auto` index converts itself when it crosses the size.
+our own `rerank=N` (default 300; 0 = only the k best codes, still re-scored). `auto` means `Flat` up to
+`AUTO_FLAT_MAX` faces and `AUTO_COMPRESSED` above it; an `auto` index converts itself when it crosses the size.
 """
 
 from __future__ import annotations
@@ -37,10 +37,11 @@ from . import check_ids, check_vectors
 
 AUTO = "auto"
 AUTO_FLAT_MAX = 200_000
-"""Largest gallery `auto` keeps exact. Measured (docs/benchmarks-scale.md): Flat scans 200k x 128-D in
-~6 ms on one core and is exact; above it PQ32x4fs + exact re-rank of 100 is >= 10x faster at the same
-mate rank-1 and uses 24 B/face of RAM instead of 512."""
-AUTO_COMPRESSED_RERANK = 100
+"""Largest gallery `auto` keeps exact (see docs/benchmarks-scale.md for the measurements behind it)."""
+AUTO_COMPRESSED = "IVF1024,PQ{m}x4fs;nprobe=512;rerank=300"
+"""Above AUTO_FLAT_MAX: 4-bit fast-scan PQ with dim/2 sub-quantizers (32 B/face for 128-D) in 1024 lists of
+which half are scanned, then the best 300 rows re-scored exactly from the memory-mapped float32 file."""
+AUTO_COMPRESSED_RERANK = 300
 TRAIN_SAMPLE = 100_000
 ADD_CHUNK = 65_536
 
@@ -91,9 +92,9 @@ def resolve(description: str, count: int, dim: int) -> str:
     """The concrete index string for a setting: `auto` depends on the gallery size."""
     if description.strip().lower() != AUTO:
         return description
-    if count < AUTO_FLAT_MAX or dim % 4:
+    if count < AUTO_FLAT_MAX or dim % 2:
         return "Flat"
-    return f"PQ{dim // 4}x4fs;rerank={AUTO_COMPRESSED_RERANK}"
+    return AUTO_COMPRESSED.format(m=dim // 2)
 
 
 def min_train(factory: str) -> int:
