@@ -130,8 +130,16 @@ def enroll(
     else:
         with _progress_bar() as bar:
             task = bar.add_task("enrolling", total=None)
-            report = engine().enroll(paths, progress=lambda done, total: bar.update(task, completed=done,
-                                                                                     total=total), **kwargs)
+            started: list[bool] = []
+
+            def report_progress(done: int, total: int) -> None:
+                if not started:  # files skipped as already enrolled must not count towards the rate and ETA
+                    started.append(True)
+                    bar.reset(task, total=total, completed=done)
+                else:
+                    bar.update(task, completed=done, total=total)
+
+            report = engine().enroll(paths, progress=report_progress, **kwargs)
     if failures_csv:
         _write_failures(failures_csv, report.failures)
     _print_enroll_report(report, as_json)
