@@ -221,3 +221,19 @@ def test_milvus_galleries_are_separate(tmp_path):
     assert len(a) == 10 and len(b) == 5
     assert set(b.search(unit_vectors(1), 10)[1][0].tolist()) <= set(range(100, 105))
     assert files.new_index(1, 16) is not None and len(a) == 0  # a rebuild starts from nothing
+
+
+def test_index_survives_its_vectors_file_being_replaced_by_another_process(tmp_path):
+    files = IndexFiles(tmp_path, "PQ8x4fs;rerank=32")
+    index = files.new_index(1, 16)
+    vectors = unit_vectors(1000, seed=12)
+    index.add(np.arange(1000), vectors)
+    meta = IndexMeta(gallery_id=1, generation=1, model_id="m", dim=16, description="PQ8x4fs;rerank=32", count=1000)
+    files.save(index, meta)
+    other = files.new_index(1, 16)  # another process rebuilds the gallery and drops the old file
+    other.add(np.arange(3), vectors[:3])
+    files.save(other, IndexMeta(**{**meta.__dict__, "generation": 2, "count": 3}))
+    index.add(np.array([2000]), unit_vectors(1, seed=13))  # the first one still works on its open file
+    _, found = index.search(vectors[500], 1)
+    assert found[0, 0] == 500 and len(index) == 1001
+    assert files.load(1, expected=IndexMeta(**{**meta.__dict__, "generation": 2, "count": 3})) is not None

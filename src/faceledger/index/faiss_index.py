@@ -128,6 +128,9 @@ class RerankVectors:
         elif self.path.stat().st_size < len(self.ids) * dim * 4:
             raise FaceledgerError(f"re-rank vectors file {self.path} is shorter than its id list; "
                                   "run `faceledger reindex`")
+        # One descriptor for the index's lifetime: if another process rebuilds the gallery and removes
+        # this file, this index keeps working on its (unlinked) file until its generation goes stale.
+        self._fh = open(self.path, "r+b")  # noqa: SIM115
 
     @property
     def ids_path(self) -> Path:
@@ -144,10 +147,11 @@ class RerankVectors:
     def append(self, ids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
         """Write vectors after the last row (dropping any tail a crash left); return their rows."""
         start = self.rows
-        with open(self.path, "r+b") as fh:
-            fh.truncate(start * self.dim * 4)
-            fh.seek(start * self.dim * 4)
-            fh.write(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+        fh = self._fh
+        fh.truncate(start * self.dim * 4)
+        fh.seek(start * self.dim * 4)
+        fh.write(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+        fh.flush()
         self.ids = np.concatenate([self.ids, ids.astype(np.int64)])
         self._map = None
         return np.arange(start, start + len(ids), dtype=np.int64)
@@ -156,7 +160,7 @@ class RerankVectors:
         if self._map is None or len(self._map) != self.rows:
             if self.rows == 0:
                 return np.empty((0, self.dim), np.float32)
-            self._map = np.memmap(self.path, dtype=np.float32, mode="r", shape=(self.rows, self.dim))
+            self._map = np.memmap(self._fh, dtype=np.float32, mode="r", shape=(self.rows, self.dim))
         return self._map
 
     def rows_of(self, ids: np.ndarray) -> np.ndarray:
@@ -167,20 +171,18 @@ class RerankVectors:
         if len(rows) == 0:
             return
         zeros = np.zeros(self.dim, np.float32).tobytes()
-        with open(self.path, "r+b") as fh:
-            for row in np.sort(rows):
-                fh.seek(int(row) * self.dim * 4)
-                fh.write(zeros)
-            fh.flush()
-            os.fsync(fh.fileno())
+        self._fh.flush()
+        for row in np.sort(rows):
+            os.pwrite(self._fh.fileno(), zeros, int(row) * self.dim * 4)
+        os.fsync(self._fh.fileno())
         self.ids = self.ids.copy()
         self.ids[rows] = -1
         self._map = None
 
     def save_ids(self) -> None:
-        with open(self.path, "r+b") as fh:
-            fh.truncate(self.rows * self.dim * 4)
-            os.fsync(fh.fileno())
+        self._fh.flush()
+        self._fh.truncate(self.rows * self.dim * 4)
+        os.fsync(self._fh.fileno())
         tmp = self.path.with_name(self.path.name + ".ids.tmp.npy")
         np.save(tmp, self.ids)
         os.replace(tmp, self.ids_path)
