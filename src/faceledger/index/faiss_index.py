@@ -121,6 +121,7 @@ class RerankVectors:
         self.path = Path(path)
         self.dim = dim
         self.ids = np.asarray(ids if ids is not None else np.empty(0, np.int64), dtype=np.int64)
+        self.live = int((self.ids >= 0).sum())
         self._map: np.memmap | None = None
         if ids is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -140,10 +141,6 @@ class RerankVectors:
     def rows(self) -> int:
         return len(self.ids)
 
-    @property
-    def live(self) -> int:
-        return int((self.ids >= 0).sum())
-
     def append(self, ids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
         """Write vectors after the last row (dropping any tail a crash left); return their rows."""
         start = self.rows
@@ -153,6 +150,7 @@ class RerankVectors:
         fh.write(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
         fh.flush()
         self.ids = np.concatenate([self.ids, ids.astype(np.int64)])
+        self.live += len(ids)
         self._map = None
         return np.arange(start, start + len(ids), dtype=np.int64)
 
@@ -176,6 +174,7 @@ class RerankVectors:
             os.pwrite(self._fh.fileno(), zeros, int(row) * self.dim * 4)
         os.fsync(self._fh.fileno())
         self.ids = self.ids.copy()
+        self.live -= int((self.ids[rows] >= 0).sum())
         self.ids[rows] = -1
         self._map = None
 
@@ -310,7 +309,7 @@ class FaissIndex:
         out_scores = np.full((len(queries), k), -np.inf, np.float32)
         out_ids = np.full((len(queries), k), -1, np.int64)
         for i, (query, row_list) in enumerate(zip(queries, rows)):
-            row_list = np.unique(row_list[row_list >= 0])  # sorted: sequential reads from the file
+            row_list = np.sort(row_list[row_list >= 0])  # sorted: forward reads through the file
             if len(row_list) == 0:
                 continue
             scores = np.asarray(matrix[row_list]) @ query
