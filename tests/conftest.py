@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -70,19 +71,49 @@ def open_test_engine(home: Path, **overrides):
     return open_engine(Settings(home=home, operator="test-analyst", **overrides))
 
 
+# --- databases: every engine test that takes `engine`, `enrolled` or `database_url` runs on both -----
+
+DATABASES = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL server for the whole session (see tests/pg.py); skipped if none can run."""
+    from .pg import PgServer
+
+    try:
+        server = PgServer()
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        pytest.skip(f"no local PostgreSQL for these tests: {exc}")
+    yield server
+    server.stop()
+
+
+def _database_url(kind: str, request) -> str | None:
+    """None for the default SQLite file in home; a fresh PostgreSQL database otherwise."""
+    if kind == "sqlite":
+        return None
+    return request.getfixturevalue("postgres").create_database()
+
+
+@pytest.fixture(params=DATABASES)
+def database_url(request) -> str | None:
+    return _database_url(request.param, request)
+
+
 @pytest.fixture
-def engine(tmp_path: Path):
-    """A fresh engine with one empty gallery named "g"."""
-    eng = open_test_engine(tmp_path / "home")
+def engine(tmp_path: Path, database_url):
+    """A fresh engine with one empty gallery named "g" (on SQLite and on PostgreSQL)."""
+    eng = open_test_engine(tmp_path / "home", db=database_url)
     eng.create_gallery("g")
     yield eng
     eng.close()
 
 
-@pytest.fixture(scope="module")
-def enrolled(tmp_path_factory):
+@pytest.fixture(scope="module", params=DATABASES)
+def enrolled(tmp_path_factory, request):
     """A module-wide engine with the demo gallery "g" enrolled (27 LFW images of 9 people)."""
-    eng = open_test_engine(tmp_path_factory.mktemp("enrolled") / "home")
+    eng = open_test_engine(tmp_path_factory.mktemp("enrolled") / "home", db=_database_url(request.param, request))
     eng.create_gallery("g")
     report = eng.enroll(gallery_files(), gallery="g", subject_from_folder=True, source="LFW sample",
                         legal_basis="research")

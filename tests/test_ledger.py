@@ -13,8 +13,8 @@ from faceledger.store import LedgerEntry, open_database
 
 
 @pytest.fixture
-def ledger(tmp_path):
-    settings = Settings(home=tmp_path)
+def ledger(tmp_path, database_url):
+    settings = Settings(home=tmp_path, db=database_url)
     _, sessions = open_database(settings.database_url)
     ledger = Ledger(sessions, tmp_path / "ledger.head")
     for i in range(5):

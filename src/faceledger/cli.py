@@ -188,8 +188,16 @@ def enroll(
     else:
         with _progress_bar() as bar:
             task = bar.add_task("enrolling", total=None)
-            report = engine().enroll(paths, progress=lambda done, total: bar.update(task, completed=done,
-                                                                                     total=total), **kwargs)
+            started: list[bool] = []
+
+            def report_progress(done: int, total: int) -> None:
+                if not started:  # files skipped as already enrolled must not count towards the rate and ETA
+                    started.append(True)
+                    bar.reset(task, total=total, completed=done)
+                else:
+                    bar.update(task, completed=done, total=total)
+
+            report = engine().enroll(paths, progress=report_progress, **kwargs)
     if failures_csv:
         _write_failures(failures_csv, report.failures)
     _print_enroll_report(report, as_json)
@@ -201,7 +209,8 @@ class RateColumn(ProgressColumn):
     """Images per second."""
 
     def render(self, task) -> Text:
-        return Text(f"{task.speed:.1f} img/s" if task.speed else "")
+        unit = task.fields.get("unit", "img")
+        return Text(f"{task.speed:.1f} {unit}/s" if task.speed else "")
 
 
 def _progress_bar() -> Progress:
@@ -318,10 +327,66 @@ def faces(image: Path, as_json: JsonFlag = False) -> None:
 # -- maintenance and audit -------------------------------------------------------------------------
 
 @app.command()
-def reindex(gallery: Annotated[Optional[str], typer.Option(help="only this gallery")] = None) -> None:
-    """Rebuild the vector index from the store (the store is the source of truth)."""
-    for row in engine().reindex(gallery, by=me()):
-        out.print(f"rebuilt {row['gallery']}: {row['faces']} faces ({row['index']})")
+def reindex(
+    gallery: Annotated[Optional[str], typer.Option(help="only this gallery")] = None,
+    index: Annotated[Optional[str], typer.Option(
+        "--index", help="index to build: auto, a FAISS factory string (e.g. 'PQ32x4fs;rerank=100'), "
+                        "milvus://HOST:PORT or milvus-lite:///path.db [default: FACELEDGER_INDEX]")] = None,
+) -> None:
+    """Rebuild the vector index from the store (the store is the source of truth), with a progress bar."""
+    if sys.stderr.isatty():
+        with _progress_bar() as bar:
+            tasks: dict[str, int] = {}
+
+            def report(name: str, done: int, total: int) -> None:
+                if name not in tasks:
+                    tasks[name] = bar.add_task(f"indexing {name}", total=total, unit="faces")
+                bar.update(tasks[name], completed=done, total=total)
+
+            rows = engine().reindex(gallery, index=index, progress=report, by=me())
+    else:
+        rows = engine().reindex(gallery, index=index, by=me())
+    for row in rows:
+        out.print(f"rebuilt {row['gallery']}: {row['faces']} faces ({row['index']} -> {row['kind']})")
+
+
+@app.command()
+def migrate(
+    to_db: Annotated[str, typer.Option("--to-db", help="SQLAlchemy URL of the new, empty database "
+                                       "(e.g. postgresql+psycopg://user:pw@host/db)")],
+    to_index: Annotated[Optional[str], typer.Option(
+        "--to-index", help="index for the new store: auto, a FAISS string, milvus://HOST:PORT or "
+                           "milvus-lite:///path.db [default: FACELEDGER_INDEX]")] = None,
+    to_home: Annotated[Optional[Path], typer.Option(
+        "--to-home", help="data directory for the new setup (index files, ledger head) [default: --home]")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Copy every gallery, embedding, provenance record and the ledger to another database and index, without
+    re-embedding; both ledgers record the move. Then point FACELEDGER_DB / FACELEDGER_INDEX at the new ones."""
+    from .migrate import migrate as run_migration
+
+    if sys.stderr.isatty() and not as_json:
+        with _progress_bar() as bar:
+            tasks: dict[str, int] = {}
+
+            def report(name: str, done: int, total: int) -> None:
+                if name not in tasks:
+                    tasks[name] = bar.add_task(name, total=total, unit="rows")
+                bar.update(tasks[name], completed=done, total=total)
+
+            summary = run_migration(engine(), to_db=to_db, to_index=to_index, to_home=to_home, progress=report,
+                                    by=me())
+    else:
+        summary = run_migration(engine(), to_db=to_db, to_index=to_index, to_home=to_home, by=me())
+    if as_json:
+        print_json(summary)
+        return
+    counts = summary["counts"]
+    out.print(f"migrated to {summary['to_db']} ({summary['to_index']}): {counts.get('galleries', 0)} galleries, "
+              f"{counts.get('faces', 0)} faces, {counts.get('ledger', 0)} ledger entries copied, nothing re-embedded; "
+              f"ledger intact ({summary['ledger_entries']} entries)")
+    out.print(f"now use: FACELEDGER_DB='{summary['to_db']}' FACELEDGER_INDEX='{summary['to_index']}' "
+              "(the password is not shown)")
 
 
 @app.command()

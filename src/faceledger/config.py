@@ -23,7 +23,11 @@ class Settings(BaseSettings):
 
     home: Path = Field(Path("faceledger-data"), description="data directory (store, index, ledger head)")
     db: str | None = Field(None, description="SQLAlchemy URL; default: SQLite file inside home")
-    index: str = Field("Flat", description="FAISS factory string for the vector index")
+    index: str = Field(
+        "auto",
+        description="vector index: `auto` (Flat, then PQ32x4fs + exact re-rank above 200k faces), a FAISS factory "
+                    "string with optional `;nprobe=N;rerank=N`, milvus://HOST:PORT, or milvus-lite:///path.db",
+    )
 
     detector: str = "yunet"
     embedder: str = "sface"

@@ -25,7 +25,7 @@ from .errors import (
 )
 from .faces import Face
 from .imaging import LoadedImage, load_image
-from .index.faiss_index import FaissIndex, IndexFiles, IndexMeta
+from .index.faiss_index import FaissIndex, IndexFiles, IndexMeta, bulk
 from .ledger import Ledger, LedgerCheck, entry_as_dict
 from .pipeline import FacePipeline
 from .policy import (
@@ -68,7 +68,7 @@ class Engine:
         self.ledger = Ledger(self.sessions, settings.home / "ledger.head")
         self._lock = self.ledger.lock  # one writer at a time in this process; see the class docstring
         self.pipeline = FacePipeline.from_settings(settings)
-        self.index_files = IndexFiles(settings.index_dir)
+        self.index_files = IndexFiles(settings.index_dir, settings.index)
         self._indexes: dict[int, tuple[int, FaissIndex]] = {}
         self._calibration: Calibration | None = None
         self._operator: Principal | None = None
@@ -478,7 +478,8 @@ class Engine:
 
     def _expected_meta(self, gallery: Gallery, count: int) -> IndexMeta:
         return IndexMeta(gallery_id=gallery.id, generation=gallery.generation, model_id=gallery.model_id,
-                         dim=self.pipeline.embedder.dim, description=self.settings.index, count=count)
+                         dim=self.pipeline.embedder.dim, description=self.index_files.description_for(gallery.id),
+                         count=count)
 
     def _index(self, session: Session, gallery: Gallery) -> FaissIndex:
         """The gallery's index at the store's current generation: memory, else disk, else rebuilt."""
@@ -499,14 +500,25 @@ class Engine:
         self._indexes[gallery.id] = (gallery.generation, index)
         return index
 
-    def _build_index(self, session: Session, gallery: Gallery) -> FaissIndex:
-        index = FaissIndex(self.pipeline.embedder.dim, self.settings.index)
+    def _build_index(self, session: Session, gallery: Gallery, description: str | None = None,
+                     progress: Progress | None = None) -> FaissIndex:
+        """Stream the gallery's embeddings from the store into a new index (trained once, at the end)."""
+        count = session.execute(select(func.count()).select_from(FaceRecord).where(
+            FaceRecord.gallery_id == gallery.id)).scalar_one()
+        index = self.index_files.new_index(gallery.id, self.pipeline.embedder.dim, count, description)
+        done = 0
         rows = session.execute(select(FaceRecord.id, FaceRecord.embedding).where(
-            FaceRecord.gallery_id == gallery.id).order_by(FaceRecord.id)).all()
-        if rows:
-            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
-            index.add(ids, vectors)
+            FaceRecord.gallery_id == gallery.id).order_by(FaceRecord.id).execution_options(yield_per=50_000))
+        with bulk(index):
+            for chunk in rows.partitions():
+                ids = np.fromiter((r[0] for r in chunk), dtype=np.int64, count=len(chunk))
+                vectors = np.frombuffer(b"".join(r[1] for r in chunk), dtype=np.float32).reshape(len(chunk), -1)
+                index.add(ids, vectors)
+                done += len(chunk)
+                if progress:
+                    progress(done, count)
+        if progress:
+            progress(count, count)
         return index
 
     def _index_add(self, gallery_id: int, generation: int, faces: list[tuple[int, np.ndarray]]) -> None:
@@ -528,18 +540,23 @@ class Engine:
             index = self._index(session, gallery_row)
             self.index_files.save(index, self._expected_meta(gallery_row, len(index)))
 
-    def reindex(self, gallery: str | None = None, *, by: Principal | None = None) -> list[dict]:
-        """Rebuild index files from the store (all galleries, or one)."""
-        self.authorize(by, "reindex", gallery=gallery)
+    def reindex(self, gallery: str | None = None, *, index: str | None = None,
+                progress: Callable[[str, int, int], None] | None = None,
+                by: Principal | None = None) -> list[dict]:
+        """Rebuild index files from the store (all galleries, or one), optionally with another index string."""
+        self.authorize(by, "reindex", gallery=gallery, index=index)
         with self._writing() as session:
             names = [gallery] if gallery else session.execute(select(Gallery.name)).scalars().all()
             rebuilt = []
             for name in names:
                 gallery_row = self._gallery(session, name)
-                index = self._build_index(session, gallery_row)
-                self.index_files.save(index, self._expected_meta(gallery_row, len(index)))
-                self._indexes[gallery_row.id] = (gallery_row.generation, index)
-                rebuilt.append({"gallery": name, "faces": len(index), "index": self.settings.index})
+                report = (lambda done, total, name=name: progress(name, done, total)) if progress else None
+                built = self._build_index(session, gallery_row, index, report)
+                self.index_files.save(built, self._expected_meta(gallery_row, len(built)).with_description(
+                    built.description))
+                self._indexes[gallery_row.id] = (gallery_row.generation, built)
+                rebuilt.append({"gallery": name, "faces": len(built), "index": built.description,
+                                "kind": getattr(built, "kind", built.description)})
         return rebuilt
 
     # -- search and verify -----------------------------------------------------------------------

@@ -22,6 +22,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "erase": frozenset({"admin"}),
     "purge": frozenset({"admin"}),
     "reindex": frozenset({"admin"}),
+    "migrate": frozenset({"admin"}),
     "calibrate": frozenset({"admin"}),
     "audit": frozenset({"admin", "auditor"}),
     "report": frozenset({"admin", "auditor"}),
