@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test postgres bench-deps lint clean
+.PHONY: install demo test system-deps bench-deps lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,19 +20,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	bash scripts/demo.sh
 
-test: $(STAMP) postgres
+test: $(STAMP) system-deps
 	$(BIN)/python -m pytest
 
-# The store/ledger tests also run on a throwaway local PostgreSQL server (tests/pg.py). On a fresh
-# Debian/Ubuntu machine as root (CI) the server binaries are installed here; elsewhere, without them,
-# those tests are skipped with the reason.
-postgres:
-	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then \
-		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-			echo "installing PostgreSQL server binaries for the tests"; \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
-		else echo "PostgreSQL not installed: its tests will be skipped"; fi; \
-	fi
+# Debian's chromium (browser test) and PostgreSQL server binaries (store tests), when missing and
+# installable (root + apt); otherwise those tests are skipped with the reason. See the script.
+system-deps:
+	bash scripts/system-deps.sh
 
 # The dlib peer pipeline for benchmarks (face_recognition-style HOG + ResNet).
 bench-deps: $(STAMP)
