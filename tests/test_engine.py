@@ -335,3 +335,23 @@ def test_rank_and_precomputed_embeddings_use_the_same_store_and_index(engine, en
     wrong = [PrecomputedFace(subject="x", sha256="0" * 64, name="x", embedding=vector, model_id="other")]
     with pytest.raises(IndexMismatch):
         engine.enroll_embeddings(wrong, gallery="g", source="s", legal_basis="b")
+
+
+def test_a_subject_with_many_faces_cannot_crowd_out_the_others(engine):
+    from faceledger.enrollment import PrecomputedFace
+
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=128).astype(np.float32)
+    entries = []
+    for i in range(120):  # one subject, 120 faces all closer to the probe than anyone else
+        vector = base + 0.05 * rng.normal(size=128).astype(np.float32)
+        entries.append(PrecomputedFace(subject="crowd", sha256=f"{i:064x}", name=f"crowd-{i}",
+                                       embedding=vector, model_id="sface-2021dec"))
+    for j in range(5):
+        vector = base + 2.0 * rng.normal(size=128).astype(np.float32)
+        entries.append(PrecomputedFace(subject=f"other-{j}", sha256=f"{1000 + j:064x}", name=f"other-{j}",
+                                       embedding=vector, model_id="sface-2021dec"))
+    engine.enroll_embeddings(entries, gallery="g", source="synthetic", legal_basis="test")
+    top = engine.rank("g", base / np.linalg.norm(base), top_k=4)[0]
+    assert [h.subject for h in top][0] == "crowd"
+    assert len(top) == 4 and len({h.subject for h in top}) == 4

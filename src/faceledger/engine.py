@@ -624,14 +624,24 @@ class Engine:
 
     def _rank_subjects(self, session: Session, index: FaissIndex, vectors: np.ndarray, top_k: int
                        ) -> list[list[SubjectHit]]:
-        """Shortlist faces from the index, then keep each subject's best face, best first."""
+        """Shortlist faces from the index, keep each subject's best face, best first. The shortlist widens
+        until every query has top_k subjects or covers the gallery, so a subject with many faces cannot
+        crowd the others out."""
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         if len(index) == 0:
             return [[] for _ in vectors]
-        with self._lock:  # not while another thread adds to or removes from this index
-            scores, ids = index.search(vectors, min(len(index), top_k * 8 + 32))
-        face_ids = {int(i) for i in ids.ravel() if i >= 0}
-        subject_of = self._face_subjects(session, face_ids)
+        shortlist = min(len(index), top_k * 8 + 32)
+        while True:
+            with self._lock:  # not while another thread adds to or removes from this index
+                scores, ids = index.search(vectors, shortlist)
+            ranked = self._best_per_subject(session, scores, ids, top_k)
+            if shortlist >= len(index) or all(len(row) >= top_k for row in ranked):
+                return ranked
+            shortlist = min(len(index), shortlist * 4)
+
+    def _best_per_subject(self, session: Session, scores: np.ndarray, ids: np.ndarray, top_k: int
+                          ) -> list[list[SubjectHit]]:
+        subject_of = self._face_subjects(session, {int(i) for i in ids.ravel() if i >= 0})
         ranked = []
         for row_scores, row_ids in zip(scores, ids):
             best: dict[int, SubjectHit] = {}
