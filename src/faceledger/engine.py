@@ -268,15 +268,9 @@ class Engine:
                retain_until: datetime | None = None, on_multiple: str = "refuse", workers: int = 1,
                progress: Progress | None = None, by: Principal | None = None) -> EnrollReport:
         """Enrol image files. Already-enrolled images (same sha256) are skipped, so a rerun resumes."""
-        principal = self.authorize(by, "enroll", gallery=gallery)
-        source = require_text(source, "the image source (provenance)", "--source")
-        legal_basis = require_text(legal_basis, "the legal basis for holding these images", "--legal-basis")
+        provenance, known = self._begin_enrolment(gallery, source, legal_basis, retain_until, "images", by)
         if bool(subject) == bool(subject_from_folder):
             raise FaceledgerError("give exactly one of --subject NAME or --subject-from-folder")
-        with self.sessions() as session:
-            gallery_row = self._gallery(session, gallery)
-            known = set(session.execute(select(ImageRecord.sha256).where(
-                ImageRecord.gallery_id == gallery_row.id)).scalars())
         report = EnrollReport(gallery=gallery)
         items = self._work_items(expand_paths(paths), subject, subject_from_folder, known, report)
         done, total = len(report.outcomes), len(report.outcomes) + len(items)
@@ -285,8 +279,6 @@ class Engine:
         if items:
             self.pipeline.load()
         batch: list[Analysis] = []
-        provenance = {"source": source, "legal_basis": legal_basis, "retain_until": retain_until,
-                      "method": "images", "by": principal.name}
         for analysis in analyse_all(items, pipeline=self.pipeline, settings=self.settings,
                                     on_multiple=on_multiple, workers=workers):
             batch.append(analysis)
@@ -307,9 +299,8 @@ class Engine:
                           legal_basis: str, retain_until: datetime | None = None,
                           by: Principal | None = None) -> EnrollReport:
         """Enrol embeddings computed elsewhere by this engine's model, with the same provenance rules."""
-        principal = self.authorize(by, "enroll", gallery=gallery)
-        source = require_text(source, "the image source (provenance)", "--source")
-        legal_basis = require_text(legal_basis, "the legal basis for holding these images", "--legal-basis")
+        provenance, known = self._begin_enrolment(gallery, source, legal_basis, retain_until,
+                                                  "precomputed embeddings", by)
         dim = self.pipeline.embedder.dim
         for entry in entries:
             if entry.model_id != self.model_id:
@@ -319,13 +310,7 @@ class Engine:
                 # checked before anything is stored: a bad vector in the store would break every index rebuild
                 raise FaceledgerError(f"{entry.name}: an embedding must be {dim} finite numbers, not all zero "
                                       f"(got {vector.size} values)")
-        with self.sessions() as session:
-            gallery_id = self._gallery(session, gallery).id
-            known = set(session.execute(select(ImageRecord.sha256).where(
-                ImageRecord.gallery_id == gallery_id)).scalars())
         report = EnrollReport(gallery=gallery)
-        provenance = {"source": source, "legal_basis": legal_basis, "retain_until": retain_until,
-                      "method": "precomputed embeddings", "by": principal.name}
         fresh = []
         for entry in entries:
             if entry.sha256 in known:
@@ -333,9 +318,7 @@ class Engine:
             else:
                 known.add(entry.sha256)
                 fresh.append(entry.analysis())
-        for start in range(0, len(fresh), self.settings.enroll_batch):
-            self._store_batch(gallery, fresh[start:start + self.settings.enroll_batch], provenance, report)
-        self._save_index(gallery)
+        self._store_in_batches(gallery, fresh, provenance, report)
         return report
 
     def enroll_uploads(self, uploads: Sequence[tuple[str, bytes]], *, gallery: str, subject: str | None,
@@ -347,17 +330,9 @@ class Engine:
         The bytes are not kept; each enrolled face keeps a small JPEG crop instead (there is no file to
         show a reviewer later), deleted with the face. The image is recorded as ``upload:NAME``.
         """
-        principal = self.authorize(by, "enroll", gallery=gallery)
-        source = require_text(source, "the image source (provenance)", "--source")
-        legal_basis = require_text(legal_basis, "the legal basis for holding these images", "--legal-basis")
+        provenance, seen = self._begin_enrolment(gallery, source, legal_basis, retain_until, "upload", by)
         subject = require_text(subject, "the subject's name", "--subject")
-        with self.sessions() as session:
-            gallery_id = self._gallery(session, gallery).id
-            seen = set(session.execute(select(ImageRecord.sha256).where(
-                ImageRecord.gallery_id == gallery_id)).scalars())
         report = EnrollReport(gallery=gallery)
-        provenance = {"source": source, "legal_basis": legal_basis, "retain_until": retain_until,
-                      "method": "upload", "by": principal.name}
         analyses = []
         for filename, data in uploads:
             item = WorkItem(path=f"upload:{filename or 'image'}", subject=subject,
@@ -368,11 +343,30 @@ class Engine:
             seen.add(item.sha256)
             analyses.append(analyse_upload(self.pipeline, item, data, settings=self.settings,
                                            on_multiple=on_multiple))
+        if analyses:
+            self._store_in_batches(gallery, analyses, provenance, report)
+        return report
+
+    def _begin_enrolment(self, gallery: str, source: str | None, legal_basis: str | None,
+                         retain_until: datetime | None, method: str, by: Principal | None) -> tuple[dict, set[str]]:
+        """Check the role and the provenance; return the provenance record and the sha256s already held."""
+        principal = self.authorize(by, "enroll", gallery=gallery)
+        provenance = {
+            "source": require_text(source, "the image source (provenance)", "--source"),
+            "legal_basis": require_text(legal_basis, "the legal basis for holding these images", "--legal-basis"),
+            "retain_until": retain_until, "method": method, "by": principal.name,
+        }
+        with self.sessions() as session:
+            gallery_id = self._gallery(session, gallery).id
+            known = set(session.execute(select(ImageRecord.sha256).where(
+                ImageRecord.gallery_id == gallery_id)).scalars())
+        return provenance, known
+
+    def _store_in_batches(self, gallery: str, analyses: list[Analysis], provenance: dict,
+                          report: EnrollReport) -> None:
         for start in range(0, len(analyses), self.settings.enroll_batch):
             self._store_batch(gallery, analyses[start:start + self.settings.enroll_batch], provenance, report)
-        if analyses:
-            self._save_index(gallery)
-        return report
+        self._save_index(gallery)
 
     def _work_items(self, files: list[Path], subject: str | None, from_folder: bool, known: set[str],
                     report: EnrollReport) -> list[WorkItem]:
