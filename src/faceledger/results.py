@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 
 LEAD_LABEL = "lead, not an identification"
-CANDIDATE_LABEL = "candidate, not yet reviewed"
+CANDIDATE_LABEL = "candidate, not an identification"
 
 
 @dataclass(frozen=True)
