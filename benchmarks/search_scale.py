@@ -20,7 +20,7 @@ result is their mate, exact and under the index; retention = index rank-1 / exac
 probes where exact search ranks the mate first.
 
 `engine auto` is faceledger's own FaissIndex with FACELEDGER_INDEX=auto: Flat below the cut-over
-(200k), else IVF1024,PQ64x4fs codes in RAM (nprobe 512, 256 from 5M) + exact re-rank of 300 rows read
+(200k), else IVF1024,PQ64x4fs codes in RAM (nprobe 512) + exact re-rank of 300 rows read
 from a memory-mapped float32 file.
 Prints a markdown table and writes benchmarks/results/search_scale.{json,md}.
 """

@@ -48,7 +48,7 @@ class Engine:
         self.db, self.sessions = open_database(settings.database_url)
         self.ledger = Ledger(self.sessions, settings.home / "ledger.head")
         self.pipeline = FacePipeline.from_settings(settings)
-        self.index_files = IndexFiles(settings.index_dir, settings.index)
+        self.index_files = IndexFiles(settings.index_dir, settings.index, dim=self.pipeline.embedder.dim)
         self._indexes: dict[int, tuple[int, FaissIndex]] = {}
         self._calibration: Calibration | None = None
 
