@@ -19,8 +19,9 @@ the exact top-10 (FAISS Flat) over the probes, and mate rank-1: the share of pro
 result is their mate, exact and under the index; retention = index rank-1 / exact rank-1 on the
 probes where exact search ranks the mate first.
 
-`engine auto` is faceledger's own FaissIndex with FACELEDGER_INDEX=auto: Flat below the cut-over,
-else PQ32x4fs codes in RAM + exact re-rank of 100 rows read from a memory-mapped float32 file.
+`engine auto` is faceledger's own FaissIndex with FACELEDGER_INDEX=auto: Flat below the cut-over
+(200k), else IVF1024,PQ64x4fs codes in RAM (nprobe 512) + exact re-rank of 300 rows read
+from a memory-mapped float32 file.
 Prints a markdown table and writes benchmarks/results/search_scale.{json,md}.
 """
 
@@ -245,7 +246,7 @@ def run(args) -> dict:
             # compressed indexes, each re-ranked exactly from float32 rows (IndexRefineFlat-like)
             configs = [("PQ32x4fs", ["exhaustive"], 100), ("PQ64x4fs", ["exhaustive"], 300)]
             if n >= 1_000_000:
-                configs.append(("IVF1024,PQ64x4fs", ["nprobe=512"] if kind == "iso" else ["nprobe=256", "nprobe=512"], 300))
+                configs.append(("IVF1024,PQ64x4fs", ["nprobe=256", "nprobe=512"], 300))
             if kind == "gmm" and n == n_max:
                 configs.insert(1, ("PQ32x4fs", ["exhaustive"], 1000))
             for factory, param_list, rerank in configs:

@@ -68,7 +68,7 @@ class Engine:
         self.ledger = Ledger(self.sessions, settings.home / "ledger.head")
         self._lock = self.ledger.lock  # one writer at a time in this process; see the class docstring
         self.pipeline = FacePipeline.from_settings(settings)
-        self.index_files = IndexFiles(settings.index_dir, settings.index)
+        self.index_files = IndexFiles(settings.index_dir, settings.index, dim=self.pipeline.embedder.dim)
         self._indexes: dict[int, tuple[int, FaissIndex]] = {}
         self._calibration: Calibration | None = None
         self._operator: Principal | None = None
