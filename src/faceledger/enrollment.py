@@ -136,7 +136,8 @@ def analyse_upload(pipeline: FacePipeline, item: WorkItem, data: bytes, *, setti
     try:
         image = load_image(data, name=item.path, max_bytes=settings.max_image_bytes,
                            max_pixels=settings.max_image_pixels)
-        faces = select_faces(pipeline.faces(image.rgb), name=item.path, on_multiple=on_multiple)
+        faces = pipeline.with_embeddings(image.rgb, select_faces(
+            pipeline.faces(image.rgb, embed=False), name=item.path, on_multiple=on_multiple))
         return Analysis(item=item, width=image.width, height=image.height,
                         faces=tuple(FaceRow.from_face(f, crop=face_crop_jpeg(image.rgb, f.box)) for f in faces))
     except FaceledgerError as exc:
@@ -170,7 +171,8 @@ def analyse(pipeline: FacePipeline, item: WorkItem, *, settings: Settings, on_mu
         image = load_image(item.path, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
         if image.sha256 != item.sha256:
             raise ImageError(f"{item.path}: the file changed while it was being enrolled")
-        faces = select_faces(pipeline.faces(image.rgb), name=item.path, on_multiple=on_multiple)
+        faces = pipeline.with_embeddings(image.rgb, select_faces(
+            pipeline.faces(image.rgb, embed=False), name=item.path, on_multiple=on_multiple))
         return Analysis(item=item, width=image.width, height=image.height,
                         faces=tuple(FaceRow.from_face(f) for f in faces))
     except FaceledgerError as exc:

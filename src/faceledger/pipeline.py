@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -72,12 +73,20 @@ class FacePipeline:
             faces.append(Face(detection=detection, quality=quality, embedding=vector))
         return sorted(faces, key=lambda f: f.detection.area, reverse=True)
 
+    def with_embeddings(self, rgb: np.ndarray, faces: Sequence[Face]) -> tuple[Face, ...]:
+        """The same faces with their embeddings: embed only the faces that were chosen (SFace is the
+        costly stage, and news photos often hold bystanders nobody needs a vector of)."""
+        with self._lock:
+            return tuple(face if face.embedding is not None else replace(
+                face, embedding=self.embedder.embed(rgb, face.detection.landmarks)) for face in faces)
+
     def single_face(self, rgb: np.ndarray, *, name: str, on_multiple: str = "refuse") -> Face:
-        """The one usable face of an image (probe or enrolment photo), or a clear error.
+        """The one usable face of an image (probe or enrolment photo), with its embedding, or a clear error.
 
         on_multiple: "refuse" (MultipleFaces when more than one usable face), "largest" (take it).
         """
-        return choose_face(self.faces(rgb), name=name, on_multiple=on_multiple)
+        chosen = choose_face(self.faces(rgb, embed=False), name=name, on_multiple=on_multiple)
+        return self.with_embeddings(rgb, [chosen])[0]
 
 
 def choose_face(faces: list[Face], *, name: str, on_multiple: str = "refuse") -> Face:
