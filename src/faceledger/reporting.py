@@ -99,42 +99,37 @@ def _charts(summary: dict, out_dir: Path, threshold_curve: list[tuple[int, float
         "denied_attempts": ("Denied attempts by action", summary["denied"]["by_attempted_action"]),
     }
     files = {}
+
+    def save(fig, name: str, *, title: str, xlabel: str, ylabel: str | None = None, legend: bool = False) -> None:
+        ax = fig.axes[0]
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        if ylabel:
+            ax.set_ylabel(ylabel)
+        if legend:
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        files[name] = f"{name}.png"
+        fig.savefig(out_dir / files[name], dpi=110)
+        plt.close(fig)
+
     for name, (title, counts) in bars.items():
         labels = list(counts) or ["(none)"]
         fig, ax = plt.subplots(figsize=(5, 0.9 + 0.35 * len(labels)))
         ax.barh(labels[::-1], [counts.get(k, 0) for k in labels][::-1], color="#3b6ea5", height=0.6)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(title)
-        ax.set_xlabel("count")
-        fig.tight_layout()
-        files[name] = f"{name}.png"
-        fig.savefig(out_dir / files[name], dpi=110)
-        plt.close(fig)
+        save(fig, name, title=title, xlabel="count")
     fig, ax = plt.subplots(figsize=(5, 3))
     for gallery, points in summary["gallery_sizes"].items():
         ax.plot(range(len(points)), [p[1] for p in points], marker=".", label=gallery)
-    ax.set_title("Gallery size seen by each search")
-    ax.set_xlabel("search (in time order)")
-    ax.set_ylabel("faces")
-    if summary["gallery_sizes"]:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    files["gallery_sizes"] = "gallery_sizes.png"
-    fig.savefig(out_dir / files["gallery_sizes"], dpi=110)
-    plt.close(fig)
+    save(fig, "gallery_sizes", title="Gallery size seen by each search", xlabel="search (in time order)",
+         ylabel="faces", legend=bool(summary["gallery_sizes"]))
     fig, ax = plt.subplots(figsize=(5, 3))
     ax.semilogx([n for n, _ in threshold_curve], [t for _, t in threshold_curve], color="#a53b3b")
     for point in summary["operating_points"]:
         ax.plot([max(point["gallery_size"], 1)], [point["threshold"]], "o", label=point["gallery"])
-    ax.set_title("Open-set threshold vs gallery size (target FPIR 1%)")
-    ax.set_xlabel("faces in gallery")
-    ax.set_ylabel("score threshold")
-    if summary["operating_points"]:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    files["thresholds"] = "thresholds.png"
-    fig.savefig(out_dir / files["thresholds"], dpi=110)
-    plt.close(fig)
+    save(fig, "thresholds", title="Open-set threshold vs gallery size (target FPIR 1%)", xlabel="faces in gallery",
+         ylabel="score threshold", legend=bool(summary["operating_points"]))
     return files
 
 
