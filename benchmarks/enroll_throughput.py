@@ -391,13 +391,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="before each row, wait up to this long for other processes to leave the cores idle")
     args = parser.parse_args(argv)
 
+    machine = machine_info()  # the commit and versions measured, taken before the run
     folder = resolve_lfw(args.lfw)
     everything = lfw_images(folder)
     paths = seeded_sample(everything, args.limit, args.seed)
     sample = (f"seeded random sample, numpy default_rng({args.seed}), {len(paths)} of {len(everything)} "
               "lfw-deepfunneled images, enrolled in sorted path order")
     if args.peer_limit and args.peer_limit < len(paths):
-        sample += f"; dlib rows: every {max(1, round(len(paths) / args.peer_limit))}th of them"
+        sample += f"; dlib rows: 1 in every {max(1, round(len(paths) / args.peer_limit))} of them"
     print(f"{len(paths)} images from {folder}", file=sys.stderr)
 
     def measure(label: str, run) -> dict:
@@ -451,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "enroll_throughput", "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "python benchmarks/enroll_throughput.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "machine": machine_info(), "lfw": str(folder), "images": len(paths), "seed": args.seed, "sample": sample,
+        "machine": machine, "lfw": str(folder), "images": len(paths), "seed": args.seed, "sample": sample,
         "settings": {"subject_from_folder": True, "on_multiple": "largest", "store": "SQLite (default)",
                      "index": "Flat (default)"},
         "rows": rows, "ratios": ratios, "stages": stages, "reference_ms": REFERENCE,

@@ -455,6 +455,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from faceledger import Settings, open_engine
 
+    machine = machine_info()  # the commit and versions measured, taken before the run
     calibration_id = wait_for_calibration(args.calibration_wait)
     folder = resolve_lfw(args.lfw)
     mated = min(args.mated, args.probes)
@@ -514,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "search_latency", "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "python benchmarks/search_latency.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "machine": machine_info(), "lfw": str(folder), "seed": args.seed, "calibration_id": calibration_id,
+        "machine": machine, "lfw": str(folder), "seed": args.seed, "calibration_id": calibration_id,
         "target_fpir": target_fpir, "gallery": gallery, "search": search,
         "index_only": index_only, "dlib_peer": dlib,
         "peak_rss_mb_faceledger": peak_faceledger, "peak_rss_mb_total": peak_rss_mb(),
