@@ -276,9 +276,7 @@ class Engine:
         done, total = len(report.outcomes), len(report.outcomes) + len(items)
         if progress:
             progress(done, total)
-        if items:
-            self.pipeline.load()
-        batch: list[Analysis] = []
+        batch: list[Analysis] = []  # models load lazily, in this process only when workers == 1
         for analysis in analyse_all(items, pipeline=self.pipeline, settings=self.settings,
                                     on_multiple=on_multiple, workers=workers):
             batch.append(analysis)

@@ -43,3 +43,8 @@ def check_ids(ids: np.ndarray, count: int) -> np.ndarray:
     if len(array) != count:
         raise FaceledgerError(f"got {len(array)} ids for {count} vectors")
     return np.ascontiguousarray(array)
+
+
+def no_hits(n_queries: int) -> tuple[np.ndarray, np.ndarray]:
+    """The search answer of an empty index: one slot per query, score -inf, id -1."""
+    return np.full((n_queries, 1), -np.inf, np.float32), np.full((n_queries, 1), -1, np.int64)

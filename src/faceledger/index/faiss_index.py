@@ -33,7 +33,7 @@ import faiss
 import numpy as np
 
 from ..errors import FaceledgerError, IndexMismatch
-from . import check_ids, check_vectors
+from . import check_ids, check_vectors, no_hits
 
 AUTO = "auto"
 AUTO_FLAT_MAX = 200_000
@@ -289,7 +289,7 @@ class FaissIndex:
         queries = check_vectors(queries, self.dim)
         n = len(self)
         if n == 0:
-            return np.full((len(queries), 1), -np.inf, np.float32), np.full((len(queries), 1), -1, np.int64)
+            return no_hits(len(queries))
         k = max(1, min(int(k), n))
         if self.vectors is None:
             return self._index.search(queries, k)

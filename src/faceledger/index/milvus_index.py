@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 
 from ..errors import FaceledgerError
-from . import check_ids, check_vectors
+from . import check_ids, check_vectors, no_hits
 
 CONNECT_TIMEOUT_S = 5.0
 INSERT_BATCH = 5_000
@@ -141,7 +141,7 @@ class MilvusIndex:
         queries = check_vectors(queries, self.dim)
         n = len(self)
         if n == 0:
-            return np.full((len(queries), 1), -np.inf, np.float32), np.full((len(queries), 1), -1, np.int64)
+            return no_hits(len(queries))
         k = max(1, min(int(k), n))
         hits = self._call(self._client.search, self.collection, data=[q.tolist() for q in queries],
                           filter=self._filter, limit=k, output_fields=["id"],
