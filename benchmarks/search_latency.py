@@ -221,17 +221,17 @@ def gallery_index(engine, gallery_name: str):
 
     with engine.sessions() as session:
         gallery = session.execute(select(Gallery).where(Gallery.name == gallery_name)).scalar_one()
-        return engine._index(session, gallery)
+        return engine.indexes.get(session, gallery)
 
 
 def instrument(engine) -> tuple[Stopwatch, dict]:
     watch = Stopwatch()
     index = gallery_index(engine, GALLERY)
     wrapped = {
-        "decode": watch.wrap(engine, "_load", "decode"),
-        "probe_face": watch.wrap(engine, "_probe_face", "probe_face"),
-        "index_lookup": watch.wrap(engine, "_index", "index_lookup"),
-        "candidates": watch.wrap(engine, "_candidates", "candidates"),
+        "decode": watch.wrap(engine.ctx, "load", "decode"),
+        "probe_face": watch.wrap(engine.ctx, "probe_face", "probe_face"),
+        "index_lookup": watch.wrap(engine.indexes, "get", "index_lookup"),
+        "candidates": watch.wrap(engine.searching, "_candidates", "candidates"),
         "faiss_search": watch.wrap(index, "search", "faiss_search"),
         "ledger_append": watch.wrap(engine.ledger, "append", "ledger_append"),
     }

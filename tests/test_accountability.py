@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from faceledger.engine import utcnow
+from faceledger.services.context import utcnow
 from faceledger.errors import (
     AuthenticationFailed, Conflict, FaceledgerError, NotFound, PermissionDenied, PolicyViolation,
 )

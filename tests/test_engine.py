@@ -247,7 +247,7 @@ def test_index_from_another_model_is_refused(tmp_path):
     meta = home / "index" / "gallery-1.json"
     meta.write_text(meta.read_text().replace("sface-2021dec", "other-model"))
     eng = open_test_engine(home)
-    eng._indexes.clear()
+    eng.indexes.clear()
     with pytest.raises(IndexMismatch, match="reindex"):
         eng.search(held_out_probes()[0], gallery="g", purpose="p", case="c")
     eng.reindex()

@@ -28,7 +28,8 @@ CHUNK = 5_000
 def migrate(source, *, to_db: str, to_index: str | None = None, to_home: Path | None = None,
             progress: Progress | None = None, by=None) -> dict:
     """Copy the store behind engine `source` to `to_db`, build `to_index` there; returns a summary."""
-    from .engine import Engine, _safe_url
+    from .engine import Engine
+    from .services.context import safe_url as _safe_url
 
     principal = source.authorize(by, "migrate", to_index=to_index)
     if not to_db or not to_db.strip():

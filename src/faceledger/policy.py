@@ -109,3 +109,25 @@ def candidate_status(decisions: list[dict]) -> str:
         if decision in kinds:
             return status
     return "inconclusive"
+
+
+POLICY_FIELDS = ("purposes", "allow_investigative", "target_fpir", "retain_days", "probe_retain_days",
+                 "keep_probe_images")
+"""A gallery's policy: the columns of the gallery row that `gallery update` may change."""
+
+
+def gallery_policy(gallery) -> dict:
+    """The policy fields of a gallery row."""
+    return {key: getattr(gallery, key) for key in POLICY_FIELDS}
+
+
+def validated_policy(*, purposes, allow_investigative, target_fpir, retain_days, probe_retain_days,
+                     keep_probe_images) -> dict:
+    """Gallery policy fields, checked and normalised; a bad value raises a clear error."""
+    check_fpir(target_fpir)
+    check_positive_days(retain_days, "--retain-days")
+    check_positive_days(probe_retain_days, "--probe-retain-days", allow_zero=True)
+    cleaned = sorted({str(p).strip() for p in purposes or () if str(p).strip()})
+    return {"purposes": cleaned, "allow_investigative": bool(allow_investigative), "target_fpir": float(target_fpir),
+            "retain_days": retain_days, "probe_retain_days": int(probe_retain_days),
+            "keep_probe_images": bool(keep_probe_images)}

@@ -1,0 +1,101 @@
+"""What every service shares: settings, the store's session factories, the ledger, the pipeline, the lock."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine as SqlEngine
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..config import Settings
+from ..errors import IndexMismatch, MissingField, NotFound
+from ..faces import Face
+from ..imaging import LoadedImage, load_image
+from ..ledger import Ledger
+from ..pipeline import FacePipeline
+from ..store import Gallery
+
+ImageSource = Path | str | bytes
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso(value: datetime | None) -> str | None:
+    """An ISO 8601 string in UTC (naive datetimes from the store are UTC), or None."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.isoformat()
+
+
+def safe_url(url) -> str:
+    """A database URL fit for logs and the ledger: the password hidden."""
+    return url.render_as_string(hide_password=True)
+
+
+def require_text(value: str | None, what: str, flag: str) -> str:
+    if value is None or not str(value).strip():
+        raise MissingField(f"{what} is required ({flag}); every search and verification must state it")
+    return str(value).strip()
+
+
+@dataclass
+class Context:
+    """The handles every service needs, made once by the engine.
+
+    Thread safety: the models run one call at a time (FacePipeline's lock); every write transaction and
+    every use or change of an in-memory index holds `lock` (shared with the ledger), so a ledger
+    sequence number is read and written under one lock and a FAISS index is never searched while
+    another thread adds to it. Reads of the store need no lock (SQLite WAL, or PostgreSQL).
+    """
+
+    settings: Settings
+    db: SqlEngine
+    sessions: sessionmaker
+    ledger: Ledger
+    pipeline: FacePipeline
+
+    @property
+    def lock(self) -> threading.RLock:
+        return self.ledger.lock
+
+    @property
+    def model_id(self) -> str:
+        return self.pipeline.model_id
+
+    @contextmanager
+    def writing(self) -> Iterator[Session]:
+        """A session for a write transaction, holding the write lock until it ends."""
+        with self.lock, self.sessions() as session:
+            yield session
+
+    def gallery(self, session: Session, name: str) -> Gallery:
+        """The gallery row by name; NotFound with the known names, IndexMismatch for another model's."""
+        gallery = session.execute(select(Gallery).where(Gallery.name == name)).scalar_one_or_none()
+        if gallery is None:
+            known = session.execute(select(Gallery.name).order_by(Gallery.name)).scalars().all()
+            hint = f"known galleries: {', '.join(known)}" if known else "no gallery exists yet"
+            raise NotFound(f"unknown gallery {name!r} ({hint}); create it with `faceledger gallery create`")
+        if gallery.model_id != self.model_id:
+            raise IndexMismatch(
+                f"gallery {name!r} holds {gallery.model_id} embeddings but this engine uses {self.model_id}; "
+                "use the same model settings (e.g. FACELEDGER_FLIP_AVERAGE) or re-enrol"
+            )
+        return gallery
+
+    def load(self, source: ImageSource, name: str | None = None) -> LoadedImage:
+        """Decode an image within the configured byte and pixel limits."""
+        return load_image(source, name=name, max_bytes=self.settings.max_image_bytes,
+                          max_pixels=self.settings.max_image_pixels)
+
+    def probe_face(self, image: LoadedImage, *, on_multiple: str = "refuse") -> Face:
+        return self.pipeline.single_face(image.rgb, name=image.name, on_multiple=on_multiple)

@@ -1,0 +1,128 @@
+"""The vector index cache: one index per gallery, rebuilt from the store whenever it is stale.
+
+The store is the truth. Every gallery has a `generation` bumped in the transaction that adds or
+removes its faces; an index (in memory or on disk) records the generation it holds. A stale or missing
+index is rebuilt from the embeddings in the store, so a crash can cost speed, never data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from ..index.faiss_index import FaissIndex, IndexFiles, IndexMeta, bulk
+from ..policy import Principal
+from ..retention import Removal
+from ..store import FaceRecord, Gallery
+from .access import Access
+from .context import Context
+
+Progress = Callable[[int, int], None]
+
+
+class IndexCache:
+    def __init__(self, ctx: Context, access: Access) -> None:
+        self.ctx = ctx
+        self.access = access
+        self.files = IndexFiles(ctx.settings.index_dir, ctx.settings.index, dim=ctx.pipeline.embedder.dim)
+        self._held: dict[int, tuple[int, FaissIndex]] = {}
+
+    def clear(self) -> None:
+        """Forget every in-memory index (the next use loads the file or rebuilds)."""
+        with self.ctx.lock:
+            self._held.clear()
+
+    def expected_meta(self, gallery: Gallery, count: int) -> IndexMeta:
+        return IndexMeta(gallery_id=gallery.id, generation=gallery.generation, model_id=gallery.model_id,
+                         dim=self.ctx.pipeline.embedder.dim, description=self.files.description_for(gallery.id),
+                         count=count)
+
+    def get(self, session: Session, gallery: Gallery) -> FaissIndex:
+        """The gallery's index at the store's current generation: memory, else disk, else rebuilt."""
+        with self.ctx.lock:
+            held = self._held.get(gallery.id)
+            if held and held[0] == gallery.generation:
+                return held[1]
+            count = session.execute(select(func.count()).select_from(FaceRecord).where(
+                FaceRecord.gallery_id == gallery.id)).scalar_one()
+            index = self.files.load(gallery.id, expected=self.expected_meta(gallery, count))
+            if index is None:
+                index = self.build(session, gallery)
+                self.files.save(index, self.expected_meta(gallery, len(index)))
+            self._held[gallery.id] = (gallery.generation, index)
+            return index
+
+    def build(self, session: Session, gallery: Gallery, description: str | None = None,
+              progress: Progress | None = None) -> FaissIndex:
+        """Stream the gallery's embeddings from the store into a new index (trained once, at the end)."""
+        count = session.execute(select(func.count()).select_from(FaceRecord).where(
+            FaceRecord.gallery_id == gallery.id)).scalar_one()
+        index = self.files.new_index(gallery.id, self.ctx.pipeline.embedder.dim, count, description)
+        done = 0
+        rows = session.execute(select(FaceRecord.id, FaceRecord.embedding).where(
+            FaceRecord.gallery_id == gallery.id).order_by(FaceRecord.id).execution_options(yield_per=50_000))
+        with bulk(index):
+            for chunk in rows.partitions():
+                ids = np.fromiter((r[0] for r in chunk), dtype=np.int64, count=len(chunk))
+                vectors = np.frombuffer(b"".join(r[1] for r in chunk), dtype=np.float32).reshape(len(chunk), -1)
+                index.add(ids, vectors)
+                done += len(chunk)
+                if progress:
+                    progress(done, count)
+        if progress:
+            progress(count, count)
+        return index
+
+    def add(self, gallery_id: int, generation: int, faces: list[tuple[int, np.ndarray]]) -> None:
+        """Faces just committed at `generation`: added to the held index if it was current, else dropped."""
+        with self.ctx.lock:
+            held = self._held.get(gallery_id)
+            if held is None or held[0] != generation - 1 or not faces:
+                self._held.pop(gallery_id, None)  # rebuilt from the store on next use
+                return
+            index = held[1]
+            index.add(np.array([fid for fid, _ in faces], dtype=np.int64), np.stack([v for _, v in faces]))
+            self._held[gallery_id] = (generation, index)
+
+    def save(self, gallery: str) -> None:
+        """Write the gallery's current index to its file (after an enrolment)."""
+        with self.ctx.writing() as session:
+            gallery_row = self.ctx.gallery(session, gallery)
+            index = self.get(session, gallery_row)
+            self.files.save(index, self.expected_meta(gallery_row, len(index)))
+
+    def refresh(self, removal: Removal) -> None:
+        """Take deleted vectors out of held indexes and rewrite the index files, so none survive on disk."""
+        if not removal.face_ids_by_gallery:
+            return
+        with self.ctx.writing() as session:
+            for gallery_id, face_ids in removal.face_ids_by_gallery.items():
+                gallery = session.get(Gallery, gallery_id)
+                held = self._held.get(gallery_id)
+                if held is not None and held[0] == gallery.generation - 1:
+                    held[1].remove(np.asarray(face_ids, dtype=np.int64))
+                    self._held[gallery_id] = (gallery.generation, held[1])
+                index = self.get(session, gallery)
+                self.files.save(index, self.expected_meta(gallery, len(index)))
+
+    def reindex(self, gallery: str | None = None, *, index: str | None = None,
+                progress: Callable[[str, int, int], None] | None = None,
+                by: Principal | None = None) -> list[dict]:
+        """Rebuild index files from the store (all galleries, or one), optionally with another index string."""
+        self.access.authorize(by, "reindex", gallery=gallery, index=index)
+        with self.ctx.writing() as session:
+            names = [gallery] if gallery else session.execute(select(Gallery.name)).scalars().all()
+            rebuilt = []
+            for name in names:
+                gallery_row = self.ctx.gallery(session, name)
+                report = (lambda done, total, name=name: progress(name, done, total)) if progress else None
+                built = self.build(session, gallery_row, index, report)
+                self.files.save(built, self.expected_meta(gallery_row, len(built)).with_description(
+                    built.description))
+                self._held[gallery_row.id] = (gallery_row.generation, built)
+                rebuilt.append({"gallery": name, "faces": len(built), "index": built.description,
+                                "kind": getattr(built, "kind", built.description)})
+        return rebuilt
