@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 
 import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ..calibration import fpir_at
+from ..calibration import Threshold, fpir_at
 from ..errors import FaceledgerError
 from ..faces import Face
 from ..imaging import LoadedImage
@@ -21,6 +22,16 @@ from .access import Access
 from .calibrations import Calibrations
 from .context import Context, ImageSource, iso, require_text, utcnow
 from .indexes import IndexCache
+
+
+@dataclass(frozen=True)
+class Match:
+    """One probe vector's open-set answer against one gallery (see Searching.match)."""
+
+    threshold: Threshold
+    candidates: list[Candidate]
+    gallery_size: int
+    calibration_id: str
 
 
 class Searching:
@@ -65,11 +76,8 @@ class Searching:
         now = utcnow()
         with ctx.writing() as session:
             gallery_row = ctx.gallery(session, gallery)
-            index = self.indexes.get(session, gallery_row)
-            size = len(index)
-            threshold = calibration.threshold_for_fpir(gallery_row.target_fpir, size)
-            candidates = self._candidates(session, index, probe.embedding, None if investigative else threshold.score,
-                                          top_k, size, threshold.score, investigative)
+            match = self.match(session, gallery_row, probe.embedding, top_k=top_k, investigative=investigative)
+            threshold, candidates, size = match.threshold, match.candidates, match.gallery_size
             probe_expires = now + timedelta(days=gallery_row.probe_retain_days)
             result_fields = {
                 "decision": "match" if any(c.above_threshold for c in candidates) else "no_match",
@@ -91,6 +99,19 @@ class Searching:
         ctx.ledger.note_committed(entry)
         return SearchResult(candidates=tuple(candidates), ledger_entry=entry.entry_id,
                             probe_box=tuple(float(v) for v in probe.box), **result_fields)
+
+    def match(self, session: Session, gallery: Gallery, vector: np.ndarray, *, top_k: int,
+              investigative: bool = False) -> Match:
+        """The open-set answer for one probe vector against one gallery, without ledgering it: the
+        threshold at the gallery's size and the candidates (above it, or the top-k leads when
+        investigative). Callers ledger the search (still images here; a video search ledgers its tracks)."""
+        index = self.indexes.get(session, gallery)
+        size = len(index)
+        threshold = self.calibrations.current.threshold_for_fpir(gallery.target_fpir, size)
+        candidates = self._candidates(session, index, vector, None if investigative else threshold.score,
+                                      top_k, size, threshold.score, investigative)
+        return Match(threshold=threshold, candidates=candidates, gallery_size=size,
+                     calibration_id=self.calibrations.current.calibration_id)
 
     def rank(self, gallery: str, vectors: np.ndarray, *, top_k: int = 10) -> list[list[SubjectHit]]:
         """Best face per subject for each query vector, top_k subjects, no threshold and no ledger entry.
