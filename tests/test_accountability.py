@@ -217,8 +217,10 @@ def test_purge_runs_by_itself_when_overdue(tmp_path):
     eng = open_test_engine(home)
     eng.create_gallery("g")
     eng.enroll(gallery_files()[:2], gallery="g", subject_from_folder=True, source="s", legal_basis="b",
-               retain_until=utcnow() - timedelta(days=1))
-    with eng.sessions() as s:
+               retain_until=utcnow() + timedelta(days=1))
+    with eng.sessions() as s:  # a day later: the records have expired and the last purge is two days old
+        for image in s.execute(select(ImageRecord)).scalars():
+            image.retain_until = utcnow() - timedelta(hours=1)
         s.merge(Maintenance(key="last_purge_at", value=(utcnow() - timedelta(days=2)).isoformat()))
         s.commit()
     eng.close()
@@ -349,7 +351,8 @@ def test_erase_dry_run_lists_and_removes_nothing(tmp_path):
     eng.create_gallery("a")
     eng.enroll([OPEN_FACES / "ardern_2018.jpg"], gallery="a", subject="Jacinda Ardern", source="s", legal_basis="b")
     preview = eng.erase(face=OPEN_FACES / "ardern_2022.jpg", reason="request #14", dry_run=True)
-    assert preview["dry_run"] and [s["subject"] for s in preview["subjects"]] == ["Jacinda Ardern"]
+    assert preview["dry_run"] and len(preview["subjects"]) == 1
+    assert "subject" not in preview["subjects"][0] and "Jacinda" not in str(preview)  # a preview is not a search
     assert preview["subjects"][0]["score"] >= preview["subjects"][0]["threshold"]
     assert eng.gallery_info("a")["images"] == 1
     assert eng.ledger.entries(action="erase")[-1]["payload"]["outcome"] == "preview"

@@ -524,7 +524,7 @@ def erase(
                   f"{receipt['faces']} face(s), {receipt['probes']} probe(s)")
     for s in receipt["subjects"]:
         score = f" (score {s['score']:.3f} >= {s['threshold']:.3f})" if s["score"] is not None else ""
-        out.print(f"  {s['gallery']}: {s['subject']} (id {s['subject_id']}){score}")
+        out.print(f"  {s['gallery']}: {s.get('subject', '(name withheld)')} (id {s['subject_id']}){score}")
     out.print(f"receipt: ledger entry {receipt['receipt']}")
 
 

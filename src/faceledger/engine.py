@@ -144,6 +144,7 @@ class Engine:
 
     # retention and erasure
     purge = via("governance")
+    purge_if_overdue = via("governance")
     erase = via("governance")
 
     # audit and reports

@@ -43,6 +43,11 @@ class MissingField(PolicyViolation):
     """A field every such request must state is missing or blank (purpose, case, reason, provenance, ...)."""
 
 
+class InvalidText(PolicyViolation):
+    """A text field holds characters that cannot be shown or read back (control or invisible characters),
+    or is longer than its limit. Retype it in plain text."""
+
+
 class IndexMismatch(FaceledgerError):
     """The vector index does not belong to this store (other model or dimension)."""
 

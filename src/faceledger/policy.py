@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from .errors import FaceledgerError, PermissionDenied, PolicyViolation
+from .texts import clean_text
 
 ROLES = ("admin", "enroller", "analyst", "reviewer", "auditor")
 
@@ -127,7 +128,22 @@ def validated_policy(*, purposes, allow_investigative, target_fpir, retain_days,
     check_fpir(target_fpir)
     check_positive_days(retain_days, "--retain-days")
     check_positive_days(probe_retain_days, "--probe-retain-days", allow_zero=True)
-    cleaned = sorted({str(p).strip() for p in purposes or () if str(p).strip()})
+    cleaned = sorted({clean_text(p, "a purpose", "--purposes", required=False) for p in purposes or ()} - {None})
     return {"purposes": cleaned, "allow_investigative": bool(allow_investigative), "target_fpir": float(target_fpir),
             "retain_days": retain_days, "probe_retain_days": int(probe_retain_days),
             "keep_probe_images": bool(keep_probe_images)}
+
+
+def check_retain_until(retain_until: datetime | None, retain_days: int | None, gallery: str,
+                       now: datetime) -> None:
+    """An explicit retention date must lie in the future and within the gallery's retention period."""
+    if retain_until is None:
+        return
+    when = retain_until if retain_until.tzinfo else retain_until.replace(tzinfo=now.tzinfo)
+    if when <= now:
+        raise PolicyViolation(f"the retention date {when.date().isoformat()} has already passed: "
+                              "records that must already be deleted cannot be enrolled")
+    if retain_days and when > now + timedelta(days=retain_days):
+        latest = (now + timedelta(days=retain_days)).date().isoformat()
+        raise PolicyViolation(f"gallery {gallery!r} keeps records at most {retain_days} days: "
+                              f"the retention date must be on or before {latest}")

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from ..accounts import local_operator
 from ..errors import FaceledgerError, PermissionDenied, PolicyViolation
 from ..policy import Principal, check_role
+from ..texts import ledger_safe
 from .context import Context
 
 
@@ -36,7 +37,8 @@ class Access:
 
     def record_denial(self, principal: Principal, action: str, reason: str, details: dict) -> None:
         self.ctx.ledger.record(actor=principal.name, action="denied", payload={
-            "attempted": action, "role": principal.role, "reason": reason, "request": details})
+            "attempted": action, "role": principal.role, "reason": ledger_safe(reason),
+            "request": ledger_safe(details)})
 
     @contextmanager
     def refusals(self, principal: Principal, action: str, details: dict) -> Iterator[None]:
@@ -54,5 +56,6 @@ class Access:
             yield
         except FaceledgerError as exc:
             self.ctx.ledger.record(actor=principal.name, action=action, payload={
-                **request, "decision": "failed", "error": str(exc), "model_id": self.ctx.model_id})
+                **ledger_safe(request), "decision": "failed", "error": ledger_safe(str(exc), limit=500),
+                "model_id": self.ctx.model_id})
             raise

@@ -14,12 +14,13 @@ from sqlalchemy.engine import Engine as SqlEngine
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..config import Settings
-from ..errors import IndexMismatch, MissingField, NotFound
+from ..errors import IndexMismatch, NotFound
 from ..faces import Face
 from ..imaging import LoadedImage, load_image
 from ..ledger import Ledger
 from ..pipeline import FacePipeline
 from ..store import Gallery
+from ..texts import clean_text
 
 ImageSource = Path | str | bytes
 
@@ -43,9 +44,13 @@ def safe_url(url) -> str:
 
 
 def require_text(value: str | None, what: str, flag: str) -> str:
-    if value is None or not str(value).strip():
-        raise MissingField(f"{what} is required ({flag}); every search and verification must state it")
-    return str(value).strip()
+    """A required free-text field, normalised and checked (see texts.py)."""
+    return clean_text(value, what, flag, required=True)
+
+
+def optional_text(value: str | None, what: str, flag: str) -> str | None:
+    """An optional free-text field, normalised and checked; blank gives None."""
+    return clean_text(value, what, flag, required=False)
 
 
 @dataclass

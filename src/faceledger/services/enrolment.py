@@ -18,7 +18,7 @@ from ..enrollment import (
     Analysis, PrecomputedFace, WorkItem, analyse_all, analyse_upload, expand_paths, file_sha256, subject_for,
 )
 from ..errors import FaceledgerError, IndexMismatch
-from ..policy import Principal
+from ..policy import Principal, check_retain_until
 from ..results import EnrollReport, FileOutcome
 from ..store import FaceCrop, FaceRecord, Gallery, ImageRecord, Subject
 from .access import Access
@@ -40,6 +40,8 @@ class Enrolment:
                progress: Progress | None = None, by: Principal | None = None) -> EnrollReport:
         """Enrol image files. Already-enrolled images (same sha256) are skipped, so a rerun resumes."""
         provenance, known = self._begin(gallery, source, legal_basis, retain_until, "images", by)
+        if subject:
+            subject = require_text(subject, "the subject's name", "--subject")
         if bool(subject) == bool(subject_from_folder):
             raise FaceledgerError("give exactly one of --subject NAME or --subject-from-folder")
         report = EnrollReport(gallery=gallery)
@@ -126,9 +128,11 @@ class Enrolment:
             "retain_until": retain_until, "method": method, "by": principal.name,
         }
         with self.ctx.sessions() as session:
-            gallery_id = self.ctx.gallery(session, gallery).id
+            gallery_row = self.ctx.gallery(session, gallery)
+            with self.access.refusals(principal, "enroll", {"gallery": gallery, "retain_until": iso(retain_until)}):
+                check_retain_until(retain_until, gallery_row.retain_days, gallery, utcnow())
             known = set(session.execute(select(ImageRecord.sha256).where(
-                ImageRecord.gallery_id == gallery_id)).scalars())
+                ImageRecord.gallery_id == gallery_row.id)).scalars())
         return provenance, known
 
     def _store_in_batches(self, gallery: str, analyses: list[Analysis], provenance: dict,

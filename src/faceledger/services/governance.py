@@ -10,7 +10,7 @@ from sqlalchemy import delete, select
 from ..errors import NotFound, PolicyViolation
 from ..policy import Principal
 from ..retention import Removal, delete_images, images_of_subjects, purge_expired
-from ..store import Gallery, Maintenance, Probe, Subject
+from ..store import FaceRecord, Gallery, Maintenance, Probe, Subject
 from ..store.queries import face_subjects
 from .access import Access
 from .calibrations import Calibrations
@@ -84,13 +84,18 @@ class Governance:
                 vector = ctx.probe_face(loaded).embedding
             matches, probe_ids = self._matches_for_erasure(galleries, vector)
         else:
-            matches, probe_ids = self._subject_for_erasure(galleries[0], subject), []
+            matches = self._subject_for_erasure(galleries[0], subject)
+            probe_ids = self._probes_of_subject(galleries[0], matches[0]["subject_id"])
         if dry_run and (matches or probe_ids):
             entry = ctx.ledger.record(actor=principal.name, action="erase", payload={
                 **request, "outcome": "preview", "probes": len(probe_ids),
                 "subjects": [{k: m[k] for k in ("gallery", "subject_id", "score", "threshold")} for m in matches]})
+            # A preview is not a search: it says which records would go, never who they are, so that
+            # erasure cannot serve as an identification without a purpose.
+            withheld = [{k: m[k] for k in ("gallery", "subject_id", "score", "threshold")} for m in matches]
             return {"receipt": entry.entry_id, "reason": reason, "dry_run": True, "images": 0, "faces": 0,
-                    "probes": 0, "probes_matching": len(probe_ids), "subjects": matches}
+                    "probes": 0, "probes_matching": len(probe_ids), "subjects": withheld,
+                    "names": "withheld: a preview is not a search"}
         return self._erase_matches(principal, request, matches, probe_ids)
 
     def _matches_for_erasure(self, galleries: list[Gallery], vector: np.ndarray) -> tuple[list[dict], list[int]]:
@@ -126,6 +131,22 @@ class Governance:
         if row is None:
             raise NotFound(f"gallery {gallery.name!r} has no subject {subject!r}; nothing was removed")
         return [{"gallery": gallery.name, "subject_id": row.id, "subject": row.name, "score": None, "threshold": None}]
+
+    def _probes_of_subject(self, gallery: Gallery, subject_id: int) -> list[int]:
+        """The gallery's probes that name the subject among their candidates, or whose face matches one of
+        the subject's faces above the strict erasure threshold: the person's searches go with them."""
+        threshold = self.calibrations.current.threshold_for_fmr(self.ctx.settings.erase_target_fmr).score
+        with self.ctx.sessions() as session:
+            faces = [np.frombuffer(blob, np.float32) for blob in session.execute(
+                select(FaceRecord.embedding).where(FaceRecord.subject_id == subject_id)).scalars()]
+            own = np.stack(faces) if faces else np.empty((0, self.ctx.pipeline.embedder.dim), np.float32)
+            found = []
+            for probe in session.execute(select(Probe).where(Probe.gallery_id == gallery.id)).scalars():
+                named = any(c.get("subject_id") == subject_id for c in probe.candidates or [])
+                vector = np.frombuffer(probe.embedding, np.float32)
+                if named or (len(own) and float((own @ vector).max()) >= threshold):
+                    found.append(probe.id)
+        return found
 
     def _erase_matches(self, principal: Principal, request: dict, matches: list[dict], probe_ids: list[int]) -> dict:
         ctx = self.ctx

@@ -9,7 +9,7 @@ from ..ledger import entry_as_dict
 from ..policy import Principal, candidate_status, check_decision
 from ..store import LedgerEntry, Review
 from .access import Access
-from .context import Context, iso, utcnow
+from .context import Context, iso, optional_text, utcnow
 
 
 class Reviews:
@@ -23,6 +23,8 @@ class Reviews:
         ctx = self.ctx
         principal = self.access.authorize(by, "review", search=entry_id, candidate=candidate)
         decision = check_decision(decision)
+        with self.access.refusals(principal, "review", {"search": entry_id, "candidate": candidate}):
+            note = optional_text(note, "the review note", "--note")
         search = self.search_entry(entry_id)
         candidates = search["payload"].get("candidates", [])
         if not 1 <= candidate <= len(candidates):

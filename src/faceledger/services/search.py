@@ -20,7 +20,7 @@ from ..store import FaceRecord, Gallery, Probe
 from ..store.queries import face_subjects
 from .access import Access
 from .calibrations import Calibrations
-from .context import Context, ImageSource, iso, require_text, utcnow
+from .context import Context, ImageSource, iso, optional_text, require_text, utcnow
 from .indexes import IndexCache
 
 
@@ -53,6 +53,7 @@ class Searching:
         with self.access.refusals(principal, "search", request):
             purpose = require_text(purpose, "a purpose", "--purpose")
             case = require_text(case, "a case reference", "--case")
+            authorisation = optional_text(authorisation, "the authorisation id", "--authorisation")
             with ctx.sessions() as session:
                 policy = gallery_policy(ctx.gallery(session, gallery))
             check_purpose(purpose, policy["purposes"], gallery)
@@ -167,6 +168,7 @@ class Searching:
         with self.access.refusals(principal, "verify", request):
             purpose = require_text(purpose, "a purpose", "--purpose")
             case = require_text(case, "a case reference", "--case")
+            authorisation = optional_text(authorisation, "the authorisation id", "--authorisation")
         loaded = (ctx.load(image_a, names[0]), ctx.load(image_b, names[1]))
         request.update(probe_sha256=[im.sha256 for im in loaded], authorisation=authorisation)
         with self.access.failures(principal, "verify", request):
@@ -212,7 +214,7 @@ class Searching:
 
 
 def _best_per_subject(session: Session, scores: np.ndarray, ids: np.ndarray, top_k: int) -> list[list[SubjectHit]]:
-    subject_of = face_subjects(session, {int(i) for i in ids.ravel() if i >= 0})
+    subject_of = face_subjects(session, {int(i) for i in ids.ravel() if i >= 0}, live_at=utcnow())
     ranked = []
     for row_scores, row_ids in zip(scores, ids):
         best: dict[int, SubjectHit] = {}
