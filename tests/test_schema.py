@@ -175,7 +175,7 @@ def test_a_store_from_a_newer_faceledger_is_refused_with_what_to_do(tmp_path, ca
     store.db.dispose()
 
     for auto_upgrade in (True, False):
-        with pytest.raises(SchemaTooNew) as caught:
+        with pytest.raises(SchemaTooNew) as caught:  # never matched by prefix to a revision it knows
             open_store(url, auto_upgrade=auto_upgrade)
         message = str(caught.value)
         assert "'7f3e9a_future'" in message and f"'{migrations.head()}'" in message
@@ -190,6 +190,9 @@ def test_a_store_from_a_newer_faceledger_is_refused_with_what_to_do(tmp_path, ca
     assert code == 0 and json.loads(out)["state"] == "ahead"
     with sqlite3.connect(home / "faceledger.db") as conn:  # nothing was downgraded or rewritten
         assert conn.execute(f"SELECT version_num FROM {migrations.VERSION_TABLE}").fetchall() == [("7f3e9a_future",)]
+        conn.execute(f"UPDATE {migrations.VERSION_TABLE} SET version_num = '0'")  # a prefix of 0001 is not 0001
+    with pytest.raises(SchemaTooNew, match="'0', which this faceledger does not know"):
+        open_store(url)
 
 
 SECOND_REVISION = '''"""A test-only second revision: one more index."""
@@ -274,7 +277,7 @@ def test_the_engine_refuses_a_store_behind_it_when_auto_upgrade_is_off(tmp_path,
     open_store(sqlite_url(home / "faceledger.db")).db.dispose()
     use_two_revisions(monkeypatch, tmp_path)
     monkeypatch.setenv("FACELEDGER_AUTO_UPGRADE", "false")
-    code, out, err = run_cli(capsys, monkeypatch, home, "stats")
+    code, _, err = run_cli(capsys, monkeypatch, home, "stats")
     assert code == 2 and "run `faceledger db upgrade`" in err and "Traceback" not in err
 
 
@@ -312,7 +315,7 @@ def _open_in_child(url: str, barrier, results) -> None:
             tables = len(inspect(conn).get_table_names())
         store.db.dispose()
         results.put(("ok", change.previous_state if change else None, tables))
-    except BaseException as exc:  # reported to the parent, which fails the test with it
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which fails the test with it
         results.put(("error", f"{type(exc).__name__}: {exc}", 0))
 
 

@@ -6,18 +6,18 @@ from dataclasses import dataclass
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine as SqlEngine
-from sqlalchemy.exc import OperationalError, ArgumentError
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import sessionmaker
 
 from ..errors import FaceledgerError
-from .schema import SchemaChange, prepare
 from .models import (
     Base, FaceCrop, FaceRecord, Gallery, ImageRecord, LedgerEntry, Maintenance, Probe, Review, Subject, User,
 )
+from .schema import SchemaChange, prepare
 
 __all__ = [
-    "Base", "FaceCrop", "FaceRecord", "Gallery", "ImageRecord", "LedgerEntry", "Maintenance", "Probe", "Review", "Subject",
-    "User", "Store", "open_database", "open_store",
+    "Base", "FaceCrop", "FaceRecord", "Gallery", "ImageRecord", "LedgerEntry", "Maintenance", "Probe", "Review",
+    "Store", "Subject", "User", "connect", "open_database", "open_store",
 ]
 
 

@@ -143,10 +143,8 @@ def _status(conn: Connection) -> SchemaStatus:
 
 
 def _known(revision: str) -> bool:
-    try:
-        return migrations.script().get_revision(revision) is not None
-    except Exception:  # alembic raises several kinds for an unknown or malformed id
-        return False
+    """Exactly one of this code's revisions (Alembic's own lookup also accepts prefixes and "heads")."""
+    return revision in {script.revision for script in migrations.script().walk_revisions()}
 
 
 def _pending(start: str | None) -> list[str]:
