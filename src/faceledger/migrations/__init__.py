@@ -11,6 +11,7 @@ a store made by an earlier release and compares the result with the models. To s
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from alembic.config import Config
@@ -36,7 +37,13 @@ def config(connection=None) -> Config:
 
 
 def script() -> ScriptDirectory:
-    return ScriptDirectory.from_config(config())
+    """The revisions (read once per folder and process)."""
+    return _script_at(HERE)
+
+
+@lru_cache(maxsize=4)
+def _script_at(folder: Path) -> ScriptDirectory:
+    return ScriptDirectory(str(folder), version_locations=[str(folder / "versions")])
 
 
 def head() -> str:
