@@ -68,6 +68,7 @@ def test_a_new_store_is_made_by_the_migrations_and_is_exactly_the_models(new_url
         assert change.created and change.applied == ["0001"] and change.to_revision == migrations.head()
         assert schema_status(store.db).state == "current"
         with store.db.connect() as conn:
+            assert conn.get_isolation_level() != "AUTOCOMMIT"  # the lock's connection went back to the pool as it was
             assert migrations.VERSION_TABLE in inspect(conn).get_table_names()  # the store records its revision
             context = MigrationContext.configure(conn, opts={
                 "compare_type": True, "version_table": migrations.VERSION_TABLE})
