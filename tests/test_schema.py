@@ -21,7 +21,7 @@ from faceledger import cli, migrations
 from faceledger.errors import SchemaBehind, SchemaMismatch, SchemaTooNew
 from faceledger.ledger import Ledger
 from faceledger.store import Base, LedgerEntry, connect, open_store
-from faceledger.store.schema import schema_status, upgrade
+from faceledger.store.schema import SchemaStatus, schema_status, upgrade
 
 from . import store_v1_models as v1
 from .conftest import LFW_DIR, open_test_engine
@@ -41,9 +41,9 @@ def new_url(request, tmp_path) -> str:
     return request.getfixturevalue("postgres").create_database()
 
 
-def release_home(tmp_path: Path) -> Path:
+def release_home(tmp_path: Path, name: str = "home") -> Path:
     """A copy of the data directory made by the release before migrations existed."""
-    home = tmp_path / "home"
+    home = tmp_path / name
     shutil.copytree(FIXTURE, home)
     return home
 
@@ -224,9 +224,15 @@ def use_two_revisions(monkeypatch, tmp_path: Path) -> None:
 
 
 def test_a_release_store_behind_two_revisions_is_stamped_then_upgraded_on_open(tmp_path, monkeypatch):
-    home = release_home(tmp_path)
     use_two_revisions(monkeypatch, tmp_path)
-    store = open_store(sqlite_url(home / "faceledger.db"))
+    url = sqlite_url(release_home(tmp_path, "off") / "faceledger.db")
+    with pytest.raises(SchemaBehind, match="revision '0001' and this faceledger needs '0002'"):
+        open_store(url, auto_upgrade=False)  # recorded as 0001 (what it is), not upgraded
+    probe = connect(url)
+    assert schema_status(probe) == SchemaStatus(current="0001", head="0002", state="behind")
+    probe.dispose()
+
+    store = open_store(sqlite_url(release_home(tmp_path, "on") / "faceledger.db"))
     try:
         change = store.schema_change
         assert (change.previous_state, change.stamped, change.applied) == ("unversioned", "0001", ["0002"])

@@ -97,12 +97,16 @@ def _refuse(status: SchemaStatus, auto_upgrade: bool) -> None:
             f"the store is at schema revision {status.current!r}, which this faceledger does not know (the newest "
             f"it knows is {status.head!r}): a newer faceledger wrote it; install that version or newer to use it")
     if status.state == "behind" and not auto_upgrade:
-        raise SchemaBehind(
-            f"the store is at schema revision {status.current!r} and this faceledger needs {status.head!r}; "
-            "back it up, then run `faceledger db upgrade` (automatic upgrades are off: FACELEDGER_AUTO_UPGRADE)")
+        raise _behind(status.current, status.head)
 
 
-def _migrate(conn: Connection, status: SchemaStatus, auto_upgrade: bool) -> SchemaChange | None:
+def _behind(current: str | None, head: str) -> SchemaBehind:
+    return SchemaBehind(
+        f"the store is at schema revision {current!r} and this faceledger needs {head!r}; back it up, then run "
+        "`faceledger db upgrade` (automatic upgrades are off: FACELEDGER_AUTO_UPGRADE)")
+
+
+def _migrate(conn: Connection, status: SchemaStatus, auto_upgrade: bool) -> SchemaChange:
     cfg = migrations.config(conn)
     stamped = None
     if status.state == "unversioned":
@@ -113,9 +117,7 @@ def _migrate(conn: Connection, status: SchemaStatus, auto_upgrade: bool) -> Sche
     pending = _pending(start)
     if pending and start is not None and not auto_upgrade:
         _commit(conn)  # keep the stamp: it only records what the store already is
-        raise SchemaBehind(
-            f"the store is at schema revision {start!r} and this faceledger needs {status.head!r}; back it up, "
-            "then run `faceledger db upgrade` (automatic upgrades are off: FACELEDGER_AUTO_UPGRADE)")
+        raise _behind(start, status.head)
     if pending:
         command.upgrade(cfg, "head")
     _commit(conn)
