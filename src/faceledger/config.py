@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     purge_interval_hours: float = Field(24.0, gt=0, description="purge runs at start when the last is this old")
     verify_target_fmr: float = Field(1e-3, gt=0.0, lt=1.0, description="false-match rate that sets the 1:1 threshold")
 
+    auto_upgrade: bool = Field(
+        True, description="upgrade an older store's schema on start (ledgered); off: `faceledger db upgrade`")
+
     enroll_batch: int = Field(64, ge=1, description="images per store transaction during enrolment")
 
     operator: str = Field(default_factory=_default_operator, description="who is acting (ledgered)")

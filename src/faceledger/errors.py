@@ -66,3 +66,17 @@ class PermissionDenied(FaceledgerError):
 
 class Conflict(FaceledgerError):
     """The request conflicts with the current state (e.g. reviewing your own search)."""
+
+
+class SchemaTooNew(FaceledgerError):
+    """The data directory was written by a newer faceledger: its schema revision is unknown to this version.
+    Install that version (or newer) to use it; faceledger never downgrades a store."""
+
+
+class SchemaBehind(FaceledgerError):
+    """The store's schema is older than this faceledger and automatic upgrades are off: back it up, then run
+    `faceledger db upgrade`."""
+
+
+class SchemaMismatch(FaceledgerError):
+    """The database holds tables that are not a faceledger schema this version knows; nothing was changed."""

@@ -1,0 +1,51 @@
+"""Alembic revisions of the store schema, run from code (no alembic.ini).
+
+`faceledger.store.schema` decides when to run them; this package only knows where they are and how to
+hand Alembic a connection. A schema change is a new file in `versions/`, written by hand in the style
+of 0001 (explicit `op.*` calls, no models imported), and tested by tests/test_schema.py, which upgrades
+a store made by an earlier release and compares the result with the models. To start one:
+
+    python -c "from alembic import command; from faceledger.migrations import config; \\
+               command.revision(config(), 'what changes')"
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+
+HERE = Path(__file__).resolve().parent
+VERSION_TABLE = "faceledger_schema_version"
+"""Alembic's version table, named so that it cannot be another application's `alembic_version` in a
+shared PostgreSQL database."""
+FIRST = "0001"
+"""The schema of the releases made before migrations existed (their stores have no version table)."""
+
+
+def config(connection=None) -> Config:
+    """An Alembic Config for these revisions; `connection` (if given) is the one env.py migrates."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(HERE))
+    cfg.set_main_option("version_locations", str(HERE / "versions"))
+    cfg.set_main_option("path_separator", "os")
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def script() -> ScriptDirectory:
+    """The revisions (read once per folder and process)."""
+    return _script_at(HERE)
+
+
+@lru_cache(maxsize=4)
+def _script_at(folder: Path) -> ScriptDirectory:
+    return ScriptDirectory(str(folder), version_locations=[str(folder / "versions")])
+
+
+def head() -> str:
+    """The newest revision this code knows."""
+    return script().get_current_head()

@@ -1,0 +1,180 @@
+"""The store models of the release made before migrations existed (commit 41581fb), frozen: the tests
+build a PostgreSQL store with them the way that release did (`create_all`, no version table)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL wants BIGINT for large galleries.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Gallery(Base):
+    __tablename__ = "galleries"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str] = mapped_column(String(200))
+    retain_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    target_fpir: Mapped[float] = mapped_column(Float)
+    model_id: Mapped[str] = mapped_column(String(100))
+    purposes: Mapped[list] = mapped_column(JSON, default=list)
+    """Purposes a search of this gallery may state; empty: any stated purpose."""
+    allow_investigative: Mapped[bool] = mapped_column(Boolean, default=False)
+    probe_retain_days: Mapped[int] = mapped_column(Integer, default=30)
+    keep_probe_images: Mapped[bool] = mapped_column(Boolean, default=False)
+    generation: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Bumped on every change of the gallery's faces; the index cache records the generation it holds."""
+
+    subjects: Mapped[list["Subject"]] = relationship(back_populates="gallery", cascade="all, delete-orphan")
+
+
+class Subject(Base):
+    __tablename__ = "subjects"
+    __table_args__ = (UniqueConstraint("gallery_id", "name"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    gallery_id: Mapped[int] = mapped_column(ForeignKey("galleries.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    gallery: Mapped[Gallery] = relationship(back_populates="subjects")
+    images: Mapped[list["ImageRecord"]] = relationship(back_populates="subject", cascade="all, delete-orphan")
+
+
+class ImageRecord(Base):
+    """One enrolled image and where it came from."""
+
+    __tablename__ = "images"
+    __table_args__ = (UniqueConstraint("gallery_id", "sha256"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    gallery_id: Mapped[int] = mapped_column(ForeignKey("galleries.id", ondelete="CASCADE"), index=True)
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id", ondelete="CASCADE"), index=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(Text)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(Text)
+    legal_basis: Mapped[str] = mapped_column(Text)
+    enrolled_by: Mapped[str] = mapped_column(String(200))
+    enrolled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    retain_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True, index=True)
+
+    subject: Mapped[Subject] = relationship(back_populates="images")
+    faces: Mapped[list["FaceRecord"]] = relationship(back_populates="image", cascade="all, delete-orphan")
+
+
+class FaceRecord(Base):
+    """One face of an enrolled image, with its embedding (float32 bytes) and the model that made it."""
+
+    __tablename__ = "faces"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id", ondelete="CASCADE"), index=True)
+    gallery_id: Mapped[int] = mapped_column(ForeignKey("galleries.id", ondelete="CASCADE"), index=True)
+    box: Mapped[list] = mapped_column(JSON)
+    landmarks: Mapped[list] = mapped_column(JSON)
+    detector_score: Mapped[float] = mapped_column(Float)
+    quality: Mapped[dict] = mapped_column(JSON)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    model_id: Mapped[str] = mapped_column(String(100))
+    template_id: Mapped[str] = mapped_column(String(100))
+
+    image: Mapped[ImageRecord] = relationship(back_populates="faces")
+
+
+class FaceCrop(Base):
+    """A small JPEG of an enrolled face, kept only for uploaded images (they have no path to read the face
+    from) so a reviewer can see whom a candidate is. Deleted with its face (ON DELETE CASCADE)."""
+
+    __tablename__ = "face_crops"
+
+    face_id: Mapped[int] = mapped_column(ForeignKey("faces.id", ondelete="CASCADE"), primary_key=True)
+    jpeg: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class LedgerEntry(Base):
+    """Append-only, hash-chained record of every consequential act."""
+
+    __tablename__ = "ledger"
+
+    seq: Mapped[int] = mapped_column(BigId, primary_key=True)
+    entry_id: Mapped[str] = mapped_column(String(36), unique=True)
+    created_at: Mapped[str] = mapped_column(String(40))
+    actor: Mapped[str] = mapped_column(String(200), index=True)
+    action: Mapped[str] = mapped_column(String(50), index=True)
+    payload: Mapped[str] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class User(Base):
+    """Someone who may act; only the sha256 of the token is stored."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    role: Mapped[str] = mapped_column(String(20))
+    token_sha256: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str] = mapped_column(String(200))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Probe(Base):
+    """What is kept of a search probe until it expires: hash, embedding, quality, and the image only if
+    the gallery's policy keeps probe images."""
+
+    __tablename__ = "probes"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    entry_id: Mapped[str] = mapped_column(String(36), unique=True)
+    gallery_id: Mapped[int] = mapped_column(ForeignKey("galleries.id", ondelete="CASCADE"), index=True)
+    searched_by: Mapped[str] = mapped_column(String(200))
+    sha256: Mapped[str] = mapped_column(String(64))
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    quality: Mapped[dict] = mapped_column(JSON)
+    mode: Mapped[str] = mapped_column(String(20))
+    candidates: Mapped[list] = mapped_column(JSON)
+    image: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class Review(Base):
+    """A reviewer's decision on one candidate of one search."""
+
+    __tablename__ = "reviews"
+    __table_args__ = (UniqueConstraint("search_entry_id", "candidate_rank", "reviewer"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    search_entry_id: Mapped[str] = mapped_column(String(36), index=True)
+    candidate_rank: Mapped[int] = mapped_column(Integer)
+    subject: Mapped[str] = mapped_column(String(300))
+    decision: Mapped[str] = mapped_column(String(20))
+    reviewer: Mapped[str] = mapped_column(String(200))
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ledger_entry: Mapped[str] = mapped_column(String(36))
+
+
+class Maintenance(Base):
+    """Key/value facts about housekeeping, e.g. when retention was last enforced."""
+
+    __tablename__ = "maintenance"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
