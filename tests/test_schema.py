@@ -274,11 +274,6 @@ def test_behind_with_auto_upgrade_off_waits_for_db_upgrade(tmp_path, monkeypatch
         store.db.dispose()
 
 
-ENGINE_WIRING = pytest.mark.xfail(strict=True, reason="the engine opens its store with open_store(url, "
-                                  "auto_upgrade=settings.auto_upgrade) and ledgers schema_change: not wired yet")
-
-
-@ENGINE_WIRING
 def test_the_engine_refuses_a_store_behind_it_when_auto_upgrade_is_off(tmp_path, monkeypatch, capsys):
     home = release_home(tmp_path)
     open_store(sqlite_url(home / "faceledger.db")).db.dispose()
@@ -288,7 +283,6 @@ def test_the_engine_refuses_a_store_behind_it_when_auto_upgrade_is_off(tmp_path,
     assert code == 2 and "run `faceledger db upgrade`" in err and "Traceback" not in err
 
 
-@ENGINE_WIRING
 def test_the_engine_ledgers_the_upgrade_it_makes_on_start(tmp_path, monkeypatch):
     home = release_home(tmp_path)
     use_two_revisions(monkeypatch, tmp_path)

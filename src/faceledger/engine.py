@@ -27,7 +27,7 @@ from .services.reports import Reports
 from .services.review import Reviews
 from .services.search import Searching
 from .services.users import Users
-from .store import open_database
+from .store import open_store
 
 
 class _Via:
@@ -54,8 +54,12 @@ class Engine:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         settings.home.mkdir(parents=True, exist_ok=True)
-        self.db, self.sessions = open_database(settings.database_url)
+        store = open_store(settings.database_url, auto_upgrade=settings.auto_upgrade)
+        self.db, self.sessions = store.db, store.sessions
         self.ledger = Ledger(self.sessions, settings.home / "ledger.head")
+        if store.schema_change is not None and not store.schema_change.created:
+            self.ledger.record(actor=settings.operator, action="schema.upgrade",
+                               payload=store.schema_change.as_payload())
         self.pipeline = FacePipeline.from_settings(settings)
         ctx = self.ctx = Context(settings=settings, db=self.db, sessions=self.sessions, ledger=self.ledger,
                                  pipeline=self.pipeline)
