@@ -96,3 +96,20 @@ def test_erasure_by_subject_takes_the_persons_probes(eng):
     assert receipt["probes"] == 2
     with eng.sessions() as session:
         assert session.execute(select(func.count()).select_from(Probe)).scalar_one() == 1
+
+
+def test_the_data_directory_is_private(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir(mode=0o755)
+    home.chmod(0o755)
+    open_test_engine(home).close()
+    assert home.stat().st_mode & 0o777 == 0o700  # faces and the ledger are not world-readable
+
+
+def test_an_undecodable_probe_is_ledgered(eng):
+    from faceledger.errors import ImageError
+
+    with pytest.raises(ImageError):
+        eng.search(b"not an image at all", gallery="g", purpose="p", case="c-9")
+    last = eng.ledger.entries(action="search")[-1]["payload"]
+    assert last["decision"] == "failed" and last["case"] == "c-9"

@@ -6,6 +6,7 @@ and the service checks the role first.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,7 +54,7 @@ class Engine:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        settings.home.mkdir(parents=True, exist_ok=True)
+        _private_directory(settings.home)
         store = open_store(settings.database_url, auto_upgrade=settings.auto_upgrade)
         self.db, self.sessions = store.db, store.sessions
         self.ledger = Ledger(self.sessions, settings.home / "ledger.head")
@@ -158,6 +159,15 @@ class Engine:
     transparency_summary = via("reports")
     transparency_report = via("reports")
     stats = via("reports")
+
+
+def _private_directory(home: Path) -> None:
+    """The data directory holds faces, embeddings and the ledger: only its owner may enter it (0700).
+
+    A directory made by another user (a shared mount) is left as it is."""
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if home.stat().st_uid == os.geteuid() and home.stat().st_mode & 0o077:
+        home.chmod(0o700)
 
 
 def open_engine(settings: Settings | None = None, **overrides) -> Engine:

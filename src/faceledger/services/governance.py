@@ -78,9 +78,9 @@ class Governance:
         request = {"reason": reason, "galleries": names, "method": "face" if face is not None else "subject",
                    "dry_run": dry_run}
         if face is not None:
-            loaded = ctx.load(face, image_name)
-            request["probe_sha256"] = loaded.sha256
             with self.access.failures(principal, "erase", request):
+                loaded = ctx.load(face, image_name)
+                request["probe_sha256"] = loaded.sha256
                 vector = ctx.probe_face(loaded).embedding
             matches, probe_ids = self._matches_for_erasure(galleries, vector)
         else:

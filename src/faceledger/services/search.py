@@ -60,9 +60,10 @@ class Searching:
             check_investigative(investigative, policy["allow_investigative"], gallery)
         if top_k < 1:
             raise FaceledgerError("--top-k must be at least 1")
-        loaded = ctx.load(image, image_name)
-        request.update(probe_sha256=loaded.sha256, top_k=top_k, authorisation=authorisation)
-        with self.access.failures(principal, "search", request):
+        request.update(top_k=top_k, authorisation=authorisation)
+        with self.access.failures(principal, "search", request):  # an undecodable upload is ledgered too
+            loaded = ctx.load(image, image_name)
+            request.update(probe_sha256=loaded.sha256)
             probe = ctx.probe_face(loaded, on_multiple=on_multiple)
         return self._search_probe(principal, gallery, loaded, probe, purpose=purpose, case=case, top_k=top_k,
                                   investigative=investigative, authorisation=authorisation)
@@ -169,9 +170,10 @@ class Searching:
             purpose = require_text(purpose, "a purpose", "--purpose")
             case = require_text(case, "a case reference", "--case")
             authorisation = optional_text(authorisation, "the authorisation id", "--authorisation")
-        loaded = (ctx.load(image_a, names[0]), ctx.load(image_b, names[1]))
-        request.update(probe_sha256=[im.sha256 for im in loaded], authorisation=authorisation)
-        with self.access.failures(principal, "verify", request):
+        request.update(authorisation=authorisation)
+        with self.access.failures(principal, "verify", request):  # an undecodable upload is ledgered too
+            loaded = (ctx.load(image_a, names[0]), ctx.load(image_b, names[1]))
+            request.update(probe_sha256=[im.sha256 for im in loaded])
             faces = [ctx.probe_face(im) for im in loaded]
         calibration = self.calibrations.current
         score = float(np.dot(faces[0].embedding, faces[1].embedding))
