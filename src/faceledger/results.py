@@ -34,10 +34,12 @@ class Candidate:
     face_id: int
     above_threshold: bool = True
     label: str = CANDIDATE_LABEL
+    gallery: str | None = None
 
     def as_json(self) -> dict:
         return {
             "rank": self.rank,
+            "gallery": self.gallery,
             "subject": self.subject,
             "subject_id": self.subject_id,
             "score": round(self.score, 6),
@@ -68,6 +70,18 @@ class SearchResult:
     ledger_entry: str
     probe_box: tuple[float, float, float, float] | None = None
     """The probe's face box (x0, y0, x1, y1) in the upright probe image."""
+    galleries: tuple[str, ...] = ()
+    """Every gallery searched (several with `--gallery A --gallery B`); `gallery` joins their names."""
+    refused: tuple[dict, ...] = ()
+    """Galleries named but not searched, each with the reason (their policy refused the purpose)."""
+    calibration_source: str = "packaged"
+    """packaged | gallery | combined: which impostor samples set the threshold (see calibration show)."""
+    threshold_extrapolated: bool = False
+    extrapolation_factor: float = 1.0
+    predicted_fpir: float | None = None
+    threshold_explanation: str = ""
+    meaning: str = ""
+    """What this answer means at this gallery size, in words (what "no match" promises)."""
 
     def as_json(self) -> dict:
         return {
@@ -85,6 +99,14 @@ class SearchResult:
             "calibration_id": self.calibration_id,
             "ledger_entry": self.ledger_entry,
             "probe_box": [round(float(v), 1) for v in self.probe_box] if self.probe_box else None,
+            "galleries": list(self.galleries),
+            "refused": list(self.refused),
+            "calibration_source": self.calibration_source,
+            "threshold_extrapolated": self.threshold_extrapolated,
+            "extrapolation_factor": self.extrapolation_factor,
+            "predicted_fpir": self.predicted_fpir,
+            "threshold_explanation": self.threshold_explanation,
+            "meaning": self.meaning,
         }
 
 

@@ -43,6 +43,7 @@ class Governance:
             session.commit()
         ctx.ledger.note_committed(entry)
         self.indexes.refresh(removal)
+        self.calibrations.forget(list(removal.face_ids_by_gallery))
         return {"ledger_entry": entry.entry_id, **removal.summary()}
 
     def purge_if_overdue(self) -> None:
@@ -141,7 +142,7 @@ class Governance:
                 select(FaceRecord.embedding).where(FaceRecord.subject_id == subject_id)).scalars()]
             own = np.stack(faces) if faces else np.empty((0, self.ctx.pipeline.embedder.dim), np.float32)
             found = []
-            for probe in session.execute(select(Probe).where(Probe.gallery_id == gallery.id)).scalars():
+            for probe in session.execute(select(Probe)).scalars():  # a search of several galleries names any
                 named = any(c.get("subject_id") == subject_id for c in probe.candidates or [])
                 vector = np.frombuffer(probe.embedding, np.float32)
                 if named or (len(own) and float((own @ vector).max()) >= threshold):
@@ -166,6 +167,7 @@ class Governance:
             session.commit()
         ctx.ledger.note_committed(entry)
         self.indexes.refresh(removal)
+        self.calibrations.forget(list(removal.face_ids_by_gallery))
         counts = removal.summary()
         return {"receipt": entry.entry_id, "reason": request["reason"], "dry_run": False, "images": counts["images"],
                 "faces": counts["faces"], "probes": counts["probes"], "subjects": matches}

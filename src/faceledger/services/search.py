@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import numpy as np
@@ -10,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ..calibration import Threshold, fpir_at
-from ..errors import FaceledgerError
+from ..errors import FaceledgerError, PolicyViolation
 from ..faces import Face
 from ..imaging import LoadedImage
 from ..index.faiss_index import FaissIndex
@@ -41,23 +42,28 @@ class Searching:
         self.indexes = indexes
         self.calibrations = calibrations
 
-    def search(self, image: ImageSource, *, gallery: str, purpose: str | None, case: str | None,
+    def search(self, image: ImageSource, *, gallery: str | Sequence[str], purpose: str | None, case: str | None,
                top_k: int = 10, investigative: bool = False, authorisation: str | None = None,
                image_name: str | None = None, on_multiple: str = "refuse",
                by: Principal | None = None) -> SearchResult:
-        """1:N search. Open-set: only candidates above the threshold that holds the gallery's target FPIR at
-        its current size. Investigative (where the gallery allows it): the top-k as leads, not identifications."""
+        """1:N search. Open-set: only candidates above the threshold that holds the target FPIR over every face
+        compared. Investigative (where every gallery allows it): the top-k as leads, not identifications.
+
+        `gallery` may name several galleries: each checks its own purpose policy (a refusing gallery is
+        left out and named in the result), the threshold holds the strictest target FPIR over all the faces
+        compared, and one ledger entry names every gallery searched and every gallery that refused."""
         ctx = self.ctx
-        principal = self.access.authorize(by, "search", gallery=gallery)
-        request = {"gallery": gallery, "purpose": purpose, "case": case, "investigative": investigative}
+        names = [gallery] if isinstance(gallery, str) else list(dict.fromkeys(gallery))
+        if not names:
+            raise FaceledgerError("name at least one gallery to search (--gallery)")
+        label = ", ".join(names)
+        principal = self.access.authorize(by, "search", gallery=label)
+        request = {"gallery": label, "purpose": purpose, "case": case, "investigative": investigative}
         with self.access.refusals(principal, "search", request):
             purpose = require_text(purpose, "a purpose", "--purpose")
             case = require_text(case, "a case reference", "--case")
             authorisation = optional_text(authorisation, "the authorisation id", "--authorisation")
-            with ctx.sessions() as session:
-                policy = gallery_policy(ctx.gallery(session, gallery))
-            check_purpose(purpose, policy["purposes"], gallery)
-            check_investigative(investigative, policy["allow_investigative"], gallery)
+            searched, refused = self._allowed(names, purpose, investigative)
         if top_k < 1:
             raise FaceledgerError("--top-k must be at least 1")
         request.update(top_k=top_k, authorisation=authorisation)
@@ -65,38 +71,68 @@ class Searching:
             loaded = ctx.load(image, image_name)
             request.update(probe_sha256=loaded.sha256)
             probe = ctx.probe_face(loaded, on_multiple=on_multiple)
-        return self._search_probe(principal, gallery, loaded, probe, purpose=purpose, case=case, top_k=top_k,
-                                  investigative=investigative, authorisation=authorisation)
+        return self._search_probe(principal, searched, refused, loaded, probe, purpose=purpose, case=case,
+                                  top_k=top_k, investigative=investigative, authorisation=authorisation)
 
-    def _search_probe(self, principal: Principal, gallery: str, loaded: LoadedImage, probe: Face, *,
-                      purpose: str, case: str, top_k: int, investigative: bool,
+    def _allowed(self, names: list[str], purpose: str, investigative: bool) -> tuple[list[str], list[dict]]:
+        """The galleries whose policy allows this search, and those that refused it with the reason.
+        All refusing is a refusal of the search (PolicyViolation)."""
+        searched, refused = [], []
+        with self.ctx.sessions() as session:
+            for name in names:
+                policy = gallery_policy(self.ctx.gallery(session, name))
+                try:
+                    check_purpose(purpose, policy["purposes"], name)
+                    check_investigative(investigative, policy["allow_investigative"], name)
+                except PolicyViolation as exc:
+                    if len(names) == 1:
+                        raise
+                    refused.append({"gallery": name, "reason": str(exc)})
+                    continue
+                searched.append(name)
+        if not searched:
+            raise PolicyViolation("every gallery named refused this search: "
+                                  + "; ".join(r["reason"] for r in refused))
+        return searched, refused
+
+    def _search_probe(self, principal: Principal, names: list[str], refused: list[dict], loaded: LoadedImage,
+                      probe: Face, *, purpose: str, case: str, top_k: int, investigative: bool,
                       authorisation: str | None) -> SearchResult:
         """Rank, threshold, and ledger the search together with its probe record, in one transaction."""
         ctx = self.ctx
-        calibration = self.calibrations.current
         mode = "investigative" if investigative else "open-set"
         now = utcnow()
         with ctx.writing() as session:
-            gallery_row = ctx.gallery(session, gallery)
-            match = self.match(session, gallery_row, probe.embedding, top_k=top_k, investigative=investigative)
-            threshold, candidates, size = match.threshold, match.candidates, match.gallery_size
-            probe_expires = now + timedelta(days=gallery_row.probe_retain_days)
+            rows = [ctx.gallery(session, name) for name in names]
+            answer = self.match_many(session, rows, probe.embedding, top_k=top_k, investigative=investigative)
+            threshold, candidates, size = answer.threshold, answer.candidates, answer.gallery_size
+            target = min(g.target_fpir for g in rows)
+            probe_expires = now + timedelta(days=min(g.probe_retain_days for g in rows))
+            keep_image = all(g.keep_probe_images for g in rows)
+            decision = "match" if any(c.above_threshold for c in candidates) else "no_match"
             result_fields = {
-                "decision": "match" if any(c.above_threshold for c in candidates) else "no_match",
-                "mode": mode, "threshold": threshold.score, "target_fpir": gallery_row.target_fpir,
-                "threshold_supported": threshold.supported, "gallery": gallery, "gallery_size": size,
+                "decision": decision, "mode": mode, "threshold": threshold.score, "target_fpir": target,
+                "threshold_supported": threshold.supported, "gallery": ", ".join(names), "gallery_size": size,
                 "probe_sha256": loaded.sha256, "probe_quality": probe.quality.as_dict(), "model_id": ctx.model_id,
-                "calibration_id": calibration.calibration_id,
+                "calibration_id": answer.calibration_id, "galleries": tuple(names), "refused": tuple(refused),
+                "calibration_source": getattr(threshold, "source", "packaged"),
+                "threshold_extrapolated": bool(getattr(threshold, "extrapolated", False)),
+                "extrapolation_factor": float(getattr(threshold, "extrapolation_factor", 1.0)),
+                "predicted_fpir": getattr(threshold, "predicted_fpir", None),
+                "threshold_explanation": getattr(threshold, "explanation", ""),
+                "meaning": meaning(decision, mode, target, size, threshold.score),
             }
             entry = ctx.ledger.append(session, actor=principal.name, action="search", payload={
-                **result_fields, "purpose": purpose, "case": case, "authorisation": authorisation,
-                "gallery_id": gallery_row.id, "top_k": top_k, "candidates": [c.as_json() for c in candidates],
-                "probe_expires": iso(probe_expires), "probe_image_kept": gallery_row.keep_probe_images})
+                **{k: v for k, v in result_fields.items() if k not in ("galleries", "refused")},
+                "galleries": names, "refused": refused, "purpose": purpose, "case": case,
+                "authorisation": authorisation, "gallery_id": rows[0].id, "gallery_ids": [g.id for g in rows],
+                "top_k": top_k, "candidates": [c.as_json() for c in candidates],
+                "probe_expires": iso(probe_expires), "probe_image_kept": keep_image})
             session.add(Probe(
-                entry_id=entry.entry_id, gallery_id=gallery_row.id, searched_by=principal.name, sha256=loaded.sha256,
+                entry_id=entry.entry_id, gallery_id=rows[0].id, searched_by=principal.name, sha256=loaded.sha256,
                 embedding=probe.embedding.tobytes(), quality=probe.quality.as_dict(), mode=mode,
                 candidates=[c.as_json() for c in candidates], created_at=now, expires_at=probe_expires,
-                image=loaded.data if gallery_row.keep_probe_images else None))
+                image=loaded.data if keep_image else None))
             session.commit()
         ctx.ledger.note_committed(entry)
         return SearchResult(candidates=tuple(candidates), ledger_entry=entry.entry_id,
@@ -107,13 +143,26 @@ class Searching:
         """The open-set answer for one probe vector against one gallery, without ledgering it: the
         threshold at the gallery's size and the candidates (above it, or the top-k leads when
         investigative). Callers ledger the search (still images here; a video search ledgers its tracks)."""
-        index = self.indexes.get(session, gallery)
-        size = len(index)
-        threshold = self.calibrations.current.threshold_for_fpir(gallery.target_fpir, size)
-        candidates = self._candidates(session, index, vector, None if investigative else threshold.score,
-                                      top_k, size, threshold.score, investigative)
+        return self.match_many(session, [gallery], vector, top_k=top_k, investigative=investigative)
+
+    def match_many(self, session: Session, galleries: list[Gallery], vector: np.ndarray, *, top_k: int,
+                   investigative: bool = False) -> Match:
+        """The open-set answer over several galleries searched as one: N is every face compared, the target
+        the strictest of theirs, and the threshold the highest any gallery's calibration asks for at N."""
+        indexes = [self.indexes.get(session, g) for g in galleries]
+        size = sum(len(index) for index in indexes)
+        target = min(g.target_fpir for g in galleries)
+        calibrations = [self.calibrations.for_gallery(session, g) for g in galleries]
+        threshold = max((c.threshold_for_fpir(target, max(size, 1)) for c in calibrations), key=lambda t: t.score)
+        candidates: list[Candidate] = []
+        for gallery, index, calibration in zip(galleries, indexes, calibrations):
+            candidates += self._candidates(session, index, vector, None if investigative else threshold.score,
+                                           top_k, size, threshold.score, investigative, calibration,
+                                           gallery.name if len(galleries) > 1 else None)
+        candidates.sort(key=lambda c: c.score, reverse=True)
+        candidates = [replace(c, rank=rank) for rank, c in enumerate(candidates[:top_k], start=1)]
         return Match(threshold=threshold, candidates=candidates, gallery_size=size,
-                     calibration_id=self.calibrations.current.calibration_id)
+                     calibration_id="; ".join(dict.fromkeys(c.calibration_id for c in calibrations)))
 
     def rank(self, gallery: str, vectors: np.ndarray, *, top_k: int = 10) -> list[list[SubjectHit]]:
         """Best face per subject for each query vector, top_k subjects, no threshold and no ledger entry.
@@ -142,9 +191,9 @@ class Searching:
             shortlist = min(len(index), shortlist * 4)
 
     def _candidates(self, session: Session, index: FaissIndex, vector: np.ndarray, minimum: float | None,
-                    top_k: int, gallery_size: int, threshold: float, investigative: bool) -> list[Candidate]:
+                    top_k: int, compared: int, threshold: float, investigative: bool, calibration,
+                    gallery: str | None = None) -> list[Candidate]:
         """Best face per subject (at or above `minimum` when given), ranked, each with its error rates."""
-        calibration = self.calibrations.current
         hits = self.rank_subjects(session, index, vector, top_k)[0]
         if minimum is not None:
             hits = [h for h in hits if h.score >= minimum]
@@ -154,9 +203,9 @@ class Searching:
             candidates.append(Candidate(
                 rank=rank, subject=hit.subject, subject_id=hit.subject_id, score=hit.score,
                 false_match_rate=estimate.fmr, false_match_rate_upper=estimate.upper,
-                gallery_false_positive_chance=fpir_at(estimate.fmr, gallery_size),
+                gallery_false_positive_chance=fpir_at(estimate.fmr, compared),
                 image=hit.image, face_id=hit.face_id, above_threshold=hit.score >= threshold,
-                label=LEAD_LABEL if investigative else CANDIDATE_LABEL))
+                label=LEAD_LABEL if investigative else CANDIDATE_LABEL, gallery=gallery))
         return candidates
 
     def verify(self, image_a: ImageSource, image_b: ImageSource, *, purpose: str | None, case: str | None,
@@ -200,18 +249,20 @@ class Searching:
 
     def operating_points(self) -> list[dict]:
         """Each gallery's open-set threshold at its current size, and what it predicts."""
-        calibration = self.calibrations.current
         points = []
         with self.ctx.sessions() as session:
             for gallery in session.execute(select(Gallery).where(Gallery.model_id == self.ctx.model_id)
                                            .order_by(Gallery.name)).scalars():
                 size = session.execute(select(func.count()).select_from(FaceRecord).where(
                     FaceRecord.gallery_id == gallery.id)).scalar_one()
-                threshold = calibration.threshold_for_fpir(gallery.target_fpir, size)
+                gallery_calibration = self.calibrations.for_gallery(session, gallery)
+                threshold = gallery_calibration.threshold_for_fpir(gallery.target_fpir, max(size, 1))
                 points.append({"gallery": gallery.name, "gallery_size": size, "target_fpir": gallery.target_fpir,
                                "threshold": threshold.score, "predicted_fmr": threshold.predicted_fmr,
                                "per_comparison_fmr": threshold.per_comparison_fmr, "supported": threshold.supported,
-                               "calibration_id": calibration.calibration_id})
+                               "calibration_id": gallery_calibration.calibration_id,
+                               "calibration_source": getattr(threshold, "source", "packaged"),
+                               "extrapolated": bool(getattr(threshold, "extrapolated", False))})
         return points
 
 
@@ -227,3 +278,19 @@ def _best_per_subject(session: Session, scores: np.ndarray, ids: np.ndarray, top
                                            face_id=int(fid), image=info[2])
         ranked.append(sorted(best.values(), key=lambda h: h.score, reverse=True)[:top_k])
     return ranked
+
+
+def meaning(decision: str, mode: str, target_fpir: float, compared: int, threshold: float) -> str:
+    """What the answer means, in words, at this gallery size."""
+    if mode == "investigative":
+        return (f"Investigative search: the top candidates are leads, not identifications; any of them may be a "
+                f"stranger. Scores at or above {threshold:.3f} would clear the open-set threshold.")
+    rate = f"about 1 search in {round(1 / target_fpir):,}" if target_fpir > 0 else "rarely"
+    if decision == "no_match":
+        return (f"No enrolled face scored at or above {threshold:.3f}. The threshold is set so that a person who "
+                f"is not among the {compared:,} faces compared gets a candidate in {rate} (target FPIR "
+                f"{target_fpir:g}). No match does not prove the person is not enrolled: an enrolled person "
+                "photographed badly can score below the threshold.")
+    return (f"At least one candidate scored at or above {threshold:.3f}, the threshold that holds a target FPIR "
+            f"of {target_fpir:g} over {compared:,} faces: a stranger would get a candidate in {rate}. A candidate "
+            "is not an identification until a second person has reviewed it.")
