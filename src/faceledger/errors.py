@@ -43,6 +43,10 @@ class MissingField(PolicyViolation):
     """A field every such request must state is missing or blank (purpose, case, reason, provenance, ...)."""
 
 
+class CalibrationError(FaceledgerError):
+    """A calibration file is missing, corrupt, or belongs to another model; rebuild it or delete it."""
+
+
 class IndexMismatch(FaceledgerError):
     """The vector index does not belong to this store (other model or dimension)."""
 
