@@ -25,3 +25,10 @@ __all__ = [
     "SCORE_MAX", "SCORE_MIN", "Calibration", "FmrEstimate", "Threshold", "fpir_at", "impostor_histogram",
     "packaged_calibration", "per_comparison_fmr", "score_histogram", "wilson_interval",
 ]
+
+from .gallery import GallerySample, find_duplicates, gallery_sample  # noqa: E402
+from .openset import OpenSetCalibration, OpenSetThreshold  # noqa: E402
+from .tail import TailFit, fit_tail  # noqa: E402
+
+__all__ += ["GallerySample", "OpenSetCalibration", "OpenSetThreshold", "TailFit", "find_duplicates", "fit_tail",
+            "gallery_sample"]
