@@ -66,8 +66,12 @@ class Source:
     """One histogram with its tail fit: scores for an FMR, FMR bounds for a score."""
 
     def __init__(self, name: str, cal: Calibration, *, reps: int = REPS, seed: int = 0,
-                 max_extrapolation: float = MAX_EXTRAPOLATION) -> None:
+                 max_extrapolation: float = MAX_EXTRAPOLATION, trust_top: bool = False) -> None:
         self.name = name
+        # trust_top: the sample's most extreme pairs were checked (the packaged sample, cleaned of label
+        # noise): they bind thresholds like any other impostor pair. Otherwise (a gallery's own sample)
+        # the pairs the tail fit trims may be duplicate enrolments and do not set a threshold alone.
+        self.trust_top = trust_top
         self.cal = cal
         self.max_extrapolation = max_extrapolation
         self.floor = 3.0 / cal.total
@@ -91,7 +95,7 @@ class Source:
         one photograph under two names) are not trusted to set a threshold, above or below."""
         ok = np.nonzero(self._lower <= p)[0]
         edge = self._edge(int(ok[0])) if len(ok) else 1.0
-        return min(edge, self.tail.censor_at) if self.tail is not None else edge
+        return min(edge, self.tail.censor_at) if self.tail is not None and not self.trust_top else edge
 
     def fmr_upper(self, score: float) -> tuple[float, float]:
         """(point, upper) FMR at score: histogram (Wilson) inside the data, tail bound beyond u."""
@@ -99,7 +103,8 @@ class Source:
         if self.tail is None or score < self.tail.threshold:
             return est.fmr, est.upper
         # the sample's own (Wilson lower) count still floors the estimate where the fit read it
-        seen = float(self._lower[self.cal._bin(score)]) if score < self.tail.censor_at else 0.0
+        read = self.trust_top or score < self.tail.censor_at
+        seen = float(self._lower[self.cal._bin(score)]) if read else 0.0
         point = max(self.tail.fmr(score), seen)
         return point, max(self.tail.fmr_upper(score), seen)
 
@@ -127,7 +132,7 @@ def _packaged_source(cal: Calibration, reps: int, max_extrapolation: float) -> S
     if key not in _PACKAGED:
         if len(_PACKAGED) >= 8:
             _PACKAGED.pop(next(iter(_PACKAGED)))
-        _PACKAGED[key] = Source("packaged", cal, reps=reps, max_extrapolation=max_extrapolation)
+        _PACKAGED[key] = Source("packaged", cal, reps=reps, max_extrapolation=max_extrapolation, trust_top=True)
     return _PACKAGED[key]
 
 
