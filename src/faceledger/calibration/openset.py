@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import CalibrationError
 from .core import SCORE_MIN, Calibration, FmrEstimate, Threshold, fpir_at, per_comparison_fmr
-from .gallery import GallerySample
+from .gallery import DUPLICATE_SCORE, MAX_EXCLUDED_SHARE, GallerySample
 from .tail import REPS, TailFit, fit_tail
 
 MAX_EXTRAPOLATION = 100.0
@@ -75,8 +75,16 @@ class Source:
         self.cal = cal
         self.max_extrapolation = max_extrapolation
         self.floor = 3.0 / cal.total
-        self._tail_counts = cal._tail
-        self._lower = _wilson_lower(self._tail_counts.astype(np.float64), cal.total)
+        # pairs at or above the near-duplicate level are one photograph under two names, not impostors,
+        # as long as they are a handful: they never set a threshold on their own
+        dup_bin = cal._bin(DUPLICATE_SCORE)
+        self.duplicates = int(cal._tail[dup_bin])
+        tail = cal._tail.astype(np.float64)
+        if 0 < self.duplicates <= max(10, MAX_EXCLUDED_SHARE * cal.total):
+            tail = np.where(np.arange(len(tail)) < dup_bin, tail - self.duplicates, 0.0)
+        else:
+            self.duplicates = 0
+        self._lower = _wilson_lower(tail, cal.total)
         min_exc = int(min(1000, max(100, cal.total // 20)))
         self.tail: TailFit | None
         try:
