@@ -206,6 +206,57 @@ def held_out(e, args) -> dict:
             "rows": rows}
 
 
+def shifted(e, args, k: int = 16) -> dict:
+    """A look-alike sub-population of LFW: the k-means cluster (first images, spherical k-means) whose
+    own impostor tail sits highest. Its people are split in half; the gallery sample is made from every
+    image of one half, thresholds from packaged v2 alone and combined, FMR observed on the other half."""
+    import faiss
+
+    paths, first = bc.first_images(e)
+    km = faiss.Kmeans(first.shape[1], k, niter=25, seed=args.seed, spherical=True, verbose=False)
+    km.train(first)
+    assign = km.index.search(first, 1)[1][:, 0]
+    clean = packaged_calibration(MODEL)
+    t4 = clean.threshold_for_fmr(1e-4).score
+    ratio = []
+    for c in range(k):
+        v = first[assign == c]
+        sc = (v @ v.T)[np.triu_indices(len(v), 1)]
+        ratio.append(float(np.mean(sc >= t4)) / 1e-4)
+    c = int(np.argmax(ratio))
+    names = sorted(p.split("/")[0] for p, a in zip(paths, assign) if a == c)
+    rng = np.random.default_rng(args.seed + 2)
+    rng.shuffle(names)
+    halves = names[: len(names) // 2], names[len(names) // 2:]
+    ok = ~e.failed
+    ids = e.identities
+
+    def faces(group):
+        rows = np.array([i for i in range(len(e.paths)) if ok[i] and ids[i] in set(group)])
+        return e.embeddings[rows].astype(np.float32), ids[rows]
+
+    ga, ia = faces(halves[0])
+    gb, ib = faces(halves[1])
+    sample = gallery_sample(ga, ia, model_id=MODEL, max_pairs=10**8)
+    test = gallery_sample(gb, ib, model_id=MODEL, max_pairs=10**8)
+    test_cal = test.calibration()
+    packaged = OpenSetCalibration(clean, None)
+    comb = OpenSetCalibration(clean, sample)
+    rows = []
+    for p in (1e-3, 1e-4, 1e-5):
+        row = {"target_fmr": p}
+        for name, cal in (("packaged-clean", packaged), ("combined", comb)):
+            th = cal.threshold_for_fmr(p)
+            kk = test_cal.fmr(th.score).impostors_at_or_above
+            lo, hi = wilson_interval(kk, test_cal.total)
+            row[name] = {"threshold": th.score, "observed_fmr": kk / test_cal.total, "count": kk,
+                         "wilson95": [lo, hi], "binding": th.binding, "extrapolation": th.extrapolation_factor}
+        rows.append(row)
+    return {"clusters": k, "cluster": c, "cluster_fmr_at_packaged_1e-4_over_target": round(ratio[c], 2),
+            "people": len(names), "fit_faces": len(ga), "fit_pairs": sample.pairs, "test_faces": len(gb),
+            "test_pairs": test.pairs, "rows": rows}
+
+
 def scale(e, args) -> dict:
     import search_scale as ss  # faiss k-means for the mixture
 
@@ -280,6 +331,16 @@ def markdown(result: dict) -> str:
         c, w = r["test_clean"], r["test_raw"]
         lines.append(f"| {r['target_fmr']:g} | {r['threshold']:.4f} | {r['predicted_fmr']:.2g} | "
                      f"×{r['extrapolation']:.0f} | {c['fmr']:.2g} ({c['count']}) | {w['fmr']:.2g} ({w['count']}) |")
+    if "shifted" in result:
+        sh = result["shifted"]
+        lines += ["", f"Look-alike sub-population (cluster {sh['cluster']} of {sh['clusters']}, {sh['people']} people; "
+                  f"gallery sample {sh['fit_pairs']:,} pairs, test {sh['test_pairs']:,} pairs)", "",
+                  "| target FMR | packaged v2: threshold, observed FMR (count) | combined: threshold, observed FMR (count) |",
+                  "|---|---|---|"]
+        for r in sh["rows"]:
+            a, b = r["packaged-clean"], r["combined"]
+            lines.append(f"| {r['target_fmr']:g} | {a['threshold']:.4f}, {a['observed_fmr']:.2g} ({a['count']}) | "
+                         f"{b['threshold']:.4f}, {b['observed_fmr']:.2g} ({b['count']}) |")
     if "scale" in result:
         lines += ["", "| N faces (LFW + synthetic) | target FPIR | method | threshold | supported | extrapolated | "
                   "predicted FPIR | observed FPIR | with label noise | FNIR |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -305,6 +366,8 @@ def main() -> None:
     result = {"model_id": MODEL, "seed": args.seed, "open_set": open_set(e, args)}
     log("held-out check")
     result["held_out"] = held_out(e, args)
+    log("look-alike sub-population")
+    result["shifted"] = shifted(e, args)
     if not args.no_scale:
         result["scale"] = scale(e, args)
     print(markdown(result))
