@@ -39,10 +39,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO / "scripts"))
-import build_calibration as bc  # noqa: E402
-import lfw_common as common  # noqa: E402
+import build_calibration as bc
+import lfw_common as common
 
-from faceledger.calibration import (  # noqa: E402
+from faceledger.calibration import (
     Calibration,
     OpenSetCalibration,
     gallery_sample,
@@ -130,7 +130,7 @@ def label_noise(e, probe_rows, hit_rows, scores) -> np.ndarray:
 
 
 def open_set(e, args) -> dict:
-    people, mated, enrol, probe, nonmated_rows, distractors = split(e, args.seed)
+    _, _, enrol, probe, nonmated_rows, distractors = split(e, args.seed)
     x = e.embeddings.astype(np.float32)
     ids = e.identities
     old = old_packaged()
@@ -183,7 +183,7 @@ def held_out(e, args) -> dict:
     for h in halves:
         hp = [paths[i] for i in h]
         high: list = []
-        raw, total, _ = bc.cross_pair_histogram(x[h], collect=high)
+        raw, _, _ = bc.cross_pair_histogram(x[h], collect=high)
         counts, removed = bc.clean_pairs(raw, hp, high)
         cals.append((Calibration(calibration_id="half", model_id=MODEL, bin_width=0.0005, counts=counts),
                      Calibration(calibration_id="half-raw", model_id=MODEL, bin_width=0.0005, counts=raw),
@@ -260,7 +260,7 @@ def shifted(e, args, k: int = 16) -> dict:
 def scale(e, args) -> dict:
     import search_scale as ss  # faiss k-means for the mixture
 
-    people, mated, enrol, probe, nonmated_rows, distractors = split(e, args.seed)
+    _, _, enrol, probe, nonmated_rows, distractors = split(e, args.seed)
     x = e.embeddings.astype(np.float32)
     ids = e.identities
     real_rows = np.array(enrol + distractors)
@@ -310,8 +310,8 @@ def pct(v: float) -> str:
 
 
 def markdown(result: dict) -> str:
-    lines = ["| N faces | target FPIR | method | threshold | predicted FPIR | observed FPIR (95 % Wilson) | "
-             "with label noise | FNIR | oracle FNIR (thr) | note |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [("| N faces | target FPIR | method | threshold | predicted FPIR | observed FPIR (95 % Wilson) | "
+             "with label noise | FNIR | oracle FNIR (thr) | note |"), "|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["open_set"]["rows"]:
         o = r["oracle"]
         for m in ("packaged-old", "packaged-clean", "gallery-only", "combined"):
@@ -323,8 +323,8 @@ def markdown(result: dict) -> str:
             lines.append(f"| {r['N']:,} | {r['target_fpir']:g} | {m} | {v['threshold']:.4f} | "
                          f"{pct(v['predicted_fpir'])} | {pct(v['observed_fpir'])} ({v['fp']}/{v['nonmated']}; "
                          f"{pct(lo)} – {pct(hi)}) | {v['fp_raw']} | {pct(v['fnir'])} | {pct(o['fnir'])} ({o['threshold']:.3f}) | {', '.join(note)} |")
-    lines += ["", "| fit on half the people: target FMR | threshold | predicted FMR | extrapolation | "
-              "observed FMR, other half (count) | observed, other half with its label noise |",
+    lines += ["", ("| fit on half the people: target FMR | threshold | predicted FMR | extrapolation | "
+              "observed FMR, other half (count) | observed, other half with its label noise |"),
               "|---|---|---|---|---|---|"]
     h = result["held_out"]
     for r in h["rows"]:
@@ -333,8 +333,8 @@ def markdown(result: dict) -> str:
                      f"×{r['extrapolation']:.0f} | {c['fmr']:.2g} ({c['count']}) | {w['fmr']:.2g} ({w['count']}) |")
     if "shifted" in result:
         sh = result["shifted"]
-        lines += ["", f"Look-alike sub-population (cluster {sh['cluster']} of {sh['clusters']}, {sh['people']} people; "
-                  f"gallery sample {sh['fit_pairs']:,} pairs, test {sh['test_pairs']:,} pairs)", "",
+        lines += ["", (f"Look-alike sub-population (cluster {sh['cluster']} of {sh['clusters']}, {sh['people']} people; "
+                  f"gallery sample {sh['fit_pairs']:,} pairs, test {sh['test_pairs']:,} pairs)"), "",
                   "| target FMR | packaged v2: threshold, observed FMR (count) | combined: threshold, observed FMR (count) |",
                   "|---|---|---|"]
         for r in sh["rows"]:
@@ -342,8 +342,8 @@ def markdown(result: dict) -> str:
             lines.append(f"| {r['target_fmr']:g} | {a['threshold']:.4f}, {a['observed_fmr']:.2g} ({a['count']}) | "
                          f"{b['threshold']:.4f}, {b['observed_fmr']:.2g} ({b['count']}) |")
     if "scale" in result:
-        lines += ["", "| N faces (LFW + synthetic) | target FPIR | method | threshold | supported | extrapolated | "
-                  "predicted FPIR | observed FPIR | with label noise | FNIR |", "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += ["", ("| N faces (LFW + synthetic) | target FPIR | method | threshold | supported | extrapolated | "
+                  "predicted FPIR | observed FPIR | with label noise | FNIR |"), "|---|---|---|---|---|---|---|---|---|---|"]
         for r in result["scale"]["rows"]:
             for m in ("packaged-clean", "combined"):
                 v = r[m]

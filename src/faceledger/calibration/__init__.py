@@ -26,9 +26,9 @@ __all__ = [
     "packaged_calibration", "per_comparison_fmr", "score_histogram", "wilson_interval",
 ]
 
-from .gallery import GallerySample, find_duplicates, gallery_sample  # noqa: E402
-from .openset import OpenSetCalibration, OpenSetThreshold  # noqa: E402
-from .tail import TailFit, fit_tail  # noqa: E402
+from .gallery import GallerySample, find_duplicates, gallery_sample
+from .openset import OpenSetCalibration, OpenSetThreshold
+from .tail import TailFit, fit_tail
 
 __all__ += ["GallerySample", "OpenSetCalibration", "OpenSetThreshold", "TailFit", "find_duplicates", "fit_tail",
             "gallery_sample"]

@@ -11,12 +11,12 @@ the calibration rises instead of over-promising, and the sample says so.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-import json
 import numpy as np
 
 from ..errors import CalibrationError
@@ -169,7 +169,7 @@ def gallery_sample(vectors: np.ndarray, subject_ids: np.ndarray, *, max_pairs: i
                          duplicate_score=duplicate_score,
                          duplicates_excluded=0 if keep_dups else duplicates,
                          duplicates_kept=duplicates if keep_dups else 0,
-                         created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+                         created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 
 def find_duplicates(vectors_a: np.ndarray, subjects_a: np.ndarray, vectors_b: np.ndarray | None = None,

@@ -154,7 +154,7 @@ class TailFit:
         return {"threshold": round(self.threshold, 6), "exceed_fraction": self.exceed_fraction,
                 "exceedances": self.exceedances, "pairs": self.total, "shape": round(self.shape, 5),
                 "scale": round(self.scale, 6), "censored_top": self.censored,
-                "censor_at": round(self.censor_at, 6), "bootstrap_reps": int(len(self.boot)),
+                "censor_at": round(self.censor_at, 6), "bootstrap_reps": len(self.boot),
                 "bound_level": self.level}
 
 
