@@ -251,6 +251,8 @@ def test_a_few_duplicates_are_left_out_of_the_gallery_sample():
     g = gallery_sample(x, np.arange(2000), model_id="m")
     assert g.duplicates_excluded == 5 and g.duplicates_kept == 0
     assert g.pairs == 2000 * 1999 // 2 - 5
+    t = OpenSetCalibration(normal_calibration(), g, reps=20).threshold_for_fpir(0.01, 2000)
+    assert "5 cross-subject pairs scoring like one photograph" in t.explanation
 
 
 def test_one_person_under_many_names_does_not_over_promise():

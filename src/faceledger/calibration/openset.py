@@ -233,7 +233,11 @@ class OpenSetCalibration:
                 parts.append(f"The {name} sample asks for {a.score:.4f} ({a.method}).")
         if self.gallery is None:
             parts.append(f"Packaged calibration only: {self.gallery_note}.")
-        if self.gallery_sample is not None and self.gallery is not None and self.gallery_sample.duplicates_kept:
+        if self.gallery is not None and self.gallery_sample.duplicates_excluded:
+            parts.append(f"{self.gallery_sample.duplicates_excluded:,} cross-subject pairs scoring like one "
+                         f"photograph (>= {self.gallery_sample.duplicate_score:g}) were left out of the gallery "
+                         "sample as probable duplicate enrolments (list them with find_duplicates).")
+        if self.gallery is not None and self.gallery_sample.duplicates_kept:
             parts.append(f"The gallery holds {self.gallery_sample.duplicates_kept:,} cross-subject pairs scoring "
                          "like one photograph; they are counted as impostors.")
         parts.extend(n[0].upper() + n[1:] + "." for n in notes)
