@@ -248,7 +248,7 @@ def test_a_few_duplicates_are_left_out_of_the_gallery_sample():
     rng = np.random.default_rng(6)
     x = unit(rng, 2000, 64)
     x[1000:1005] = x[:5]  # five photographs enrolled again under other subjects
-    g = gallery_sample(x, np.arange(2000), model_id="m")
+    g = gallery_sample(x, np.arange(2000), model_id="test-model")
     assert g.duplicates_excluded == 5 and g.duplicates_kept == 0
     assert g.pairs == 2000 * 1999 // 2 - 5
     t = OpenSetCalibration(normal_calibration(), g, reps=20).threshold_for_fpir(0.01, 2000)
