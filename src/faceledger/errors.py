@@ -48,6 +48,10 @@ class InvalidText(PolicyViolation):
     or is longer than its limit. Retype it in plain text."""
 
 
+class CalibrationError(FaceledgerError):
+    """A calibration file is missing, corrupt, or belongs to another model; rebuild it or delete it."""
+
+
 class IndexMismatch(FaceledgerError):
     """The vector index does not belong to this store (other model or dimension)."""
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import FaceledgerError
+from ..errors import CalibrationError, FaceledgerError
 
 SCORE_MIN, SCORE_MAX = -1.0, 1.0
 
@@ -101,7 +101,8 @@ class Calibration:
     """An impostor-score histogram for one model, with the FMR arithmetic on top."""
 
     def __init__(self, *, calibration_id: str, model_id: str, bin_width: float, counts: np.ndarray,
-                 description: str = "", max_impostor_score: float | None = None) -> None:
+                 description: str = "", max_impostor_score: float | None = None,
+                 provenance: dict | None = None) -> None:
         counts = np.asarray(counts, dtype=np.int64)
         expected = round((SCORE_MAX - SCORE_MIN) / bin_width)
         if counts.shape != (expected,) or counts.min(initial=0) < 0 or counts.sum() == 0:
@@ -112,6 +113,7 @@ class Calibration:
         self.counts = counts
         self.description = description
         self.max_impostor_score = max_impostor_score
+        self.provenance = dict(provenance or {})  # how it was built (cleaning, sources); free-form
         self.total = int(counts.sum())
         # tail[i] = impostor scores in bin i or above: a score in bin i counts every bin from i up,
         # so the FMR of a score is never under-stated by the binning.
@@ -171,24 +173,53 @@ class Calibration:
             "max_impostor_score": self.max_impostor_score,
             "first_bin": int(nonzero[0]),
             "counts": self.counts[nonzero[0]: nonzero[-1] + 1].tolist(),
+            **({"provenance": self.provenance} if self.provenance else {}),
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> Calibration:
-        bins = round((SCORE_MAX - SCORE_MIN) / data["bin_width"])
-        counts = np.zeros(bins, dtype=np.int64)
-        first = int(data["first_bin"])
-        counts[first: first + len(data["counts"])] = data["counts"]
-        return cls(calibration_id=data["calibration_id"], model_id=data["model_id"],
-                   bin_width=data["bin_width"], counts=counts, description=data.get("description", ""),
-                   max_impostor_score=data.get("max_impostor_score"))
+    def from_json(cls, data: dict, *, source: str = "calibration data") -> Calibration:
+        try:
+            bins = round((SCORE_MAX - SCORE_MIN) / float(data["bin_width"]))
+            counts = np.zeros(bins, dtype=np.int64)
+            first = int(data["first_bin"])
+            values = np.asarray(data["counts"], dtype=np.int64)
+            if first < 0 or first + len(values) > bins:
+                raise ValueError("histogram outside the score range")
+            counts[first: first + len(values)] = values
+            return cls(calibration_id=str(data["calibration_id"]), model_id=str(data["model_id"]),
+                       bin_width=float(data["bin_width"]), counts=counts,
+                       description=data.get("description", ""),
+                       max_impostor_score=data.get("max_impostor_score"),
+                       provenance=data.get("provenance"))
+        except FaceledgerError as exc:
+            raise CalibrationError(f"{source}: {exc}") from exc
+        except (KeyError, TypeError, ValueError, OverflowError, ZeroDivisionError) as exc:
+            raise CalibrationError(
+                f"{source} is not a faceledger calibration ({type(exc).__name__}: {exc}); "
+                "rebuild it with `faceledger calibrate` or delete it to use the packaged one"
+            ) from exc
 
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps(self.to_json()))
 
     @classmethod
     def load(cls, path: Path) -> Calibration:
-        return cls.from_json(json.loads(Path(path).read_text()))
+        return cls.from_json(read_json(path, what="calibration"), source=str(path))
+
+
+def read_json(path: Path, *, what: str) -> dict:
+    """A JSON object from a file, or a CalibrationError that says which file and why."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError as exc:
+        raise CalibrationError(f"{what} file {path} does not exist") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CalibrationError(
+            f"{what} file {path} is unreadable or corrupt ({exc}); rebuild it or delete it"
+        ) from exc
+    if not isinstance(data, dict):
+        raise CalibrationError(f"{what} file {path} is corrupt (not a JSON object); rebuild it or delete it")
+    return data
 
 
 def packaged_calibration(model_id: str) -> Calibration:
@@ -200,4 +231,8 @@ def packaged_calibration(model_id: str) -> Calibration:
             f"no calibration ships for model {model_id!r} (looked for {filename}); "
             "build one with scripts/build_calibration.py"
         )
-    return Calibration.from_json(json.loads(resource.read_text()))
+    try:
+        data = json.loads(resource.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CalibrationError(f"the packaged calibration {filename} is corrupt ({exc}); reinstall faceledger") from exc
+    return Calibration.from_json(data, source=f"packaged {filename}")

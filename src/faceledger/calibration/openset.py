@@ -1,0 +1,270 @@
+"""Open-set thresholds from the packaged sample and the gallery's own sample, combined conservatively.
+
+Each source (a score histogram) answers "which score has FMR p?" in one of two ways:
+- p at or above the share its tail fit starts from (zeta_u, ~1e-4): the histogram itself;
+- below: the GPD tail's bootstrap bound (tail.py), raised where needed so that the sample does not
+  show, with 95 % confidence, an FMR above p at that score (Wilson lower bound of the count above it).
+  Below the sample's own floor (3 / pairs) the figure is extrapolated, and says by how far; beyond
+  `max_extrapolation` times the floor it is not supported.
+
+Combined: the highest score any trustworthy source asks for. The gallery counts when it has at least
+MIN_SUBJECTS subjects and MIN_PAIRS cross-subject pairs. Where the gallery cannot reach p itself (beyond
+max_extrapolation of its floor), it still speaks through a shift: how far its tail bound sits above the
+packaged tail at the deepest FMR it does support, added to the packaged threshold at p. A gallery whose
+people score higher among themselves than LFW's (one lab, one family, one camera) therefore raises the
+threshold instead of inheriting LFW's promise.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import CalibrationError
+from .core import SCORE_MIN, Calibration, FmrEstimate, Threshold, fpir_at, per_comparison_fmr
+from .gallery import DUPLICATE_SCORE, MAX_EXCLUDED_SHARE, GallerySample
+from .tail import REPS, TailFit, fit_tail
+
+MAX_EXTRAPOLATION = 100.0
+
+
+@dataclass(frozen=True)
+class OpenSetThreshold(Threshold):
+    """A Threshold with where it came from and how far it reaches beyond the data."""
+
+    source: str = "packaged"  # packaged | gallery | combined (both consulted)
+    binding: str = "packaged"  # the source that set the score
+    extrapolated: bool = False
+    extrapolation_factor: float = 1.0  # sample floor / needed FMR of the binding source (1: within data)
+    sample_floor: float = 0.0  # the smallest FMR the binding source's sample shows
+    predicted_fpir: float | None = None
+    explanation: str = ""
+
+
+@dataclass(frozen=True)
+class SourceAnswer:
+    score: float
+    fmr_upper: float
+    extrapolated: bool
+    factor: float
+    floor: float
+    supported: bool
+    method: str
+
+
+def _wilson_lower(k: np.ndarray, n: int, z: float = 1.96) -> np.ndarray:
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return np.maximum(0.0, centre - half)
+
+
+class Source:
+    """One histogram with its tail fit: scores for an FMR, FMR bounds for a score."""
+
+    def __init__(self, name: str, cal: Calibration, *, reps: int = REPS, seed: int = 0,
+                 max_extrapolation: float = MAX_EXTRAPOLATION, trust_top: bool = False) -> None:
+        self.name = name
+        # trust_top: the sample's most extreme pairs were checked (the packaged sample, cleaned of label
+        # noise): they bind thresholds like any other impostor pair. Otherwise (a gallery's own sample)
+        # the pairs the tail fit trims may be duplicate enrolments and do not set a threshold alone.
+        self.trust_top = trust_top
+        self.cal = cal
+        self.max_extrapolation = max_extrapolation
+        self.floor = 3.0 / cal.total
+        # pairs at or above the near-duplicate level are one photograph under two names, not impostors,
+        # as long as they are a handful: they never set a threshold on their own
+        dup_bin = cal._bin(DUPLICATE_SCORE)
+        self.duplicates = int(cal._tail[dup_bin])
+        tail = cal._tail.astype(np.float64)
+        if 0 < self.duplicates <= max(10, MAX_EXCLUDED_SHARE * cal.total):
+            tail = np.where(np.arange(len(tail)) < dup_bin, tail - self.duplicates, 0.0)
+        else:
+            self.duplicates = 0
+        self._lower = _wilson_lower(tail, cal.total)
+        min_exc = int(min(1000, max(100, cal.total // 20)))
+        self.tail: TailFit | None
+        try:
+            self.tail = fit_tail(cal.counts, cal.bin_width, min_exceedances=min_exc, min_trim=min(10, min_exc // 20),
+                                 reps=reps, seed=seed)
+        except CalibrationError:
+            self.tail = None
+
+    def _edge(self, index: int) -> float:
+        return round(SCORE_MIN + index * self.cal.bin_width, 6)
+
+    def consistent_edge(self, p: float) -> float:
+        """The lowest bin edge where the sample does not show FMR > p with 95 % confidence.
+
+        Only the fitted part of the sample is read: the top exceedances the tail fit trims (label noise,
+        one photograph under two names) are not trusted to set a threshold, above or below."""
+        ok = np.nonzero(self._lower <= p)[0]
+        edge = self._edge(int(ok[0])) if len(ok) else 1.0
+        return min(edge, self.tail.censor_at) if self.tail is not None and not self.trust_top else edge
+
+    def fmr_upper(self, score: float) -> tuple[float, float]:
+        """(point, upper) FMR at score: histogram (Wilson) inside the data, tail bound beyond u."""
+        est = self.cal.fmr(score)
+        if self.tail is None or score < self.tail.threshold:
+            return est.fmr, est.upper
+        # the sample's own (Wilson lower) count still floors the estimate where the fit read it
+        read = self.trust_top or score < self.tail.censor_at
+        seen = float(self._lower[self.cal._bin(score)]) if read else 0.0
+        point = max(self.tail.fmr(score), seen)
+        return point, max(self.tail.fmr_upper(score), seen)
+
+    def answer(self, p: float) -> SourceAnswer:
+        factor = max(self.floor / p, 1.0)
+        extrapolated = p < self.floor
+        if self.tail is None or p >= self.tail.exceed_fraction:
+            t = self.cal.threshold_for_fmr(p)
+            supported = not extrapolated
+            return SourceAnswer(t.score, self.fmr_upper(t.score)[1], extrapolated, factor, self.floor,
+                                supported, "histogram" if supported else "histogram, capped at its floor")
+        score = max(self.tail.quantile_bound(p), self.consistent_edge(p))
+        score = min(math.ceil(score / self.cal.bin_width - 1e-9) * self.cal.bin_width, 1.0)
+        supported = factor <= self.max_extrapolation and score < 1.0
+        return SourceAnswer(round(score, 6), self.fmr_upper(score)[1], extrapolated, factor, self.floor,
+                            supported, f"GPD tail, {self.tail.level:.0%} bootstrap bound")
+
+
+_PACKAGED: dict[tuple, Source] = {}
+
+
+def _packaged_source(cal: Calibration, reps: int, max_extrapolation: float) -> Source:
+    """The packaged calibration's Source, fitted once per process (a tail fit takes about a second)."""
+    key = (cal.calibration_id, cal.total, hash(cal.counts.tobytes()), reps, max_extrapolation)
+    if key not in _PACKAGED:
+        if len(_PACKAGED) >= 8:
+            _PACKAGED.pop(next(iter(_PACKAGED)))
+        _PACKAGED[key] = Source("packaged", cal, reps=reps, max_extrapolation=max_extrapolation, trust_top=True)
+    return _PACKAGED[key]
+
+
+class OpenSetCalibration:
+    """Packaged and gallery calibrations combined: a drop-in for Calibration in the search path."""
+
+    def __init__(self, packaged: Calibration | None, gallery: GallerySample | None = None, *,
+                 reps: int = REPS, max_extrapolation: float = MAX_EXTRAPOLATION) -> None:
+        if packaged is None and gallery is None:
+            raise CalibrationError("an open-set calibration needs a packaged calibration or a gallery sample")
+        if packaged is not None and gallery is not None and gallery.model_id and gallery.model_id != packaged.model_id:
+            raise CalibrationError(f"the gallery sample was made for model {gallery.model_id!r}, the calibration "
+                                   f"is for {packaged.model_id!r}; rebuild the gallery sample")
+        self.packaged = _packaged_source(packaged, reps, max_extrapolation) if packaged is not None else None
+        self.gallery_sample = gallery
+        self.gallery_note = gallery.why_not_used() if gallery is not None else "no gallery sample"
+        self.gallery = None
+        if gallery is not None and self.gallery_note is None:
+            self.gallery = Source("gallery", gallery.calibration(), reps=reps, max_extrapolation=max_extrapolation)
+        if self.packaged is None and self.gallery is None:
+            raise CalibrationError(f"no calibration to use: {self.gallery_note}")
+        self.model_id = packaged.model_id if packaged is not None else gallery.model_id
+        parts = [packaged.calibration_id] if packaged is not None else []
+        if self.gallery is not None:
+            parts.append(gallery.sample_id)
+        self.calibration_id = "+".join(parts)
+        self.source = "combined" if self.packaged and self.gallery else ("gallery" if self.gallery else "packaged")
+
+    # -- thresholds ------------------------------------------------------------------------------
+
+    def threshold_for_fmr(self, target_fmr: float, *, target: float | None = None) -> OpenSetThreshold:
+        if not 0 < target_fmr < 1:
+            raise CalibrationError(f"target FMR must be between 0 and 1, got {target_fmr}")
+        answers: dict[str, SourceAnswer] = {}
+        notes: list[str] = []
+        if self.packaged is not None:
+            answers["packaged"] = self.packaged.answer(target_fmr)
+        if self.gallery is not None:
+            g = self.gallery.answer(target_fmr)
+            if not g.supported and self.packaged is not None:
+                g = self._gallery_shift(target_fmr, answers["packaged"], g, notes)
+            answers["gallery"] = g
+        binding = max(answers, key=lambda k: (answers[k].score, k == "gallery"))
+        b = answers[binding]
+        score = b.score
+        upper = max(self._upper(name, score) for name in answers)
+        supported = all(a.supported for a in answers.values())
+        text = self._explain(target_fmr, binding, answers, notes)
+        return OpenSetThreshold(score=score, target=target if target is not None else target_fmr,
+                                per_comparison_fmr=target_fmr, predicted_fmr=upper, supported=supported,
+                                source=self.source, binding=binding, extrapolated=b.extrapolated,
+                                extrapolation_factor=round(b.factor, 2), sample_floor=b.floor, explanation=text)
+
+    def threshold_for_fpir(self, target_fpir: float, gallery_size: int) -> OpenSetThreshold:
+        """Threshold so that a search compared against gallery_size faces holds target_fpir."""
+        needed = per_comparison_fmr(target_fpir, gallery_size)
+        t = self.threshold_for_fmr(needed, target=target_fpir)
+        predicted = fpir_at(t.predicted_fmr, gallery_size)
+        text = (f"FPIR {target_fpir:g} over {int(gallery_size):,} faces needs FMR {needed:.2g} per comparison; "
+                + t.explanation + f" Predicted FPIR {predicted:.3g}.")
+        return OpenSetThreshold(**{**t.__dict__, "predicted_fpir": predicted, "explanation": text})
+
+    def _gallery_shift(self, p: float, packaged: SourceAnswer, g: SourceAnswer, notes: list[str]) -> SourceAnswer:
+        """The gallery beyond its reach: the packaged threshold moved by the gallery's excess where it can speak."""
+        deepest = self.gallery.floor * self.gallery.max_extrapolation
+        at = self.gallery.answer(deepest)
+        ref = self.packaged.answer(deepest)
+        shift = max(0.0, at.score - ref.score)
+        score = min(round(packaged.score + shift, 6), 1.0)
+        notes.append(f"the gallery's own sample reaches FMR {deepest:.2g}; there its threshold is {at.score:.4f} "
+                     f"against the packaged {ref.score:.4f}, so the packaged threshold is raised by {shift:.4f}")
+        return SourceAnswer(score, g.fmr_upper, True, g.factor, g.floor, packaged.supported and score < 1.0,
+                            "packaged tail shifted by the gallery's excess")
+
+    def _upper(self, name: str, score: float) -> float:
+        source = self.packaged if name == "packaged" else self.gallery
+        return source.fmr_upper(score)[1]
+
+    def _explain(self, p: float, binding: str, answers: dict[str, SourceAnswer], notes: list[str]) -> str:
+        b = answers[binding]
+        parts = [f"threshold {b.score:.4f} set by the {binding} sample ({b.method})."]
+        if b.extrapolated:
+            parts.append(f"Extrapolated: needed FMR {p:.2g}, the sample supports down to {b.floor:.2g}, "
+                         f"×{b.factor:.0f} beyond.")
+        if not b.supported:
+            parts.append(f"Not supported: more than ×{MAX_EXTRAPOLATION:.0f} beyond the data or no finite "
+                         "score holds it; choose a higher target FPIR or calibrate on more pairs.")
+        for name, a in answers.items():
+            if name != binding:
+                parts.append(f"The {name} sample asks for {a.score:.4f} ({a.method}).")
+        if self.gallery is None:
+            parts.append(f"Packaged calibration only: {self.gallery_note}.")
+        if self.gallery is not None and self.gallery_sample.duplicates_excluded:
+            parts.append(f"{self.gallery_sample.duplicates_excluded:,} cross-subject pairs scoring like one "
+                         f"photograph (>= {self.gallery_sample.duplicate_score:g}) were left out of the gallery "
+                         "sample as probable duplicate enrolments (list them with find_duplicates).")
+        if self.gallery is not None and self.gallery_sample.duplicates_kept:
+            parts.append(f"The gallery holds {self.gallery_sample.duplicates_kept:,} cross-subject pairs scoring "
+                         "like one photograph; they are counted as impostors.")
+        parts.extend(n[0].upper() + n[1:] + "." for n in notes)
+        return " ".join(parts)
+
+    # -- scores ----------------------------------------------------------------------------------
+
+    def fmr(self, score: float) -> FmrEstimate:
+        """FMR at a score: the larger point and the larger upper bound of the sources (conservative)."""
+        sources = [s for s in (self.packaged, self.gallery) if s is not None]
+        values = [s.fmr_upper(score) for s in sources]
+        base = sources[0].cal.fmr(score)
+        point = max(v[0] for v in values)
+        upper = max(v[1] for v in values)
+        return FmrEstimate(score=float(score), fmr=point, lower=min(base.lower, point), upper=max(upper, point),
+                           impostors_at_or_above=base.impostors_at_or_above, impostors_total=base.impostors_total)
+
+    def describe(self) -> dict:
+        """What the calibration rests on, for the ledger and the transparency report."""
+        out = {"calibration_id": self.calibration_id, "source": self.source, "gallery_note": self.gallery_note}
+        for name, s in (("packaged", self.packaged), ("gallery", self.gallery)):
+            if s is not None:
+                out[name] = {"pairs": s.cal.total, "floor": s.floor,
+                             "tail": s.tail.summary() if s.tail is not None else None}
+        if self.gallery_sample is not None:
+            g = self.gallery_sample
+            out["gallery_sample"] = {"subjects": g.subjects, "faces": g.faces, "pairs": g.pairs,
+                                     "exhaustive": g.exhaustive, "duplicates_excluded": g.duplicates_excluded,
+                                     "duplicates_kept": g.duplicates_kept}
+        return out
