@@ -112,7 +112,9 @@ class Calibrations:
 
     def _build_sample(self, session: Session, gallery: Gallery) -> GallerySample:
         vectors, subjects, _ = gallery_vectors(session, gallery.id, limit=SAMPLE_FACES)
-        return gallery_sample(vectors.reshape(len(vectors), -1), subjects, max_pairs=SAMPLE_PAIRS, seed=gallery.id,
+        if not len(vectors):
+            vectors = np.empty((0, self.ctx.pipeline.embedder.dim), np.float32)
+        return gallery_sample(vectors, subjects, max_pairs=SAMPLE_PAIRS, seed=gallery.id,
                               model_id=self.ctx.model_id)
 
     def describe_gallery(self, gallery: str, *, by: Principal | None = None) -> dict:
