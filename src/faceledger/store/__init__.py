@@ -14,7 +14,7 @@ from .models import (
 
 __all__ = [
     "Base", "FaceCrop", "FaceRecord", "Gallery", "ImageRecord", "LedgerEntry", "Maintenance", "Probe", "Review", "Subject",
-    "User", "open_database",
+    "User", "open_database", "writer_sessions", "hold_write_lock", "retry_transaction", "WriteConflict",
 ]
 
 
@@ -40,3 +40,6 @@ def open_database(url: str) -> tuple[SqlEngine, sessionmaker]:
     except OperationalError as exc:
         raise FaceledgerError(f"cannot open database {engine.url!r}: {exc.orig}") from None
     return engine, sessionmaker(engine, expire_on_commit=False)
+
+
+from .writing import WriteConflict, hold_write_lock, retry_transaction, writer_sessions  # noqa: E402
