@@ -39,10 +39,10 @@ def served(tmp_path):
     engine.enroll(gallery_files()[:12], gallery="g", subject_from_folder=True, source="LFW sample",
                   legal_basis="research")
     token = engine.add_user("analyst-http", role="analyst")[1]
-    engine.operator  # the CLI's local operator exists before the CLIs race (see the module docstring)
+    _ = engine.operator  # the CLI's local operator exists before the CLIs race (see the module docstring)
     engine.close()
     port = free_port()
-    log = open(tmp_path / "server.log", "w")
+    log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - open for the server's lifetime
     process = subprocess.Popen([sys.executable, "-c", "from faceledger.cli import main; main()", "--home", str(home),
                                 "serve", "--host", "127.0.0.1", "--port", str(port)],
                                stdout=log, stderr=subprocess.STDOUT)
@@ -81,7 +81,8 @@ def _cli_search(home, n: int) -> subprocess.CompletedProcess:
     env.pop("FACELEDGER_TOKEN", None)
     return subprocess.run([sys.executable, "-c", "from faceledger.cli import main; main()", "--home", str(home),
                            "search", str(held_out_probes()[n % 3]), "--gallery", "g", "--purpose", "shared dir",
-                           "--case", f"C-{n}", "--json"], capture_output=True, text=True, env=env, timeout=240)
+                           "--case", f"C-{n}", "--json"], check=False, capture_output=True, text=True, env=env,
+                          timeout=240)
 
 
 def test_real_cli_and_server_search_one_data_directory_at_once(served):

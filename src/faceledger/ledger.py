@@ -169,6 +169,22 @@ class Ledger:
             return [f"entry {seq} differs from the one recorded in the head file"]
         return []
 
+    def hashes_at(self, seqs) -> dict[int, str]:
+        """The stored hash of each of these entries that exists (for checking signed anchors)."""
+        wanted = sorted(set(seqs))
+        if not wanted:
+            return {}
+        with self._sessions() as session:
+            rows = session.execute(select(LedgerEntry.seq, LedgerEntry.hash).where(LedgerEntry.seq.in_(wanted)))
+            return {seq: digest for seq, digest in rows}
+
+    def last(self) -> tuple[int, str] | None:
+        """(seq, hash) of the newest entry, or None for an empty ledger."""
+        with self._sessions() as session:
+            row = session.execute(select(LedgerEntry.seq, LedgerEntry.hash).order_by(LedgerEntry.seq.desc())
+                                  .limit(1)).first()
+        return (row[0], row[1]) if row else None
+
     def entries(self, *, since: datetime | None = None, action: str | None = None, actor: str | None = None,
                 purpose: str | None = None, case: str | None = None, limit: int | None = None) -> list[dict]:
         """Entries oldest first, filtered; `limit` keeps the newest ones."""

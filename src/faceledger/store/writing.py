@@ -23,9 +23,10 @@ ordinary factory.
 from __future__ import annotations
 
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine as SqlEngine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -52,7 +53,7 @@ def writer_sessions(engine: SqlEngine) -> sessionmaker:
     """
     if engine.dialect.name == "sqlite":
         writer = create_engine(engine.url, future=True)
-        from . import _sqlite_pragmas  # the same pragmas as the read engine (WAL, busy timeout, ...)
+        from . import _sqlite_pragmas  # the read engine's pragmas: WAL, busy timeout, foreign keys
 
         event.listen(writer, "connect", _sqlite_pragmas)
         event.listen(writer, "connect", _driver_autocommit)
