@@ -68,6 +68,9 @@ class Ledger:
         self.lock = threading.RLock()
         """Held while an entry is appended and committed, so two threads never take the same seq.
         Other processes are kept out by the database's write lock, which `append` takes."""
+        self.actor_context: dict[str, dict] = {}
+        """Extra facts recorded (as payload["acting_from"]) with every entry by that actor, e.g. the OS
+        user and host behind `local-operator` (accounts.local_seat)."""
 
     def append(self, session: Session, *, actor: str, action: str, payload: dict) -> LedgerEntry:
         """Add an entry inside the caller's transaction (committed with the act it records).
@@ -76,6 +79,8 @@ class Ledger:
         PostgreSQL), so no other process can append between this read of the last entry and the
         caller's commit."""
         hold_write_lock(session)
+        if self.actor_context.get(actor):
+            payload = {**payload, "acting_from": self.actor_context[actor]}
         last = session.execute(select(LedgerEntry).order_by(LedgerEntry.seq.desc()).limit(1)).scalar_one_or_none()
         seq = (last.seq + 1) if last else 1
         prev = last.hash if last else GENESIS
