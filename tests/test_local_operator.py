@@ -69,3 +69,40 @@ def test_the_os_user_is_ledgered_with_the_local_operator_entries(tmp_path, sessi
     assert mine["payload"]["acting_from"]["os_user"] == local_seat()["os_user"]
     assert "acting_from" not in theirs["payload"]
     assert ledger.verify().ok
+
+
+def _first_use(url: str, start, errors) -> None:
+    import time
+
+    from sqlalchemy import event
+
+    try:
+        engine, factory = open_database(url)
+
+        @event.listens_for(engine, "after_cursor_execute")
+        def widen_the_window(_conn, _cursor, statement, *_):  # look up the user, then dawdle before inserting
+            if statement.lstrip().upper().startswith("SELECT") and "FROM users" in statement:
+                time.sleep(0.3)
+
+        start.wait(60)
+        with factory() as session:
+            assert local_operator(session).name == LOCAL_OPERATOR
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent
+        errors.put(repr(exc))
+
+
+def test_several_processes_using_the_cli_for_the_first_time_at_once(tmp_path):
+    import multiprocessing
+
+    url = Settings(home=tmp_path).database_url
+    open_database(url)
+    context = multiprocessing.get_context("spawn")
+    start, errors = context.Event(), context.Queue()
+    processes = [context.Process(target=_first_use, args=(url, start, errors)) for _ in range(4)]
+    for process in processes:
+        process.start()
+    start.set()
+    for process in processes:
+        process.join(120)
+    found = [errors.get() for _ in range(errors.qsize())]
+    assert not found and all(p.exitcode == 0 for p in processes), found

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from .errors import AlreadyExists, AuthenticationFailed, NotFound
 from .policy import Principal, check_role_name
-from .store import User
+from .store import User, hold_write_lock
 
 TOKEN_PREFIX = "flt_"
 LOCAL_OPERATOR = "local-operator"
@@ -41,6 +41,7 @@ def add_user(session: Session, *, name: str, role: str, created_by: str, with_to
     check_role_name(role)
     if name.strip().lower() == LOCAL_OPERATOR and created_by != LOCAL_CREATED_BY:
         raise AlreadyExists(f"{LOCAL_OPERATOR!r} is reserved for whoever runs the CLI on the data directory")
+    hold_write_lock(session)  # the name check and the insert, with no other process in between
     if session.execute(select(User.id).where(User.name == name)).first():
         raise AlreadyExists(f"user {name!r} already exists")
     token = new_token() if with_token else None
@@ -67,6 +68,9 @@ def local_operator(session: Session, name: str = LOCAL_OPERATOR) -> Principal:
     Never a named user: a user who has a token, or was added by someone, can be acted as only with
     their token (`authenticate`)."""
     user = session.execute(select(User).where(User.name == name)).scalar_one_or_none()
+    if user is None:
+        hold_write_lock(session)  # first use by several CLI processes at once: one creates it
+        user = session.execute(select(User).where(User.name == name)).scalar_one_or_none()
     if user is None:
         user, _ = add_user(session, name=name, role="admin", created_by=LOCAL_CREATED_BY, with_token=False)
         session.commit()
