@@ -14,7 +14,7 @@ from .models import (
 
 __all__ = [
     "Base", "FaceCrop", "FaceRecord", "Gallery", "ImageRecord", "LedgerEntry", "Maintenance", "Probe", "Review", "Subject",
-    "User", "open_database", "writer_sessions", "hold_write_lock", "retry_transaction", "WriteConflict",
+    "User", "open_database", "writer_sessions", "dispose_writer", "hold_write_lock", "retry_transaction", "WriteConflict",
 ]
 
 
@@ -42,4 +42,4 @@ def open_database(url: str) -> tuple[SqlEngine, sessionmaker]:
     return engine, sessionmaker(engine, expire_on_commit=False)
 
 
-from .writing import WriteConflict, hold_write_lock, retry_transaction, writer_sessions  # noqa: E402
+from .writing import WriteConflict, dispose_writer, hold_write_lock, retry_transaction, writer_sessions  # noqa: E402

@@ -28,6 +28,7 @@ from typing import TypeVar
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine as SqlEngine
+from sqlalchemy.engine.base import OptionEngine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -64,6 +65,14 @@ def writer_sessions(engine: SqlEngine) -> sessionmaker:
         event.listen(writer, "begin", _advisory_lock)
         return sessionmaker(writer, expire_on_commit=False)
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def dispose_writer(factory: sessionmaker) -> None:
+    """Close the connections of a `writer_sessions` factory's own engine (SQLite); for PostgreSQL the
+    writer shares the main engine's pool, which the main engine's dispose() closes."""
+    bind = factory.kw.get("bind")
+    if bind is not None and not isinstance(bind, OptionEngine):
+        bind.dispose()
 
 
 def _driver_autocommit(dbapi_connection, _record) -> None:
