@@ -18,6 +18,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from .audit_cli import check_with_anchors, register as register_anchor_commands
 from .config import Settings
 from .engine import Engine
 from .errors import FaceledgerError
@@ -402,10 +403,21 @@ def stats(as_json: JsonFlag = False) -> None:
         out.print(f"{key:>15}: {value}")
 
 
+register_anchor_commands(audit_app, engine, me)
+
+
 @audit_app.command("verify")
-def audit_verify(as_json: JsonFlag = False) -> None:
-    """Check the ledger's hash chain; exit code 2 when any entry was edited, removed or reordered."""
+def audit_verify(
+    as_json: JsonFlag = False,
+    anchors: Annotated[Optional[Path], typer.Option(help="also check against these signed anchors (JSON lines "
+                                                         "from `audit anchor`)")] = None,
+    public_key: Annotated[Optional[Path], typer.Option("--public-key", help="the anchors' public key")] = None,
+) -> None:
+    """Check the ledger's hash chain; exit code 2 when any entry was edited, removed or reordered.
+    With --anchors and --public-key, also detects truncation, deletion and a recomputed chain."""
     check = engine().audit_verify(by=me())
+    if anchors is not None or public_key is not None:
+        check = check_with_anchors(engine(), check, anchors, public_key)
     if as_json:
         print_json({"ok": check.ok, "entries": check.entries, "problems": check.problems,
                     "head_hash": check.head_hash})

@@ -3,7 +3,11 @@
 Every entry's hash covers its sequence number, id, time, actor, action, payload and the previous
 entry's hash, so an edited, removed or reordered entry breaks the chain. Removing entries from the
 end leaves a valid chain, so the newest (seq, hash) is also written to a head file outside the
-database; `verify` reports a ledger that ends before the head it last wrote.
+database; `verify` reports a ledger that ends before the head it last wrote. (Whoever can write the
+data directory can rewrite both; signed anchors kept elsewhere catch that: see anchors.py.)
+
+Appends are safe across processes: `append` takes the database-wide write lock (store/writing.py)
+before it reads the last entry, and holds it until the caller's transaction ends.
 """
 
 from __future__ import annotations
@@ -15,16 +19,23 @@ import json
 import os
 import threading
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .errors import FaceledgerError
 from .store import LedgerEntry
+from .store.writing import WriteConflict, hold_write_lock, is_transient
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: the head file is then ordered per process only
+    fcntl = None
 
 GENESIS = "0" * 64
 
@@ -50,14 +61,26 @@ class LedgerCheck:
 class Ledger:
     """The ledger table plus its head file."""
 
-    def __init__(self, sessions: sessionmaker, head_path: Path) -> None:
+    def __init__(self, sessions: sessionmaker, head_path: Path, *, writer: sessionmaker | None = None) -> None:
         self._sessions = sessions
+        self._writer = writer or sessions
         self.head_path = Path(head_path)
         self.lock = threading.RLock()
-        """Held while an entry is appended and committed, so two threads never take the same seq."""
+        """Held while an entry is appended and committed, so two threads never take the same seq.
+        Other processes are kept out by the database's write lock, which `append` takes."""
+        self.actor_context: dict[str, dict] = {}
+        """Extra facts recorded (as payload["acting_from"]) with every entry by that actor, e.g. the OS
+        user and host behind `local-operator` (accounts.local_seat)."""
 
     def append(self, session: Session, *, actor: str, action: str, payload: dict) -> LedgerEntry:
-        """Add an entry inside the caller's transaction (committed with the act it records)."""
+        """Add an entry inside the caller's transaction (committed with the act it records).
+
+        Takes the database-wide write lock first (BEGIN IMMEDIATE on SQLite, an advisory lock on
+        PostgreSQL), so no other process can append between this read of the last entry and the
+        caller's commit."""
+        hold_write_lock(session)
+        if self.actor_context.get(actor):
+            payload = {**payload, "acting_from": self.actor_context[actor]}
         last = session.execute(select(LedgerEntry).order_by(LedgerEntry.seq.desc()).limit(1)).scalar_one_or_none()
         seq = (last.seq + 1) if last else 1
         prev = last.hash if last else GENESIS
@@ -73,23 +96,42 @@ class Ledger:
         return entry
 
     def record(self, *, actor: str, action: str, payload: dict, attempts: int = 5) -> LedgerEntry:
-        """Append and commit on its own; retries when a concurrent writer took the same sequence number."""
+        """Append and commit on its own. The write lock makes a collision impossible; as a backstop, a
+        transient failure (database locked past the busy timeout, a duplicate seq) is retried."""
+        last_error: Exception | None = None
         for _ in range(attempts):
-            with self.lock, self._sessions() as session:
+            with self.lock, self._writer() as session:
                 try:
                     entry = self.append(session, actor=actor, action=action, payload=payload)
                     session.commit()
-                except IntegrityError:
+                except (IntegrityError, OperationalError) as exc:
                     session.rollback()
+                    if not is_transient(exc):
+                        raise
+                    last_error = exc
                     continue
             self.note_committed(entry)
             return entry
-        raise FaceledgerError("could not append to the ledger: too many concurrent writers")
+        raise WriteConflict(f"could not append to the ledger: too many concurrent writers ({last_error})")
 
     def note_committed(self, entry: LedgerEntry) -> None:
         """Advance the head file after the entry's transaction committed."""
-        with self.lock:
+        with self.lock, self._head_file_lock():
             self._advance_head(entry)
+
+    @contextmanager
+    def _head_file_lock(self):
+        """Orders head-file updates across processes, so an older entry never replaces a newer head."""
+        if fcntl is None:
+            yield
+            return
+        self.head_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.head_path.parent / (self.head_path.name + ".lock"), "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _advance_head(self, entry: LedgerEntry) -> None:
         head = self.read_head()
@@ -111,17 +153,17 @@ class Ledger:
         problems: list[str] = []
         prev_hash, expected_seq, count = GENESIS, 1, 0
         hashes: dict[int, str] = {}
+        head = self.read_head()  # before the walk: a head written meanwhile names an entry the walk sees
         with self._sessions() as session:
             for entry in session.execute(select(LedgerEntry).order_by(LedgerEntry.seq)).scalars():
                 count += 1
                 problems.extend(_check_entry(entry, expected_seq, prev_hash))
                 hashes[entry.seq] = entry.hash
                 prev_hash, expected_seq = entry.hash, entry.seq + 1
-        problems.extend(self._check_head(hashes))
+        problems.extend(self._check_head(hashes, head))
         return LedgerCheck(ok=not problems, entries=count, problems=problems, head_hash=prev_hash)
 
-    def _check_head(self, hashes: dict[int, str]) -> list[str]:
-        head = self.read_head()
+    def _check_head(self, hashes: dict[int, str], head: tuple[int, str] | None) -> list[str]:
         if head is None:
             return []
         seq, digest = head
@@ -131,6 +173,22 @@ class Ledger:
         if hashes[seq] != digest:
             return [f"entry {seq} differs from the one recorded in the head file"]
         return []
+
+    def hashes_at(self, seqs) -> dict[int, str]:
+        """The stored hash of each of these entries that exists (for checking signed anchors)."""
+        wanted = sorted(set(seqs))
+        if not wanted:
+            return {}
+        with self._sessions() as session:
+            rows = session.execute(select(LedgerEntry.seq, LedgerEntry.hash).where(LedgerEntry.seq.in_(wanted)))
+            return {seq: digest for seq, digest in rows}
+
+    def last(self) -> tuple[int, str] | None:
+        """(seq, hash) of the newest entry, or None for an empty ledger."""
+        with self._sessions() as session:
+            row = session.execute(select(LedgerEntry.seq, LedgerEntry.hash).order_by(LedgerEntry.seq.desc())
+                                  .limit(1)).first()
+        return (row[0], row[1]) if row else None
 
     def entries(self, *, since: datetime | None = None, action: str | None = None, actor: str | None = None,
                 purpose: str | None = None, case: str | None = None, limit: int | None = None) -> list[dict]:

@@ -14,10 +14,12 @@ from .models import (
     Base, FaceCrop, FaceRecord, Gallery, ImageRecord, LedgerEntry, Maintenance, Probe, Review, Subject, User,
 )
 from .schema import SchemaChange, prepare
+from .writing import WriteConflict, dispose_writer, hold_write_lock, retry_transaction, writer_sessions
 
 __all__ = [
     "Base", "FaceCrop", "FaceRecord", "Gallery", "ImageRecord", "LedgerEntry", "Maintenance", "Probe", "Review",
-    "Store", "Subject", "User", "connect", "open_database", "open_store",
+    "Store", "Subject", "User", "WriteConflict", "connect", "dispose_writer", "hold_write_lock", "open_database",
+    "open_store", "retry_transaction", "writer_sessions",
 ]
 
 
@@ -70,3 +72,4 @@ def open_database(url: str) -> tuple[SqlEngine, sessionmaker]:
     """Connect, bring the schema up to date, and return (engine, session factory); see `open_store`."""
     store = open_store(url)
     return store.db, store.sessions
+
