@@ -28,7 +28,8 @@ from .services.reports import Reports
 from .services.review import Reviews
 from .services.search import Searching
 from .services.users import Users
-from .store import open_store
+from .accounts import local_seat
+from .store import dispose_writer, open_store, writer_sessions
 
 
 class _Via:
@@ -57,13 +58,15 @@ class Engine:
         _private_directory(settings.home)
         store = open_store(settings.database_url, auto_upgrade=settings.auto_upgrade)
         self.db, self.sessions = store.db, store.sessions
-        self.ledger = Ledger(self.sessions, settings.home / "ledger.head")
+        self.writer_sessions = writer_sessions(self.db)
+        self.ledger = Ledger(self.sessions, settings.home / "ledger.head", writer=self.writer_sessions)
+        self.ledger.actor_context[settings.operator] = local_seat()  # the OS user and host behind the CLI
         if store.schema_change is not None and not store.schema_change.created:
             self.ledger.record(actor=settings.operator, action="schema.upgrade",
                                payload=store.schema_change.as_payload())
         self.pipeline = FacePipeline.from_settings(settings)
-        ctx = self.ctx = Context(settings=settings, db=self.db, sessions=self.sessions, ledger=self.ledger,
-                                 pipeline=self.pipeline)
+        ctx = self.ctx = Context(settings=settings, db=self.db, sessions=self.sessions,
+                                 writer=self.writer_sessions, ledger=self.ledger, pipeline=self.pipeline)
         # Each service may use the ones made before it, never after: the wiring is the dependency order.
         self.access = Access(ctx)
         self.calibrations = Calibrations(ctx, self.access)
@@ -99,6 +102,7 @@ class Engine:
         return self.indexes.files
 
     def close(self) -> None:
+        dispose_writer(self.writer_sessions)
         self.db.dispose()
 
     @contextmanager

@@ -66,6 +66,10 @@ class Context:
     settings: Settings
     db: SqlEngine
     sessions: sessionmaker
+    """Reads (and writes that need no cross-process consistency)."""
+    writer: sessionmaker
+    """Write transactions: each holds the database's write lock from its start (SQLite BEGIN IMMEDIATE,
+    a PostgreSQL advisory lock), so processes sharing the store never interleave their checks and writes."""
     ledger: Ledger
     pipeline: FacePipeline
 
@@ -79,8 +83,9 @@ class Context:
 
     @contextmanager
     def writing(self) -> Iterator[Session]:
-        """A session for a write transaction, holding the write lock until it ends."""
-        with self.lock, self.sessions() as session:
+        """A session for a write transaction, holding this process's lock and the database's write lock
+        until it ends. Never call `ledger.record` or open another writer inside it: it would wait on itself."""
+        with self.lock, self.writer() as session:
             yield session
 
     def gallery(self, session: Session, name: str) -> Gallery:
