@@ -7,12 +7,33 @@ Small public API:
     engine.create_gallery("staff")
     engine.enroll(["photos/alice.jpg"], gallery="staff", subject="alice", source="HR", legal_basis="consent")
     result = engine.search("probe.jpg", gallery="staff", purpose="access control", case="ticket-17")
+
+The names are imported on first use (PEP 562): `import faceledger.cli` must not load SQLAlchemy, FAISS
+and OpenCV before it knows whether the command needs them.
 """
 
-from .config import Settings
-from .engine import Engine, open_engine
-from .errors import FaceledgerError
-from .imaging import load_image
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .engine import Engine, open_engine
+    from .errors import FaceledgerError
+    from .imaging import load_image
 
 __all__ = ["Engine", "FaceledgerError", "Settings", "load_image", "open_engine"]
 __version__ = "0.1.0"
+
+_HOMES = {"Engine": "engine", "open_engine": "engine", "Settings": "config", "FaceledgerError": "errors",
+          "load_image": "imaging"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOMES:
+        from importlib import import_module
+
+        value = getattr(import_module(f".{_HOMES[name]}", __name__), name)
+        globals()[name] = value  # once imported, a plain attribute
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,25 +4,23 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.progress import (
     BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
 )
 from rich.table import Table
 from rich.text import Text
 
-from .config import Settings
-from .engine import Engine
+from .cli_common import engine, err, me, out, set_home, settings
+from .cli_common import run as run_app
 from .errors import FaceledgerError
-from .policy import DECISIONS, ROLES, Principal
-from .evaluate.cli import evaluate_app
+from .evaluate.cli import evaluate_app  # the commands only; evaluation code is imported when one runs
+from .policy import DECISIONS, ROLES
 
 app = typer.Typer(help="Accountable face search and verification.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -36,10 +34,6 @@ app.add_typer(user_app, name="user")
 app.add_typer(report_app, name="report")
 app.add_typer(evaluate_app, name="evaluate")
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
-_state: dict = {}
-
 JsonFlag = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
 PurposeOpt = Annotated[Optional[str], typer.Option("--purpose", help="why this search is made (required)")]
 CaseOpt = Annotated[Optional[str], typer.Option("--case", help="case or ticket reference (required)")]
@@ -51,21 +45,7 @@ def main_options(
                                                  help="data directory [default: ./faceledger-data]")] = None,
 ) -> None:
     """faceledger: enrol galleries, search and verify faces, and keep a tamper-evident ledger of it all."""
-    _state["settings"] = Settings(home=home) if home else Settings()
-
-
-def engine() -> Engine:
-    if "engine" not in _state:
-        _state["engine"] = Engine(_state.get("settings") or Settings())
-    return _state["engine"]
-
-
-def me() -> Optional[Principal]:
-    """The user the CLI acts as: FACELEDGER_TOKEN's holder, else the local operator (None)."""
-    if "principal" not in _state:
-        token = os.environ.get("FACELEDGER_TOKEN")
-        _state["principal"] = engine().authenticate(token) if token else None
-    return _state["principal"]
+    set_home(home)
 
 
 def print_json(value) -> None:
@@ -608,22 +588,14 @@ def serve(
 
     from .api import create_app
 
-    settings = _state.get("settings") or Settings()
-    err.print(f"faceledger serving {settings.home.resolve()} on http://{host}:{port} (API docs at /docs)")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)
+    current = settings()
+    err.print(f"faceledger serving {current.home.resolve()} on http://{host}:{port} (API docs at /docs)")
+    uvicorn.run(create_app(current), host=host, port=port, log_level="info", access_log=False)
 
 
 def main() -> None:
-    try:
-        app()
-    except FaceledgerError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    finally:
-        opened = _state.pop("engine", None)
-        _state.clear()
-        if opened is not None:
-            opened.close()
+    """The `faceledger` console script."""
+    run_app(app)
 
 
 if __name__ == "__main__":
