@@ -25,15 +25,17 @@ if TYPE_CHECKING:
 __all__ = ["Engine", "FaceledgerError", "Settings", "load_image", "open_engine"]
 __version__ = "0.1.0"
 
-_HOMES = {"Engine": "engine", "open_engine": "engine", "Settings": "config", "FaceledgerError": "errors",
-          "load_image": "imaging"}
-
-
 def __getattr__(name: str) -> Any:
-    if name in _HOMES:
-        from importlib import import_module
-
-        value = getattr(import_module(f".{_HOMES[name]}", __name__), name)
-        globals()[name] = value  # once imported, a plain attribute
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name in ("Engine", "open_engine"):
+        from . import engine as module
+    elif name == "Settings":
+        from . import config as module
+    elif name == "FaceledgerError":
+        from . import errors as module
+    elif name == "load_image":
+        from . import imaging as module
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(module, name)
+    globals()[name] = value  # once imported, a plain attribute
+    return value

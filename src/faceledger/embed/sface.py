@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from ..models import quiet_opencv, SFACE_2021DEC, locate
-from . import l2_normalise
+from .vectors import l2_normalise
 from .alignment import ARCFACE_112_V1, align
 
 
