@@ -42,8 +42,8 @@ def modules_after(code: str, *argv: str, home: Path | None = None) -> set[str]:
     env.pop("FACELEDGER_TOKEN", None)
     if home is not None:
         env["FACELEDGER_HOME"] = str(home)
-    done = subprocess.run([sys.executable, "-c", PROBE.format(code=code), *argv], env=env, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", PROBE.format(code=code), *argv], env=env,
+                          capture_output=True, check=False, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     line = next(line for line in done.stdout.splitlines() if line.startswith(MARK))
     return set(json.loads(line[len(MARK):]))

@@ -7,12 +7,15 @@ are imported on first use, so `faceledger --help` and argument errors answer wit
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
+import typer
 from rich.console import Console
 
 from .errors import FaceledgerError
@@ -26,6 +29,8 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 state: dict = {}
 """This process's home, settings, engine and principal; emptied when the command ends."""
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
 
 
 def set_home(home: Optional[Path]) -> None:
@@ -59,6 +64,27 @@ def me() -> Optional[Principal]:
         token = os.environ.get("FACELEDGER_TOKEN")
         state["principal"] = engine().authenticate(token) if token else None
     return state["principal"]
+
+
+def print_json(value) -> None:
+    """`value` as JSON on stdout (dates and paths as strings)."""
+    out.print_json(json.dumps(value, default=str))
+
+
+def parse_date(value: Optional[str], flag: str = "--retain-until") -> Optional[datetime]:
+    """A YYYY-MM-DD option as an aware UTC datetime; a malformed one is a FaceledgerError naming `flag`."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise FaceledgerError(f"{flag} {value!r} is not a date (use YYYY-MM-DD)") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def fmt_rate(rate: float) -> str:
+    """A false-match rate for people: 1.2e-05 when tiny, else a percentage."""
+    return f"{rate:.1e}" if rate < 0.001 else f"{rate:.2%}"
 
 
 def fail(exc: FaceledgerError) -> None:

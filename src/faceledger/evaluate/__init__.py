@@ -9,7 +9,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .datasets import EmbeddingSet, FolderDataset, Pair, SyntheticDataset, embed_folder, parse_pairs
+    from .datasets import (
+        EmbeddingSet,
+        FolderDataset,
+        Pair,
+        SyntheticDataset,
+        embed_folder,
+        parse_pairs,
+    )
 
 __all__ = ["EmbeddingSet", "FolderDataset", "Pair", "SyntheticDataset", "embed_folder", "parse_pairs"]
 
