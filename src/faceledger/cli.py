@@ -48,8 +48,6 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(user_app, name="user")
 app.add_typer(report_app, name="report")
 app.add_typer(evaluate_app, name="evaluate")
-app.command()(purge)
-app.command()(erase)
 
 PurposeOpt = Annotated[Optional[str], typer.Option("--purpose", help="why this search is made (required)")]
 CaseOpt = Annotated[Optional[str], typer.Option("--case", help="case or ticket reference (required)")]
@@ -410,6 +408,10 @@ def result(entry: Annotated[str, typer.Argument(help="the search's ledger entry 
         table.add_row(str(c["rank"]), c["subject"], f"{c['score']:.3f}", fmt_rate(c["false_match_rate"]),
                       c.get("label", ""), c["status"], reviews)
     out.print(table if rows else "this search returned no candidates")
+
+
+app.command()(purge)  # defined in cli_governance.py, listed here in --help
+app.command()(erase)
 
 
 @app.command()
