@@ -23,7 +23,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "faceledger"
 
 STAGES = ("imaging", "detect", "embed", "quality", "pipeline", "faces", "index", "store", "ledger", "calibration")
-CLI = ("cli", "cli_common", "evaluate.cli")
+CLI = ("cli", "cli_common", "cli_governance", "evaluate.cli")
 API = ("api",)
 SERVE_ALLOWED = {f"{PACKAGE}.api", f"{PACKAGE}.api.app"}
 
