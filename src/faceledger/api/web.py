@@ -1,7 +1,8 @@
 """The web app: server-rendered pages over the same engine calls as the JSON API.
 
 Sign-in stores the token in an HttpOnly, SameSite=Strict cookie; every form post also carries the
-session's CSRF token in a hidden field (checked here), so both defences hold.
+session's CSRF token in a hidden field (checked by `deps.check_csrf`), so both defences hold. The engine,
+the signed-in user and error pages come from the dependency layer shared with the JSON API (deps.py).
 """
 
 from __future__ import annotations
