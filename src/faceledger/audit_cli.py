@@ -14,18 +14,6 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from .anchors import (
-    AnchorError,
-    anchor_ledger,
-    anchor_line,
-    append_anchor,
-    generate_keys,
-    load_private_key,
-    load_public_key,
-    read_anchors,
-    verify_against_anchors,
-)
-from .ledger import LedgerCheck
 
 err = Console(stderr=True, soft_wrap=True)
 
@@ -39,6 +27,8 @@ def register(audit_app: typer.Typer, engine: Callable, me: Callable) -> None:
                                                         "directory (refused inside it)")],
     ) -> None:
         """Make an Ed25519 key pair for signing ledger anchors; keep the private key away from the server."""
+        from .anchors import generate_keys
+
         private, public = generate_keys(out, data_dir=_home(engine))
         typer.echo(f"private key (keep it off this machine, or offline): {private}")
         typer.echo(f"public key (give it to whoever verifies): {public}")
@@ -51,6 +41,8 @@ def register(audit_app: typer.Typer, engine: Callable, me: Callable) -> None:
                                                                   "file, kept outside the data directory")] = None,
     ) -> None:
         """Ledger an "audit.anchor" entry and print a signed anchor over it; keep the anchors elsewhere."""
+        from .anchors import anchor_ledger, anchor_line, append_anchor, load_private_key
+
         eng = engine()
         principal = eng.authorize(me(), "audit")
         private_key = load_private_key(key, data_dir=eng.settings.home)
@@ -69,8 +61,11 @@ def _home(engine: Callable) -> Path:
     return engine().settings.home
 
 
-def check_with_anchors(eng, check: LedgerCheck, anchors: Path | None, public_key: Path | None) -> LedgerCheck:
-    """The chain check plus the check against signed anchors (`audit verify --anchors --public-key`)."""
+def check_with_anchors(eng, check, anchors: Path | None, public_key: Path | None):
+    """The chain check (a LedgerCheck) plus the check against signed anchors (`audit verify --anchors
+    --public-key`)."""
+    from .anchors import AnchorError, load_public_key, read_anchors, verify_against_anchors
+
     if anchors is None or public_key is None:
         raise AnchorError("give both --anchors FILE and --public-key PUBLIC.pem to check against anchors")
     listed = read_anchors(anchors)

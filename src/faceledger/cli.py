@@ -3,35 +3,47 @@
 from __future__ import annotations
 
 import csv
-import json
-import os
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.progress import (
-    BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
 )
 from rich.table import Table
 from rich.text import Text
 
-from .audit_cli import check_with_anchors, register as register_anchor_commands
-from .config import Settings
-from .engine import Engine
-from .errors import FaceledgerError
-from .policy import DECISIONS, ROLES, Principal
-from .evaluate.cli import evaluate_app
+from .cli_common import (
+    JsonFlag,
+    engine,
+    err,
+    fmt_rate,
+    me,
+    out,
+    parse_date,
+    print_json,
+    set_home,
+    settings,
+)
+from .cli_common import run as run_app
+from .cli_governance import audit_app, erase, purge, report_app, user_app
 from .db_cli import db_app
+from .errors import FaceledgerError
+from .evaluate.cli import (
+    evaluate_app,  # the commands only; evaluation code is imported when one runs
+)
+from .policy import DECISIONS
 
 app = typer.Typer(help="Accountable face search and verification.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
 gallery_app = typer.Typer(help="Create and list galleries.", no_args_is_help=True)
-audit_app = typer.Typer(help="Check, read and export the ledger.", no_args_is_help=True)
-user_app = typer.Typer(help="Manage users and their tokens (admin).", no_args_is_help=True)
-report_app = typer.Typer(help="Reports for the public and for oversight.", no_args_is_help=True)
 app.add_typer(gallery_app, name="gallery")
 app.add_typer(audit_app, name="audit")
 app.add_typer(user_app, name="user")
@@ -39,11 +51,6 @@ app.add_typer(report_app, name="report")
 app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(db_app, name="db")
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
-_state: dict = {}
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
 PurposeOpt = Annotated[Optional[str], typer.Option("--purpose", help="why this search is made (required)")]
 CaseOpt = Annotated[Optional[str], typer.Option("--case", help="case or ticket reference (required)")]
 
@@ -54,25 +61,7 @@ def main_options(
                                                  help="data directory [default: ./faceledger-data]")] = None,
 ) -> None:
     """faceledger: enrol galleries, search and verify faces, and keep a tamper-evident ledger of it all."""
-    _state["settings"] = Settings(home=home) if home else Settings()
-
-
-def engine() -> Engine:
-    if "engine" not in _state:
-        _state["engine"] = Engine(_state.get("settings") or Settings())
-    return _state["engine"]
-
-
-def me() -> Optional[Principal]:
-    """The user the CLI acts as: FACELEDGER_TOKEN's holder, else the local operator (None)."""
-    if "principal" not in _state:
-        token = os.environ.get("FACELEDGER_TOKEN")
-        _state["principal"] = engine().authenticate(token) if token else None
-    return _state["principal"]
-
-
-def print_json(value) -> None:
-    out.print_json(json.dumps(value, default=str))
+    set_home(home)
 
 
 # -- galleries -------------------------------------------------------------------------------------
@@ -152,16 +141,6 @@ def gallery_list(as_json: JsonFlag = False) -> None:
 
 # -- enrolment -------------------------------------------------------------------------------------
 
-def _parse_date(value: Optional[str], flag: str = "--retain-until") -> Optional[datetime]:
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise FaceledgerError(f"{flag} {value!r} is not a date (use YYYY-MM-DD)") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-
-
 @app.command()
 def enroll(
     paths: Annotated[list[Path], typer.Argument(help="image files or folders")],
@@ -184,7 +163,7 @@ def enroll(
         raise FaceledgerError("choose one of --largest-face and --allow-multiple")
     on_multiple = "largest" if largest_face else "all" if allow_multiple else "refuse"
     kwargs = dict(gallery=gallery, subject=subject, subject_from_folder=subject_from_folder, source=source,
-                  legal_basis=legal_basis, retain_until=_parse_date(retain_until), on_multiple=on_multiple,
+                  legal_basis=legal_basis, retain_until=parse_date(retain_until), on_multiple=on_multiple,
                   workers=workers, by=me())
     if as_json or not sys.stderr.isatty():
         report = engine().enroll(paths, **kwargs)
@@ -242,10 +221,6 @@ def _print_enroll_report(report, as_json: bool) -> None:
 
 # -- search and verify -----------------------------------------------------------------------------
 
-def _fmt_rate(rate: float) -> str:
-    return f"{rate:.1e}" if rate < 0.001 else f"{rate:.2%}"
-
-
 @app.command()
 def search(
     image: Path,
@@ -278,8 +253,8 @@ def search(
         table = Table("rank", "subject", "score", "false-match rate", "chance of a non-mate this high",
                       "above threshold", "image")
         for c in result.candidates:
-            table.add_row(str(c.rank), c.subject, f"{c.score:.3f}", _fmt_rate(c.false_match_rate),
-                          _fmt_rate(c.gallery_false_positive_chance), "yes" if c.above_threshold else "no",
+            table.add_row(str(c.rank), c.subject, f"{c.score:.3f}", fmt_rate(c.false_match_rate),
+                          fmt_rate(c.gallery_false_positive_chance), "yes" if c.above_threshold else "no",
                           Path(c.image).name)
         out.print(table)
         if result.mode == "open-set":
@@ -303,8 +278,8 @@ def verify(
         return
     verdict = "[green]same person[/]" if result.decision == "same" else "[yellow]different people[/]"
     out.print(f"{verdict}: score {result.score:.3f} (threshold {result.threshold:.3f}, set for a "
-              f"{_fmt_rate(result.target_fmr)} false-match rate); a different person scores this high "
-              f"{_fmt_rate(result.false_match_rate)} of the time")
+              f"{fmt_rate(result.target_fmr)} false-match rate); a different person scores this high "
+              f"{fmt_rate(result.false_match_rate)} of the time")
     out.print(f"ledger entry {result.ledger_entry}")
 
 
@@ -403,34 +378,6 @@ def stats(as_json: JsonFlag = False) -> None:
         out.print(f"{key:>15}: {value}")
 
 
-register_anchor_commands(audit_app, engine, me)
-
-
-@audit_app.command("verify")
-def audit_verify(
-    as_json: JsonFlag = False,
-    anchors: Annotated[Optional[Path], typer.Option(help="also check against these signed anchors (JSON lines "
-                                                         "from `audit anchor`)")] = None,
-    public_key: Annotated[Optional[Path], typer.Option("--public-key", help="the anchors' public key")] = None,
-) -> None:
-    """Check the ledger's hash chain; exit code 2 when any entry was edited, removed or reordered.
-    With --anchors and --public-key, also detects truncation, deletion and a recomputed chain."""
-    check = engine().audit_verify(by=me())
-    if anchors is not None or public_key is not None:
-        check = check_with_anchors(engine(), check, anchors, public_key)
-    if as_json:
-        print_json({"ok": check.ok, "entries": check.entries, "problems": check.problems,
-                    "head_hash": check.head_hash})
-    elif check.ok:
-        out.print(f"[green]ledger intact[/]: {check.entries} entries, head {check.head_hash[:16]}…")
-    else:
-        err.print(f"[red]ledger BROKEN[/]: {len(check.problems)} problem(s) in {check.entries} entries")
-        for problem in check.problems:
-            err.print(f"  {problem}")
-    if not check.ok:
-        raise typer.Exit(2)
-
-
 # -- review -----------------------------------------------------------------------------------------
 
 @app.command()
@@ -460,138 +407,13 @@ def result(entry: Annotated[str, typer.Argument(help="the search's ledger entry 
     table = Table("rank", "subject", "score", "false-match rate", "label", "status", "reviews")
     for c in rows:
         reviews = "; ".join(f"{r['reviewer']}: {r['decision']}" for r in c["reviews"]) or "-"
-        table.add_row(str(c["rank"]), c["subject"], f"{c['score']:.3f}", _fmt_rate(c["false_match_rate"]),
+        table.add_row(str(c["rank"]), c["subject"], f"{c['score']:.3f}", fmt_rate(c["false_match_rate"]),
                       c.get("label", ""), c["status"], reviews)
     out.print(table if rows else "this search returned no candidates")
 
 
-# -- users ------------------------------------------------------------------------------------------
-
-@user_app.command("add")
-def user_add(
-    name: str,
-    role: Annotated[str, typer.Option(help=" | ".join(ROLES))],
-    as_json: JsonFlag = False,
-) -> None:
-    """Create a user and print their token once (only its hash is stored)."""
-    user, token = engine().add_user(name, role=role, by=me())
-    if as_json:
-        print_json({**user, "token": token})
-        return
-    out.print(f"created user [bold]{user['user']}[/] with role {user['role']}. Their token (shown once, "
-              f"store it safely):\n{token}")
-
-
-@user_app.command("list")
-def user_list(as_json: JsonFlag = False) -> None:
-    """List users and their roles."""
-    users = engine().list_users(by=me())
-    if as_json:
-        print_json(users)
-        return
-    table = Table("user", "role", "disabled", "token", "created", "by")
-    for u in users:
-        table.add_row(u["user"], u["role"], "yes" if u["disabled"] else "no", "yes" if u["has_token"] else "no",
-                      u["created_at"] or "", u["created_by"])
-    out.print(table)
-
-
-@user_app.command("disable")
-def user_disable(name: str) -> None:
-    """Disable a user: their token stops working at once."""
-    engine().set_user_disabled(name, True, by=me())
-    out.print(f"disabled user {name}")
-
-
-# -- retention and erasure --------------------------------------------------------------------------
-
-@app.command()
-def purge(as_json: JsonFlag = False) -> None:
-    """Delete expired images, faces, embeddings and probes now (it also runs by itself when overdue)."""
-    summary = engine().purge(by=me())
-    if as_json:
-        print_json(summary)
-        return
-    out.print(f"purged {summary['images']} image(s), {summary['faces']} face(s), {summary['subjects']} subject(s), "
-              f"{summary['probes']} probe(s); ledger entry {summary['ledger_entry']}")
-
-
-@app.command()
-def erase(
-    reason: Annotated[Optional[str], typer.Option(help="why (e.g. erasure request reference)")] = None,
-    face: Annotated[Optional[Path], typer.Option(help="a photo of the person to erase")] = None,
-    subject: Annotated[Optional[str], typer.Option(help="subject name or id (with --gallery)")] = None,
-    gallery: Annotated[Optional[str], typer.Option(help="only this gallery (default: all)")] = None,
-    dry_run: Annotated[bool, typer.Option(help="only list what would be removed")] = False,
-    as_json: JsonFlag = False,
-) -> None:
-    """Erase a person: every matching subject's images, faces and embeddings, with a receipt."""
-    receipt = engine().erase(reason=reason, face=face, subject=subject, gallery=gallery, dry_run=dry_run, by=me())
-    if as_json:
-        print_json(receipt)
-        return
-    if receipt["dry_run"]:
-        out.print(f"[bold]dry run[/]: would erase {len(receipt['subjects'])} subject(s) and "
-                  f"{receipt['probes_matching']} probe(s); nothing was removed")
-    else:
-        out.print(f"erased {len(receipt['subjects'])} subject(s): {receipt['images']} image(s), "
-                  f"{receipt['faces']} face(s), {receipt['probes']} probe(s)")
-    for s in receipt["subjects"]:
-        score = f" (score {s['score']:.3f} >= {s['threshold']:.3f})" if s["score"] is not None else ""
-        out.print(f"  {s['gallery']}: {s.get('subject', '(name withheld)')} (id {s['subject_id']}){score}")
-    out.print(f"receipt: ledger entry {receipt['receipt']}")
-
-
-# -- audit and reports ------------------------------------------------------------------------------
-
-@audit_app.command("list")
-def audit_list(
-    user: Annotated[Optional[str], typer.Option(help="only this user's entries")] = None,
-    action: Annotated[Optional[str], typer.Option(help="search, verify, review, denied, erase, ...")] = None,
-    purpose: Annotated[Optional[str], typer.Option()] = None,
-    case: Annotated[Optional[str], typer.Option()] = None,
-    since: Annotated[Optional[str], typer.Option(help="YYYY-MM-DD")] = None,
-    limit: Annotated[int, typer.Option(help="newest N entries")] = 50,
-    as_json: JsonFlag = False,
-) -> None:
-    """List ledger entries, newest last, filtered by user, action, purpose, case or date."""
-    rows = engine().audit_entries(actor=user, action=action, purpose=purpose, case=case,
-                                  since=_parse_date(since, "--since"), limit=limit, by=me())
-    if as_json:
-        print_json(rows)
-        return
-    table = Table("seq", "time (UTC)", "user", "action", "purpose", "case", "entry")
-    for r in rows:
-        p = {**r["payload"].get("request", {}), **r["payload"]}
-        table.add_row(str(r["seq"]), r["created_at"][:19], r["actor"], r["action"] + (
-            f" ({p['attempted']})" if r["action"] == "denied" else ""), str(p.get("purpose") or ""),
-            str(p.get("case") or ""), r["entry_id"])
-    out.print(table)
-
-
-@audit_app.command("export")
-def audit_export(
-    format: Annotated[str, typer.Option("--format", help="jsonl | csv")] = "jsonl",
-    since: Annotated[Optional[str], typer.Option(help="YYYY-MM-DD")] = None,
-    output: Annotated[Optional[Path], typer.Option("--out", help="write here instead of stdout")] = None,
-) -> None:
-    """Export the ledger (hashes included, so the copy can be verified elsewhere). The export is ledgered."""
-    text = engine().audit_export(format, since=_parse_date(since, "--since"), by=me())
-    if output:
-        output.write_text(text)
-        err.print(f"wrote {output}")
-    else:
-        sys.stdout.write(text)
-
-
-@report_app.command("transparency")
-def report_transparency(
-    output: Annotated[Path, typer.Option("--out", help="folder for transparency.json/.html and charts")],
-    since: Annotated[Optional[str], typer.Option(help="YYYY-MM-DD")] = None,
-) -> None:
-    """Write the transparency report: searches by purpose and user, no-match share, reviews, denials, erasures."""
-    written = engine().transparency_report(output, since=_parse_date(since, "--since"), by=me())
-    out.print(f"wrote {written['files']['html']} and {written['files']['json']}")
+app.command()(purge)  # defined in cli_governance.py, listed here in --help
+app.command()(erase)
 
 
 @app.command()
@@ -622,22 +444,14 @@ def serve(
 
     from .api import create_app
 
-    settings = _state.get("settings") or Settings()
-    err.print(f"faceledger serving {settings.home.resolve()} on http://{host}:{port} (API docs at /docs)")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)
+    current = settings()
+    err.print(f"faceledger serving {current.home.resolve()} on http://{host}:{port} (API docs at /docs)")
+    uvicorn.run(create_app(current), host=host, port=port, log_level="info", access_log=False)
 
 
 def main() -> None:
-    try:
-        app()
-    except FaceledgerError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    finally:
-        opened = _state.pop("engine", None)
-        _state.clear()
-        if opened is not None:
-            opened.close()
+    """The `faceledger` console script."""
+    run_app(app)
 
 
 if __name__ == "__main__":

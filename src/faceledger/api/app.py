@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..config import Settings
 from ..engine import Engine
-from ..errors import FaceledgerError
 from . import routes, web
-from .problems import classify, problem
-from .security import Guard, is_api
-
-log = logging.getLogger("faceledger.api")
+from .deps import install_error_handlers
+from .security import Guard
 
 DESCRIPTION = """Accountable face search and verification. Every route but /healthz needs
 `Authorization: Bearer TOKEN` (a token from `faceledger user add`); each role may do what it may on the
@@ -50,32 +44,6 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     def healthz() -> dict:
         return {"status": "ok", "version": __version__, "model_id": engine.model_id}
 
-    def respond(request: Request, status: int, detail: str, slug: str | None = None, headers=None, **extra):
-        if is_api(request.url.path) or "text/html" not in request.headers.get("accept", ""):
-            return problem(status, detail, slug=slug, headers=headers, **extra)
-        return web.error_page(request, status, detail)
-
-    @app.exception_handler(FaceledgerError)
-    async def faceledger_error(request: Request, exc: FaceledgerError):
-        status, slug = classify(exc)
-        headers = {"WWW-Authenticate": 'Bearer realm="faceledger"'} if status == 401 else None
-        return respond(request, status, str(exc), slug, headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError):
-        problems = [{"field": ".".join(str(p) for p in e["loc"][1:]) or e["loc"][0], "message": e["msg"]}
-                    for e in exc.errors()]
-        detail = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
-        return respond(request, 422, detail or "the request is not valid", "validation", errors=problems)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException):
-        return respond(request, exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception):
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return respond(request, 500, "unexpected server error; the server log has the details", "internal-error")
-
+    install_error_handlers(app)
     app.add_middleware(Guard, engine=engine, settings=settings)  # outermost: before routing and body parsing
     return app

@@ -3,49 +3,17 @@ a worker thread (FastAPI runs plain `def` routes in its thread pool) and returns
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import date
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from fastapi.responses import PlainTextResponse, Response
-from fastapi.security import HTTPBearer
 from pydantic import BaseModel, Field
 
-from ..engine import Engine
-from ..errors import AuthenticationFailed
-from ..policy import DECISIONS, Principal
+from ..policy import DECISIONS
+from .deps import EngineDep, Me, as_utc, bearer, read_upload
 
-bearer = HTTPBearer(auto_error=False, description="a token made with `faceledger user add NAME --role ROLE`")
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(bearer)])
-
-
-def engine_of(request: Request) -> Engine:
-    return request.app.state.engine
-
-
-def principal(request: Request) -> Principal:
-    """The user the Guard middleware authenticated (it refuses the request before this otherwise)."""
-    found = request.state.principal
-    if found is None:
-        raise AuthenticationFailed("no token given; send `Authorization: Bearer TOKEN`")
-    return found
-
-
-EngineDep = Annotated[Engine, Depends(engine_of)]
-Me = Annotated[Principal, Depends(principal)]
-
-
-def read_upload(upload: UploadFile) -> tuple[str, bytes]:
-    upload.file.seek(0)
-    return upload.filename or "upload", upload.file.read()
-
-
-def as_utc(value: date | datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    if not isinstance(value, datetime):
-        value = datetime(value.year, value.month, value.day)
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 # -- who am I ------------------------------------------------------------------------------------------

@@ -7,8 +7,6 @@ a streamed body passes the cap.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import math
 import threading
 import time
@@ -20,18 +18,14 @@ from starlette.responses import RedirectResponse
 
 from ..accounts import token_digest
 from ..errors import AuthenticationFailed
+from .pages import error_page
 from .problems import problem
+from .session import COOKIE, CSRF_HEADER, SAFE_METHODS, csrf_ok, csrf_token, is_api
 
-COOKIE = "faceledger_session"
-CSRF_HEADER = "x-csrf-token"
+__all__ = ["COOKIE", "CSRF_HEADER", "Guard", "TokenBucket", "csrf_token", "is_api", "is_public"]
+
 PUBLIC_PATHS = {"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/login", "/favicon.ico"}
 PUBLIC_PREFIXES = ("/static/",)
-SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
-
-
-def csrf_token(token: str) -> str:
-    """Per-session CSRF token: derived from the (secret) session token, so only its holder can know it."""
-    return hmac.new(token.encode(), b"faceledger csrf", hashlib.sha256).hexdigest()[:32]
 
 
 class TokenBucket:
@@ -60,10 +54,6 @@ class TokenBucket:
 
 def is_public(path: str) -> bool:
     return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
-
-
-def is_api(path: str) -> bool:
-    return path.startswith("/api/")
 
 
 class Guard:
@@ -106,7 +96,7 @@ class Guard:
                 await response(scope, receive, send)
                 return
             if (via == "cookie" and is_api(path) and request.method not in SAFE_METHODS
-                    and not hmac.compare_digest(request.headers.get(CSRF_HEADER, ""), csrf_token(token))):
+                    and not csrf_ok(token, request.headers.get(CSRF_HEADER))):
                 await problem(403, "a cookie-authenticated request must carry the X-CSRF-Token header of its "
                               "session (or use `Authorization: Bearer TOKEN`)", slug="csrf")(scope, receive, send)
                 return
@@ -138,8 +128,6 @@ class Guard:
                   f"{self.max_body:,} bytes (FACELEDGER_MAX_UPLOAD_BYTES)")
         if is_api(request.url.path):
             return problem(413, detail, slug="too-large")
-        from .web import error_page  # an HTML page for the browser
-
         return error_page(request, 413, detail)
 
     def _unauthenticated(self, request: Request, detail: str, *, clear_cookie: bool = False):

@@ -1,80 +1,28 @@
 """The web app: server-rendered pages over the same engine calls as the JSON API.
 
 Sign-in stores the token in an HttpOnly, SameSite=Strict cookie; every form post also carries the
-session's CSRF token in a hidden field (checked here), so both defences hold.
+session's CSRF token in a hidden field (checked by `deps.check_csrf`), so both defences hold. The engine,
+the signed-in user and error pages come from the dependency layer shared with the JSON API (deps.py).
 """
 
 from __future__ import annotations
 
 import base64
-import hmac
 from datetime import date
-from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse
-from fastapi.templating import Jinja2Templates
 
-from ..engine import Engine
 from ..enrollment import face_crop_jpeg
-from ..errors import AuthenticationFailed, FaceledgerError, PermissionDenied
+from ..errors import AuthenticationFailed, FaceledgerError
 from ..imaging import load_image
-from ..policy import DECISIONS, PERMISSIONS, Principal
-from .routes import as_utc, read_upload
-from .security import COOKIE, csrf_token
+from ..policy import DECISIONS
+from .deps import EngineDep, Me, as_utc, check_csrf, read_upload
+from .pages import render
+from .session import COOKIE
 
-TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 router = APIRouter(include_in_schema=False)
-
-
-def _fmt_rate(rate: float | None) -> str:
-    if rate is None:
-        return "-"
-    return f"{rate:.1e}" if rate < 0.001 else f"{rate:.2%}"
-
-
-TEMPLATES.env.filters["rate"] = _fmt_rate
-
-
-def engine_of(request: Request) -> Engine:
-    return request.app.state.engine
-
-
-def user(request: Request) -> Principal:
-    found = request.state.principal
-    if found is None:
-        raise AuthenticationFailed("sign in first")
-    return found
-
-
-EngineDep = Annotated[Engine, Depends(engine_of)]
-Me = Annotated[Principal, Depends(user)]
-
-
-def may(principal: Principal | None, action: str) -> bool:
-    """For showing links and buttons only; the engine decides (and ledgers refusals)."""
-    return principal is not None and principal.role in PERMISSIONS.get(action, ())
-
-
-def render(request: Request, template: str, status: int = 200, **context) -> HTMLResponse:
-    principal = request.state.principal
-    token = request.state.token
-    context.update(request=request, me=principal, may=lambda action: may(principal, action),
-                   csrf=csrf_token(token) if token else "")
-    return TEMPLATES.TemplateResponse(request, template, context, status_code=status)
-
-
-def error_page(request: Request, status: int, detail: str) -> HTMLResponse:
-    if not hasattr(request.state, "principal"):
-        request.state.principal = request.state.token = None
-    return render(request, "error.html", status=status, status_code=status, detail=detail)
-
-
-def check_csrf(request: Request, sent: str | None) -> None:
-    token = request.state.token
-    if request.state.auth_via == "cookie" and not hmac.compare_digest(sent or "", csrf_token(token)):
-        raise PermissionDenied("the form's CSRF token is missing or wrong; reload the page and try again")
 
 
 def data_url(jpeg: bytes) -> str:

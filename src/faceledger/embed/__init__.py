@@ -7,6 +7,9 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import FaceledgerError
+from .vectors import l2_normalise
+
+__all__ = ["EMBEDDERS", "Embedder", "create_embedder", "l2_normalise"]
 
 
 class Embedder(Protocol):
@@ -47,10 +50,3 @@ def create_embedder(name: str, **kwargs) -> Embedder:
         raise FaceledgerError(f"unknown embedder {name!r}; known: {', '.join(sorted(EMBEDDERS))}") from None
     return factory(**kwargs)
 
-
-def l2_normalise(vector: np.ndarray) -> np.ndarray:
-    vector = np.asarray(vector, dtype=np.float32).reshape(-1)
-    norm = float(np.linalg.norm(vector))
-    if not np.isfinite(norm) or norm == 0.0:
-        raise FaceledgerError("the embedding is zero or not finite; the face crop is unusable")
-    return vector / norm

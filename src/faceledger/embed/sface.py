@@ -7,9 +7,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..models import quiet_opencv, SFACE_2021DEC, locate
-from . import l2_normalise
+from ..models import SFACE_2021DEC, locate, quiet_opencv
 from .alignment import ARCFACE_112_V1, align
+from .vectors import l2_normalise
 
 
 class SFaceEmbedder:
