@@ -113,3 +113,28 @@ def test_an_undecodable_probe_is_ledgered(eng):
         eng.search(b"not an image at all", gallery="g", purpose="p", case="c-9")
     last = eng.ledger.entries(action="search")[-1]["payload"]
     assert last["decision"] == "failed" and last["case"] == "c-9"
+
+
+def test_a_running_server_purges_by_itself(tmp_path):
+    """Retention is enforced while serving, not only when an engine is opened."""
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from faceledger.api import create_app
+
+    engine = open_test_engine(tmp_path / "srv", purge_interval_hours=0.0005, maintenance_check_seconds=0.2)
+    engine.create_gallery("g")
+    engine.enroll([ARDERN_A], gallery="g", subject="Jacinda Ardern", source="s", legal_basis="b",
+                  retain_until=utcnow() + timedelta(days=1))
+    with engine.sessions() as session:  # a day later
+        for image in session.execute(select(ImageRecord)).scalars():
+            image.retain_until = utcnow() - timedelta(minutes=1)
+        session.commit()
+    with TestClient(create_app(engine=engine)):
+        deadline = time.monotonic() + 30
+        while engine.gallery_info("g")["images"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+    assert engine.gallery_info("g")["images"] == 0
+    assert engine.ledger.entries(action="purge")[-1]["actor"].startswith("system")
+    engine.close()

@@ -50,7 +50,10 @@ class Settings(BaseSettings):
     probe_retain_days: int = Field(30, ge=0, description="default days a probe's hash and embedding are kept")
     erase_target_fmr: float = Field(
         1e-5, gt=0.0, lt=1.0, description="per-comparison false-match rate that sets the erasure threshold")
-    purge_interval_hours: float = Field(24.0, gt=0, description="purge runs at start when the last is this old")
+    purge_interval_hours: float = Field(1.0, gt=0, description="the scheduled purge runs (at start, and while "
+                                        "serving) when the last one is this old")
+    maintenance_check_seconds: float = Field(60.0, gt=0, description="how often a running server checks "
+                                             "whether the scheduled purge is due")
     verify_target_fmr: float = Field(1e-3, gt=0.0, lt=1.0, description="false-match rate that sets the 1:1 threshold")
 
     auto_upgrade: bool = Field(

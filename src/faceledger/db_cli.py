@@ -12,10 +12,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
 
-from .config import Settings
 from .errors import FaceledgerError
 
 db_app = typer.Typer(help="The store's schema: its revision, and upgrading it.", no_args_is_help=True)
@@ -32,8 +29,10 @@ HINTS = {
 }
 
 
-def _settings(ctx: typer.Context) -> Settings:
+def _settings(ctx: typer.Context):
     """Settings as the root command builds them: its --home (or FACELEDGER_HOME), then the environment."""
+    from .config import Settings  # imported when a db command runs, so `faceledger --help` stays light
+
     home = ctx.find_root().params.get("home")
     return Settings(home=home) if home else Settings()
 
@@ -43,6 +42,8 @@ def _safe(url) -> str:
 
 
 def _sqlite_file(url: str) -> Path | None:
+    from sqlalchemy.engine import make_url
+
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
         return None
@@ -56,6 +57,8 @@ def _echo(value: dict, as_json: bool, text: str) -> None:
 @db_app.command("status")
 def status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """The store's schema revision, the newest this faceledger knows, and what to do about a difference."""
+    from sqlalchemy.exc import OperationalError
+
     from .store import connect
     from .store.schema import schema_status
 

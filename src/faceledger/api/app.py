@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -15,9 +17,35 @@ from . import routes, web
 from .deps import install_error_handlers
 from .security import Guard
 
+log = logging.getLogger("faceledger.api")
+
 DESCRIPTION = """Accountable face search and verification. Every route but /healthz needs
 `Authorization: Bearer TOKEN` (a token from `faceledger user add`); each role may do what it may on the
 command line. Errors are RFC 9457 problem details (`application/problem+json`). See docs/api.md."""
+
+
+class RetentionKeeper:
+    """While the server runs, the scheduled purge runs by itself: every `every` seconds it checks whether
+    the last purge is older than FACELEDGER_PURGE_INTERVAL_HOURS, and purges (ledgered) when it is."""
+
+    def __init__(self, engine: Engine, every: float) -> None:
+        self.engine, self.every = engine, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="faceledger-retention", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                self.engine.purge_if_overdue()
+            except Exception:  # noqa: BLE001 - keep serving; the next round tries again
+                log.exception("scheduled purge failed; retrying in %.0f s", self.every)
 
 
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
@@ -29,7 +57,10 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         engine.pipeline.load()  # load the models before the first request, not during it
+        keeper = RetentionKeeper(engine, settings.maintenance_check_seconds)
+        keeper.start()
         yield
+        keeper.stop()
         if owned:
             engine.close()
 

@@ -14,22 +14,15 @@ from .models import (
     Base, FaceCrop, FaceRecord, Gallery, ImageRecord, LedgerEntry, Maintenance, Probe, Review, Subject, User,
 )
 from .schema import SchemaChange, prepare
-from .writing import WriteConflict, dispose_writer, hold_write_lock, retry_transaction, writer_sessions
+from .writing import (
+    WriteConflict, _sqlite_pragmas, dispose_writer, hold_write_lock, retry_transaction, writer_sessions,
+)
 
 __all__ = [
     "Base", "FaceCrop", "FaceRecord", "Gallery", "ImageRecord", "LedgerEntry", "Maintenance", "Probe", "Review",
     "Store", "Subject", "User", "WriteConflict", "connect", "dispose_writer", "hold_write_lock", "open_database",
     "open_store", "retry_transaction", "writer_sessions",
 ]
-
-
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA busy_timeout=30000")  # first: switching a new file to WAL may have to wait
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
 
 
 @dataclass

@@ -44,6 +44,16 @@ class WriteConflict(FaceledgerError):
     """Other processes kept the database busy; the write was not made. Try again."""
 
 
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    """Every SQLite connection (readers and the writer): WAL, a busy timeout, foreign keys."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=30000")  # first: switching a new file to WAL may have to wait
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
 def writer_sessions(engine: SqlEngine) -> sessionmaker:
     """A session factory for write transactions, each holding the database-wide write lock.
 
@@ -54,8 +64,6 @@ def writer_sessions(engine: SqlEngine) -> sessionmaker:
     """
     if engine.dialect.name == "sqlite":
         writer = create_engine(engine.url, future=True)
-        from . import _sqlite_pragmas  # the read engine's pragmas: WAL, busy timeout, foreign keys
-
         event.listen(writer, "connect", _sqlite_pragmas)
         event.listen(writer, "connect", _driver_autocommit)
         event.listen(writer, "begin", _begin_immediate)
