@@ -34,6 +34,7 @@ from .cli_common import (
 )
 from .cli_common import run as run_app
 from .cli_governance import audit_app, erase, purge, report_app, user_app
+from .cli_calibration import calibration_app, gallery_duplicates
 from .db_cli import db_app
 from .errors import FaceledgerError
 from .evaluate.cli import (
@@ -50,6 +51,8 @@ app.add_typer(user_app, name="user")
 app.add_typer(report_app, name="report")
 app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(db_app, name="db")
+app.add_typer(calibration_app, name="calibration")
+gallery_app.command("duplicates")(gallery_duplicates)
 
 PurposeOpt = Annotated[Optional[str], typer.Option("--purpose", help="why this search is made (required)")]
 CaseOpt = Annotated[Optional[str], typer.Option("--case", help="case or ticket reference (required)")]
@@ -224,7 +227,7 @@ def _print_enroll_report(report, as_json: bool) -> None:
 @app.command()
 def search(
     image: Path,
-    gallery: Annotated[str, typer.Option(help="gallery to search")],
+    gallery: Annotated[list[str], typer.Option(help="gallery to search; repeat to search several as one")],
     purpose: PurposeOpt = None,
     case: CaseOpt = None,
     top_k: Annotated[int, typer.Option(help="at most this many candidates")] = 10,
@@ -234,31 +237,35 @@ def search(
     authorisation: Annotated[Optional[str], typer.Option(help="warrant or authorisation id, if any")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Search a gallery for the face in IMAGE. Answers "no match" when nobody clears the threshold."""
-    result = engine().search(image, gallery=gallery, purpose=purpose, case=case, top_k=top_k,
-                             investigative=investigative, authorisation=authorisation,
+    """Search one or more galleries for the face in IMAGE. Answers "no match" when nobody clears the threshold."""
+    result = engine().search(image, gallery=gallery if len(gallery) > 1 else gallery[0], purpose=purpose,
+                             case=case, top_k=top_k, investigative=investigative, authorisation=authorisation,
                              on_multiple="largest" if largest_face else "refuse", by=me())
     if as_json:
         print_json(result.as_json())
         return
-    out.print(f"searched [bold]{result.gallery}[/] ({result.gallery_size} faces) at threshold "
-              f"{result.threshold:.3f}, which holds a {result.target_fpir:.1%} chance of any false candidate "
-              f"for a person who is not enrolled")
+    out.print(f"searched [bold]{result.gallery}[/] ({result.gallery_size:,} faces) at threshold "
+              f"{result.threshold:.3f} ({result.calibration_source} calibration"
+              f"{f', extrapolated x{result.extrapolation_factor:g}' if result.threshold_extrapolated else ''}"
+              f"{'' if result.threshold_supported else ', NOT SUPPORTED by the data'})")
+    for refused in result.refused:
+        out.print(f"[yellow]not searched[/]: {refused['gallery']}: {refused['reason']}")
     if result.mode == "investigative":
         out.print("[bold yellow]investigative search[/]: every row is a LEAD, NOT AN IDENTIFICATION; a reviewer "
                   "must record a decision (`faceledger review`) before anyone acts on it")
     if not result.candidates:
-        out.print("[bold]no match[/]: nobody in the gallery is similar enough. This is a normal answer.")
+        out.print(f"[bold]no match[/]. {result.meaning}")
     else:
         table = Table("rank", "subject", "score", "false-match rate", "chance of a non-mate this high",
                       "above threshold", "image")
         for c in result.candidates:
-            table.add_row(str(c.rank), c.subject, f"{c.score:.3f}", fmt_rate(c.false_match_rate),
+            subject = f"{c.subject} ({c.gallery})" if c.gallery else c.subject
+            table.add_row(str(c.rank), subject, f"{c.score:.3f}", fmt_rate(c.false_match_rate),
                           fmt_rate(c.gallery_false_positive_chance), "yes" if c.above_threshold else "no",
                           Path(c.image).name)
         out.print(table)
         if result.mode == "open-set":
-            out.print("candidates are not identifications: a reviewer must confirm one before anyone acts on it")
+            out.print(result.meaning)
     out.print(f"ledger entry {result.ledger_entry}")
 
 

@@ -138,6 +138,8 @@ class Engine:
     faces = via("searching")
     operating_points = via("searching")
     calibrate = via("calibrations")
+    calibration_info = via("calibrations", "describe_gallery")
+    gallery_duplicates = via("calibrations", "duplicates")
 
     # review
     review = via("reviews")
