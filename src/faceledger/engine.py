@@ -27,6 +27,7 @@ from .services.reports import Reports
 from .services.review import Reviews
 from .services.search import Searching
 from .services.users import Users
+from .services.video import VideoSearch
 from .store import open_database
 
 
@@ -70,6 +71,7 @@ class Engine:
         self.governance = Governance(ctx, self.access, self.indexes, self.calibrations)
         self.users = Users(ctx, self.access)
         self.reports = Reports(ctx, self.access, self.calibrations, self.searching)
+        self.video = VideoSearch(ctx, self.access, self.searching)
         self.governance.purge_if_overdue()
 
     @property
@@ -129,6 +131,11 @@ class Engine:
     faces = via("searching")
     operating_points = via("searching")
     calibrate = via("calibrations")
+
+    # video
+    video_search = via("video", "search")
+    video_tracks = via("video", "tracks")
+    video_redact = via("video", "redact")
 
     # review
     review = via("reviews")
