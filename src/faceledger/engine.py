@@ -28,6 +28,7 @@ from .services.review import Reviews
 from .services.search import Searching
 from .services.users import Users
 from .services.video import VideoSearch
+from .services.watch import Watching
 from .store import open_database
 
 
@@ -72,6 +73,7 @@ class Engine:
         self.users = Users(ctx, self.access)
         self.reports = Reports(ctx, self.access, self.calibrations, self.searching)
         self.video = VideoSearch(ctx, self.access, self.searching)
+        self.watching = Watching(ctx, self.access, self.video)
         self.governance.purge_if_overdue()
 
     @property
@@ -136,6 +138,9 @@ class Engine:
     video_search = via("video", "search")
     video_tracks = via("video", "tracks")
     video_redact = via("video", "redact")
+    watch = via("watching")
+    allow_live = via("watching")
+    retry_alerts = via("watching")
 
     # review
     review = via("reviews")

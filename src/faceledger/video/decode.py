@@ -161,13 +161,14 @@ def upright(rgb: np.ndarray, rotation: int) -> np.ndarray:
 
 def frames(source: Path | str, *, every_ms: float | None = None, all_frames: bool = False,
            realtime: bool = False, max_seconds: float | None = None, fmt: str | None = None,
-           options: dict | None = None, stop=None) -> Iterator[Frame]:
+           options: dict | None = None, stop=None, wall_clock: bool = False) -> Iterator[Frame]:
     """Decode frames in order. With every_ms, one frame per every_ms of presentation time is `sampled`
     (the first frame at or after each step, so variable frame rates are sampled evenly). Only sampled
     frames are converted to RGB unless all_frames is set (redaction needs every frame).
 
     realtime: pace the frames to their timestamps (a file played as if it were live).
     max_seconds: stop after this much video time. stop: a threading.Event that ends the iteration.
+    wall_clock: time frames by their arrival (live streams such as MJPEG over HTTP carry no usable pts).
     """
     import time
 
@@ -190,7 +191,12 @@ def frames(source: Path | str, *, every_ms: float | None = None, all_frames: boo
                 if stop is not None and stop.is_set():
                     return
                 index += 1
-                t = float(frame.time) if frame.time is not None else index / float(stream.average_rate or 25)
+                if wall_clock:
+                    t = time.monotonic() - wall_start
+                elif frame.time is not None:
+                    t = float(frame.time)
+                else:
+                    t = index / float(stream.average_rate or 25)
                 if start_t is None:
                     start_t = t
                 t -= start_t

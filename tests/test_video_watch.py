@@ -1,0 +1,149 @@
+"""Live watch: a file played in real time and an MJPEG stream over HTTP, alerts to a local webhook,
+a webhook that is down (spooled, then delivered), opt-in and authorisation."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import cv2
+import pytest
+
+pytest.importorskip("av")
+
+from faceledger.config import Settings  # noqa: E402
+from faceledger.engine import open_engine  # noqa: E402
+from faceledger.errors import MissingField, PolicyViolation  # noqa: E402
+
+from .video_scenes import OPEN_FACES, crossing, moving, write  # noqa: E402
+
+
+class Receiver:
+    """A webhook receiver on 127.0.0.1 collecting the JSON bodies posted to it."""
+
+    def __init__(self, port: int = 0) -> None:
+        received = self.received = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.append((self.headers["Idempotency-Key"], json.loads(body)))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def eng(tmp_path_factory):
+    engine = open_engine(Settings(home=tmp_path_factory.mktemp("home"), operator="test-admin"))
+    engine.create_gallery("g", purposes=["event security"])
+    engine.enroll([OPEN_FACES / "macron_2025.jpg"], gallery="g", subject="macron", source="test", legal_basis="b")
+    engine.create_gallery("closed")
+    engine.allow_live("g")
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clips")
+    return {"moving": write(moving(seconds=2.0), folder / "moving.mp4"),
+            "crossing": write(crossing(), folder / "crossing.mp4")}
+
+
+def _watch(eng, source, **kw):
+    kw.setdefault("gallery", "g")
+    return eng.watch(str(source), purpose="event security", case="E-7", authorisation=kw.pop("auth", "AUTH-1"), **kw)
+
+
+def test_watch_needs_the_gallery_opt_in_and_an_authorisation(eng, clips):
+    with pytest.raises(PolicyViolation, match="allow-live closed"):
+        _watch(eng, clips["moving"], gallery="closed")
+    with pytest.raises(MissingField, match="authorisation"):
+        _watch(eng, clips["moving"], auth=" ")
+    denied = eng.audit_entries(action="denied")[-2:]
+    assert [d["payload"]["attempted"] for d in denied] == ["watch", "watch"]
+    assert eng.audit_entries(action="video.allow_live")[0]["payload"] == {"gallery": "g", "allowed": True}
+
+
+def test_a_file_played_in_real_time_raises_one_alert_at_the_webhook(eng, clips):
+    receiver = Receiver()
+    printed = []
+    try:
+        summary = _watch(eng, clips["moving"], webhook=receiver.url, on_alert=printed.append)
+    finally:
+        receiver.close()
+    assert summary["alerts"] == 1 and summary["tracks"] == 1 and summary["alerts_pending_delivery"] == 0
+    assert len(receiver.received) == 1 and len(printed) == 1
+    key, alert = receiver.received[0]
+    assert key == alert["alert_id"] and alert["candidates"][0]["subject"] == "macron"
+    assert alert["thumbnail_jpeg"] and alert["purpose"] == "event security"
+    actions = [e["action"] for e in eng.audit_entries() if e["payload"].get("watch_id") == summary["watch_id"]]
+    assert actions == ["watch.start", "watch.alert", "watch.stop"]
+
+
+def test_a_webhook_that_is_down_spools_the_alert_and_delivers_it_on_retry(eng, clips):
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/alerts"
+    summary = _watch(eng, clips["crossing"], webhook=url, realtime=False)
+    assert summary["alerts"] == 1 and summary["alerts_pending_delivery"] == 1
+    assert summary["bystanders"] == {"tracks": 1, "kept": "counts only"}
+    spooled = eng.watching.spool.pending()
+    assert len(spooled) == 1 and spooled[0]["attempts"] >= 1 and spooled[0]["webhook"] == url
+    receiver = Receiver(port)
+    try:
+        assert eng.retry_alerts() == {"delivered": 1, "pending": 0}
+    finally:
+        receiver.close()
+    assert receiver.received[0][1]["alert_id"] == spooled[0]["id"]
+    assert eng.watching.spool.pending() == []
+    stop = eng.audit_entries(action="watch.stop")[-1]["payload"]
+    assert stop["alerts_pending_delivery"] == 1 and stop["bystander_tracks"] == 1
+
+
+def test_an_mjpeg_stream_over_http_is_watched(eng):
+    scene = moving(seconds=2.0)
+
+    class Stream(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            for pixels in scene.frames:
+                jpeg = cv2.imencode(".jpg", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR))[1].tobytes()
+                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg))
+                self.wfile.write(jpeg + b"\r\n")
+                time.sleep(1 / scene.fps)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Stream)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    alerts = []
+    try:
+        summary = _watch(eng, f"http://127.0.0.1:{server.server_address[1]}/stream.mjpg", on_alert=alerts.append)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert summary["frames"] >= 5 and summary["alerts"] == 1
+    assert alerts[0]["candidates"][0]["subject"] == "macron"
