@@ -211,3 +211,30 @@ def test_redacting_every_track_leaves_no_face_on_any_frame(eng, videos, tmp_path
     assert summary["blurred_tracks"] == 3 and summary["frames_written"] == 45
     assert probe(out).codec == "vp9"
     assert sum(len(eng.pipeline.faces(f.rgb, embed=False)) for f in frames(out)) == 0
+
+
+def test_the_cli_searches_a_video_and_prints_json(eng, videos, capsys, monkeypatch):
+    from faceledger import cli
+
+    def run(*args):
+        monkeypatch.setattr("sys.argv", ["faceledger", "--home", str(eng.settings.home), *map(str, args)])
+        monkeypatch.setenv("FACELEDGER_OPERATOR", "cli-tester")
+        code = 0
+        try:
+            cli.main()
+        except SystemExit as exc:
+            code = exc.code or 0
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    code, out, _ = run("video", "search", videos["crossing"], "--gallery", "g", "--purpose", "investigation",
+                       "--case", "C-9", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["decision"] == "match" and data["bystanders"]["tracks"] == 1
+    code, out, _ = run("video", "tracks", videos["crossing"], "--json")
+    assert code == 0 and len(json.loads(out)) == 2
+    code, _, err = run("video", "search", videos["crossing"], "--gallery", "g", "--case", "C-9")
+    assert code == 2 and "purpose is required" in err
+    code, _, err = run("watch", videos["moving"], "--gallery", "g", "--purpose", "investigation", "--case", "C-9",
+                       "--authorisation", "A-1")
+    assert code == 2 and "not allowed for live use" in err

@@ -23,6 +23,7 @@ from .engine import Engine
 from .errors import FaceledgerError
 from .policy import DECISIONS, ROLES, Principal
 from .evaluate.cli import evaluate_app
+from .video_cli import video_app, watch
 
 app = typer.Typer(help="Accountable face search and verification.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -35,6 +36,8 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(user_app, name="user")
 app.add_typer(report_app, name="report")
 app.add_typer(evaluate_app, name="evaluate")
+app.add_typer(video_app, name="video")
+app.command()(watch)
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
