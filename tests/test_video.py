@@ -11,13 +11,22 @@ import pytest
 
 pytest.importorskip("av")
 
-from faceledger.config import Settings  # noqa: E402
-from faceledger.engine import open_engine  # noqa: E402
-from faceledger.errors import FaceledgerError, MissingField, NotFound, PolicyViolation  # noqa: E402
-from faceledger.store import FaceRecord, Probe  # noqa: E402
-from faceledger.video.decode import VideoError, VideoLimits, VideoTooLarge, frames, probe  # noqa: E402
+from faceledger.config import Settings
+from faceledger.engine import open_engine
+from faceledger.errors import FaceledgerError, MissingField, NotFound, PolicyViolation
+from faceledger.store import FaceRecord, Probe
+from faceledger.video.decode import VideoError, VideoLimits, VideoTooLarge, frames, probe
 
-from .video_scenes import FACE_A, FACE_B, OPEN_FACES, crossing, cut_leave_return, moving, still_frames, write  # noqa: E402
+from .video_scenes import (
+    FACE_A,
+    FACE_B,
+    OPEN_FACES,
+    crossing,
+    cut_leave_return,
+    moving,
+    still_frames,
+    write,
+)
 
 TOL = 0.25  # seconds: one sampling step (200 ms) plus rounding
 

@@ -14,11 +14,11 @@ import pytest
 
 pytest.importorskip("av")
 
-from faceledger.config import Settings  # noqa: E402
-from faceledger.engine import open_engine  # noqa: E402
-from faceledger.errors import MissingField, PolicyViolation  # noqa: E402
+from faceledger.config import Settings
+from faceledger.engine import open_engine
+from faceledger.errors import MissingField, PolicyViolation
 
-from .video_scenes import OPEN_FACES, crossing, moving, write  # noqa: E402
+from .video_scenes import OPEN_FACES, crossing, moving, write
 
 
 class Receiver:
@@ -28,7 +28,7 @@ class Receiver:
         received = self.received = []
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 received.append((self.headers["Idempotency-Key"], json.loads(body)))
                 self.send_response(204)
@@ -124,7 +124,7 @@ def test_an_mjpeg_stream_over_http_is_watched(eng):
     scene = moving(seconds=2.0)
 
     class Stream(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             self.send_response(200)
             self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
             self.end_headers()

@@ -7,8 +7,7 @@ background, with its true box recorded so tests can compare tracks with what is 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from fractions import Fraction
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import cv2
@@ -18,7 +17,7 @@ OPEN_FACES = Path(__file__).parent / "data" / "open-faces"
 W, H = 320, 240
 
 
-@lru_cache(maxsize=None)
+@cache
 def face_still(name: str) -> np.ndarray:
     """A square RGB crop around the one face of a committed still (found once with the detector)."""
     from faceledger.config import Settings

@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -32,13 +32,13 @@ def _fmt_t(seconds: float) -> str:
 def video_search(
     video: Path,
     gallery: Annotated[str, typer.Option(help="gallery to search")],
-    purpose: Annotated[Optional[str], typer.Option(help="why this search is made (required)")] = None,
-    case: Annotated[Optional[str], typer.Option(help="case or ticket reference (required)")] = None,
+    purpose: Annotated[str | None, typer.Option(help="why this search is made (required)")] = None,
+    case: Annotated[str | None, typer.Option(help="case or ticket reference (required)")] = None,
     every_ms: EveryMs = 200,
     top_k: Annotated[int, typer.Option(help="at most this many candidates per track")] = 5,
     investigative: Annotated[bool, typer.Option(
         help="return each track's top-k as leads (only where the gallery allows it)")] = False,
-    authorisation: Annotated[Optional[str], typer.Option(help="warrant or authorisation id, if any")] = None,
+    authorisation: Annotated[str | None, typer.Option(help="warrant or authorisation id, if any")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Search a recorded VIDEO: every face is followed as a track and each track is searched once."""
@@ -88,11 +88,11 @@ def video_tracks(video: Path, every_ms: EveryMs = 200, as_json: JsonFlag = False
 def video_redact(
     video: Path,
     out_path: Annotated[Path, typer.Option("--out", help="the redacted copy to write (.mp4, .mkv, .mov, .webm, .avi)")],
-    keep_track: Annotated[Optional[list[int]], typer.Option(
+    keep_track: Annotated[list[int] | None, typer.Option(
         "--keep-track", help="a track left visible (repeat); numbered as `video search` numbers them")] = None,
     every_ms: EveryMs = 200,
-    purpose: Annotated[Optional[str], typer.Option(help="why the copy is made (ledgered)")] = None,
-    case: Annotated[Optional[str], typer.Option(help="case or request reference (ledgered)")] = None,
+    purpose: Annotated[str | None, typer.Option(help="why the copy is made (ledgered)")] = None,
+    case: Annotated[str | None, typer.Option(help="case or request reference (ledgered)")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Write a copy of VIDEO with every face blurred on every frame, except the tracks kept."""
@@ -129,12 +129,12 @@ def video_retry_alerts() -> None:
 def watch(
     source: Annotated[str, typer.Argument(help="a stream URL, a camera (0 or /dev/video0), or a video file")],
     gallery: Annotated[str, typer.Option(help="gallery to search (allowed for live use)")],
-    authorisation: Annotated[Optional[str], typer.Option(help="warrant or authorisation id (required)")] = None,
-    purpose: Annotated[Optional[str], typer.Option(help="why this watch is made (required)")] = None,
-    case: Annotated[Optional[str], typer.Option(help="case or ticket reference (required)")] = None,
-    webhook: Annotated[Optional[str], typer.Option(help="POST each alert here as JSON (spooled when down)")] = None,
+    authorisation: Annotated[str | None, typer.Option(help="warrant or authorisation id (required)")] = None,
+    purpose: Annotated[str | None, typer.Option(help="why this watch is made (required)")] = None,
+    case: Annotated[str | None, typer.Option(help="case or ticket reference (required)")] = None,
+    webhook: Annotated[str | None, typer.Option(help="POST each alert here as JSON (spooled when down)")] = None,
     every_ms: EveryMs = 200,
-    max_seconds: Annotated[Optional[float], typer.Option(help="stop after this many seconds of video")] = None,
+    max_seconds: Annotated[float | None, typer.Option(help="stop after this many seconds of video")] = None,
 ) -> None:
     """Watch a live SOURCE: faces are searched as their tracks form; a match raises an alert. Ctrl-C stops."""
     cli = _shell()

@@ -24,7 +24,7 @@ def post_json(url: str, payload: dict, *, key: str, timeout: float = 5.0) -> Non
     """POST payload as JSON; raises OSError (or URLError/HTTPError) when it was not accepted (2xx)."""
     request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST", headers={
         "Content-Type": "application/json", "Idempotency-Key": key, "User-Agent": "faceledger-watch"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (an operator-given URL)
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         if not 200 <= response.status < 300:
             raise OSError(f"HTTP {response.status}")
 
