@@ -94,7 +94,7 @@ class TrackerConfig:
     """Embedding cosine below which overlapping faces are taken to be different people."""
     reid_similarity: float = 0.55
     """Cosine at which a face joins a track without overlapping it (fast motion, or after a cut)."""
-    max_gap_s: float = 1.0
+    max_gap_s: float = 1.5
     """A track not seen for this long ends."""
     pool: int = 12
     """Best observations kept per track (with embeddings and crops) for best-shot selection."""
