@@ -247,3 +247,27 @@ def test_the_cli_searches_a_video_and_prints_json(eng, videos, capsys, monkeypat
     code, _, err = run("watch", videos["moving"], "--gallery", "g", "--purpose", "investigation", "--case", "C-9",
                        "--authorisation", "A-1")
     assert code == 2 and "not allowed for live use" in err
+
+
+def test_faces_found_on_a_scaled_copy_are_judged_and_placed_on_the_full_frame(eng):
+    import cv2
+
+    from faceledger.video.shots import observe
+
+    eng.pipeline.load()
+    frame = moving().frames[10]
+    big = cv2.resize(frame, (960, 720), interpolation=cv2.INTER_CUBIC)
+    native = observe(eng.pipeline, 0.0, 0, big)
+    scaled = observe(eng.pipeline, 0.0, 0, big, detect_max_side=320)
+    assert len(native) == len(scaled) == 1
+    assert np.allclose(native[0].box, scaled[0].box, atol=12)  # back in full-frame pixels
+    assert abs(native[0].quality.face_size - scaled[0].quality.face_size) < 12
+
+
+def test_only_some_looks_are_embedded(eng, videos):
+    from faceledger.video.analyse import analyse
+
+    analysis = analyse(eng.pipeline, videos["moving"], every_ms=200)
+    track = analysis.tracks[0]
+    embedded = sum(1 for o in track.observations if o.embedding is not None)
+    assert len(track.observations) == 15 and embedded <= 6  # one look a second on a face nobody crosses

@@ -106,6 +106,10 @@ class VideoSearch:
         s = self.ctx.settings
         return VideoLimits(max_bytes=s.video_max_bytes, max_seconds=s.video_max_seconds, max_pixels=s.video_max_pixels)
 
+    @property
+    def detect_max_side(self) -> int:
+        return self.ctx.settings.video_detect_max_side
+
     def search(self, video: Path | str, *, gallery: str, purpose: str | None, case: str | None,
                every_ms: float = 200, top_k: int = 5, investigative: bool = False,
                authorisation: str | None = None, max_shots: int = 3, by: Principal | None = None
@@ -129,7 +133,7 @@ class VideoSearch:
         with self.access.failures(principal, "video.search", request):
             info = probe(video, limits=self.limits)
             ctx.pipeline.load()
-            analysis = analyse(ctx.pipeline, video, every_ms=every_ms)
+            analysis = analyse(ctx.pipeline, video, every_ms=every_ms, detect_max_side=self.detect_max_side)
         try:
             return self._search_tracks(principal, info, analysis, gallery=gallery, purpose=purpose, case=case,
                                        every_ms=every_ms, top_k=top_k, investigative=investigative,
@@ -155,7 +159,7 @@ class VideoSearch:
                                   frames=len(track.observations), status="no_usable_shot")
                 shots = select_shots(track, max_shots=max_shots)
                 if shots:
-                    match = self.searching.match(session, gallery_row, template(shots), top_k=top_k,
+                    match = self.searching.match(session, gallery_row, template(shots, analysis.embed), top_k=top_k,
                                                  investigative=investigative)
                     searches += 1
                     threshold, size, calibration_id = match.threshold, match.gallery_size, match.calibration_id
@@ -196,7 +200,8 @@ class VideoSearch:
         info = probe(video, limits=self.limits, hash_file=False)
         del info
         self.ctx.pipeline.load()
-        analysis = analyse(self.ctx.pipeline, video, every_ms=check_every_ms(every_ms))
+        analysis = analyse(self.ctx.pipeline, video, every_ms=check_every_ms(every_ms),
+                           detect_max_side=self.detect_max_side)
         rows = [{"track": t.track_id, "first_s": round(t.first_t, 3), "last_s": round(t.last_t, 3),
                  "frames": len(t.observations)} for t in analysis.tracks]
         for track in analysis.tracks:
@@ -216,7 +221,7 @@ class VideoSearch:
             raise FaceledgerError("--out must be a new file, not the video being redacted")
         info = probe(video, limits=self.limits)
         ctx.pipeline.load()
-        analysis = analyse(ctx.pipeline, video, every_ms=every_ms)
+        analysis = analyse(ctx.pipeline, video, every_ms=every_ms, detect_max_side=self.detect_max_side)
         known = {t.track_id for t in analysis.tracks}
         unknown = sorted(set(keep_tracks) - known)
         if unknown:

@@ -26,7 +26,7 @@ from ..errors import MissingField, PolicyViolation
 from ..policy import Principal, check_purpose, gallery_policy
 from ..video.decode import frames, probe
 from ..video.live import AlertSpool, check_webhook, redact_url
-from ..video.shots import forget, observe, select_shots, template, thumbnail_jpeg
+from ..video.shots import embedder, forget, observe, select_shots, template, thumbnail_jpeg
 from ..video.track import Track, Tracker
 from .access import Access
 from .context import Context, require_text, utcnow
@@ -110,7 +110,7 @@ class Watching:
             **request, "watch_id": watch_id, "every_ms": every_ms,
             "webhook": redact_url(webhook) if webhook else None, "model_id": ctx.model_id})
         state = {"frames": 0, "tracks": 0, "searches": 0, "alerts": 0, "bystander_tracks": 0, "reason": "ended"}
-        tracker, searched, alerted = Tracker(), set(), set()
+        tracker, searched, alerted = Tracker(embedder(ctx.pipeline)), set(), set()
         last_retry = time.monotonic()
 
         def consider(track: Track, ending: bool) -> None:
@@ -120,7 +120,7 @@ class Watching:
             if not shots:
                 return
             searched.add(track.track_id)
-            alert = self._search_track(principal, track, shots, gallery=gallery, top_k=top_k, watch_id=watch_id,
+            alert = self._search_track(principal, track, shots, tracker.embed, gallery=gallery, top_k=top_k, watch_id=watch_id,
                                        purpose=purpose, case=case, authorisation=authorisation)
             state["searches"] += 1
             if alert is not None:
@@ -136,7 +136,8 @@ class Watching:
             for frame in frames(opened["url"], every_ms=every_ms, realtime=bool(realtime), max_seconds=max_seconds,
                                 fmt=opened["format"], stop=stop, wall_clock=not opened["is_file"]):
                 state["frames"] += 1
-                ended = tracker.update(frame.t, observe(ctx.pipeline, frame.t, frame.index, frame.rgb), frame.rgb)
+                ended = tracker.update(frame.t, observe(ctx.pipeline, frame.t, frame.index, frame.rgb,
+                                                       detect_max_side=self.video.detect_max_side), frame.rgb)
                 for track in tracker.live:
                     consider(track, ending=False)
                 self._close(ended, consider, alerted, state)
@@ -171,13 +172,13 @@ class Watching:
                 state["bystander_tracks"] += 1
             forget(track)
 
-    def _search_track(self, principal: Principal, track: Track, shots, *, gallery: str, top_k: int, watch_id: str,
+    def _search_track(self, principal: Principal, track: Track, shots, embed, *, gallery: str, top_k: int, watch_id: str,
                       purpose: str, case: str, authorisation: str) -> dict | None:
         """Search one track; when it has candidates, ledger the alert in the same transaction and return it."""
         ctx = self.ctx
         with ctx.writing() as session:
             gallery_row = ctx.gallery(session, gallery)
-            match = self.video.searching.match(session, gallery_row, template(shots), top_k=top_k)
+            match = self.video.searching.match(session, gallery_row, template(shots, embed), top_k=top_k)
             if not match.candidates:
                 return None
             payload = {"watch_id": watch_id, "gallery": gallery, "track": track.track_id,

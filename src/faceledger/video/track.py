@@ -3,11 +3,18 @@
 A detection joins the live track it overlaps and resembles most; at a shot cut (the whole picture
 changes) overlap means nothing, so only a strong resemblance joins. A track not seen for `max_gap_s`
 ends; a face that comes back later starts a new track (both are searched, and both name the same
-person if they match). Pure functions and one small class on numpy arrays; knows nothing of the store.
+person if they match).
+
+Embeddings are the costly stage, so they are computed lazily (`embed` is given the observation): a
+face that overlaps one live track and nothing else is joined on its box alone, and is embedded only
+when the track has had no embedded look for `recheck_s` (so a slow identity switch is still caught),
+when it is ambiguous (faces crossing, a cut, no overlap), or when it is chosen as a best shot.
+Pure functions and one small class on numpy arrays; knows nothing of the store.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import cv2
@@ -26,9 +33,11 @@ class Observation:
     landmarks: np.ndarray
     score: float
     quality: QualityReport
-    embedding: np.ndarray
+    aligned: np.ndarray | None = field(default=None, repr=False)
+    """The aligned 112×112 crop the embedding is computed from; dropped once no longer needed."""
     crop: np.ndarray | None = field(default=None, repr=False)
     """A small RGB crop around the face (for the thumbnail), kept only for a track's best observations."""
+    embedding: np.ndarray | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -37,7 +46,7 @@ class Track:
     observations: list[Observation] = field(default_factory=list)
     """Every observation's box and time (for time ranges and redaction); see `best` for the shot pool."""
     best: list[Observation] = field(default_factory=list)
-    """The highest-quality observations (bounded), with embeddings and crops, from which shots are chosen."""
+    """The highest-quality observations (bounded), with their crops, from which shots are chosen."""
     ended: bool = False
 
     @property
@@ -56,10 +65,18 @@ class Track:
     def usable_count(self) -> int:
         return sum(1 for o in self.observations if o.quality.usable)
 
-    def reference(self) -> np.ndarray:
-        """The track's appearance: the mean of its recent embeddings, renormalised."""
-        recent = np.stack([o.embedding for o in self.observations[-5:]])
-        mean = recent.mean(axis=0)
+    def last_embedded_t(self) -> float | None:
+        for obs in reversed(self.observations):
+            if obs.embedding is not None:
+                return obs.t
+        return None
+
+    def reference(self, embed: Callable[[Observation], np.ndarray]) -> np.ndarray:
+        """The track's appearance: the mean of its last (up to 5) embedded looks, renormalised."""
+        recent = [o.embedding for o in reversed(self.observations) if o.embedding is not None][:5]
+        if not recent:
+            recent = [embed(self.last)]
+        mean = np.stack(recent).mean(axis=0)
         return mean / (np.linalg.norm(mean) + 1e-12)
 
 
@@ -90,20 +107,25 @@ def is_cut(before: np.ndarray | None, after: np.ndarray, *, threshold: float = 0
 class TrackerConfig:
     min_iou: float = 0.15
     """Overlap that, with `min_similarity`, keeps a face on its track between samples."""
+    sure_iou: float = 0.5
+    """Overlap at which a face that overlaps nothing else joins its track without an embedding."""
     min_similarity: float = 0.25
     """Embedding cosine below which overlapping faces are taken to be different people."""
     reid_similarity: float = 0.55
     """Cosine at which a face joins a track without overlapping it (fast motion, or after a cut)."""
+    recheck_s: float = 1.0
+    """A track joined on boxes alone is checked against an embedding at least this often."""
     max_gap_s: float = 1.5
     """A track not seen for this long ends."""
     pool: int = 12
-    """Best observations kept per track (with embeddings and crops) for best-shot selection."""
+    """Best observations kept per track (with crops) for best-shot selection."""
 
 
 class Tracker:
     """Greedy association of each sampled frame's faces to the live tracks."""
 
-    def __init__(self, config: TrackerConfig | None = None) -> None:
+    def __init__(self, embed: Callable[[Observation], np.ndarray], config: TrackerConfig | None = None) -> None:
+        self.embed = embed
         self.config = config or TrackerConfig()
         self.live: list[Track] = []
         self.next_id = 1
@@ -117,20 +139,44 @@ class Tracker:
             signature = scene_signature(rgb)
             cut = is_cut(self._scene, signature)
             self._scene = signature
+        overlaps = np.zeros((len(self.live), len(observations)))
+        if not cut:
+            for ti, track in enumerate(self.live):
+                for oi, obs in enumerate(observations):
+                    overlaps[ti, oi] = iou(track.last.box, obs.box)
+        taken_tracks, taken_obs = set(), set()
+        for ti, track in enumerate(self.live):  # the sure cases: one overlap each way, large
+            touching = np.flatnonzero(overlaps[ti] > 0.05)
+            if len(touching) != 1:
+                continue
+            oi = int(touching[0])
+            if overlaps[ti, oi] >= cfg.sure_iou and np.count_nonzero(overlaps[:, oi] > 0.05) == 1:
+                embedded = track.last_embedded_t()
+                if embedded is None or t - embedded >= cfg.recheck_s:
+                    if float(np.dot(track.reference(self.embed), self.embed(observations[oi]))) < cfg.min_similarity:
+                        continue  # someone else stepped into the same place: decide below
+                taken_tracks.add(ti)
+                taken_obs.add(oi)
         pairs = []
         for ti, track in enumerate(self.live):
-            reference = track.reference()
+            if ti in taken_tracks:
+                continue
+            reference = track.reference(self.embed)
             for oi, obs in enumerate(observations):
-                similarity = float(np.dot(reference, obs.embedding))
-                overlap = 0.0 if cut else iou(track.last.box, obs.box)
+                if oi in taken_obs:
+                    continue
+                similarity = float(np.dot(reference, self.embed(obs)))
+                overlap = overlaps[ti, oi]
                 if (overlap >= cfg.min_iou and similarity >= cfg.min_similarity) or similarity >= cfg.reid_similarity:
                     pairs.append((similarity + 0.5 * overlap, ti, oi))
-        taken_tracks, taken_obs = set(), set()
+        joins = [(ti, int(np.flatnonzero(overlaps[ti] > 0.05)[0])) for ti in sorted(taken_tracks)]
         for _, ti, oi in sorted(pairs, reverse=True):
             if ti in taken_tracks or oi in taken_obs:
                 continue
             taken_tracks.add(ti)
             taken_obs.add(oi)
+            joins.append((ti, oi))
+        for ti, oi in joins:
             self._add(self.live[ti], observations[oi])
         for oi, obs in enumerate(observations):
             if oi not in taken_obs:
@@ -156,13 +202,13 @@ class Tracker:
         track.best.append(obs)
         track.best.sort(key=shot_score, reverse=True)
         for dropped in track.best[self.config.pool:]:
-            dropped.crop = None
+            dropped.crop = dropped.aligned = None
         del track.best[self.config.pool:]
-        # Observations outside the pool need no embedding beyond the last few (the track's reference).
-        if len(track.observations) > 5:
-            old = track.observations[-6]
-            if all(old is not b for b in track.best):
-                old.crop = None
+        # Pixels are kept only for the shot pool and the newest look (which may yet be embedded).
+        if len(track.observations) > 1:
+            previous = track.observations[-2]
+            if all(previous is not b for b in track.best):
+                previous.crop = previous.aligned = None
 
 
 def shot_score(obs: Observation) -> float:
