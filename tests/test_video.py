@@ -180,11 +180,14 @@ def test_bad_videos_are_clear_errors(tmp_path, videos):
         probe(videos["moving"], limits=VideoLimits(max_pixels=320 * 200))
 
 
-def test_a_bad_video_search_is_a_ledgered_failure(eng, tmp_path):
+def test_a_bad_video_search_is_a_ledgered_failure(eng, tmp_path, videos, monkeypatch):
     (tmp_path / "empty.mp4").write_bytes(b"")
     with pytest.raises(VideoError, match="empty"):
         _search(eng, tmp_path / "empty.mp4")
     assert eng.audit_entries(action="video.search")[-1]["payload"]["decision"] == "failed"
+    monkeypatch.setattr(eng.settings, "video_max_seconds", 2.0)
+    with pytest.raises(VideoTooLarge, match="over the video limit of 2 s"):
+        _search(eng, videos["moving"])
 
 
 def test_redaction_leaves_no_detectable_face_but_the_kept_track(eng, videos, tmp_path):

@@ -150,7 +150,7 @@ def _first_frame(container, stream, name: str):
 def _frame_rotation(frame) -> int:
     """Degrees counter-clockwise the stored picture must be turned to display upright (0, 90, 180, 270)."""
     rotation = getattr(frame, "rotation", 0) or 0
-    return int(round(rotation / 90.0)) * 90 % 360
+    return round(rotation / 90.0) * 90 % 360
 
 
 def upright(rgb: np.ndarray, rotation: int) -> np.ndarray:

@@ -152,9 +152,9 @@ class Tracker:
             oi = int(touching[0])
             if overlaps[ti, oi] >= cfg.sure_iou and np.count_nonzero(overlaps[:, oi] > 0.05) == 1:
                 embedded = track.last_embedded_t()
-                if embedded is None or t - embedded >= cfg.recheck_s:
-                    if float(np.dot(track.reference(self.embed), self.embed(observations[oi]))) < cfg.min_similarity:
-                        continue  # someone else stepped into the same place: decide below
+                due = embedded is None or t - embedded >= cfg.recheck_s
+                if due and float(np.dot(track.reference(self.embed), self.embed(observations[oi]))) < cfg.min_similarity:
+                    continue  # someone else stepped into the same place: decide below
                 taken_tracks.add(ti)
                 taken_obs.add(oi)
         pairs = []
