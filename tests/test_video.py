@@ -185,6 +185,10 @@ def test_a_bad_video_search_is_a_ledgered_failure(eng, tmp_path, videos, monkeyp
     with pytest.raises(VideoError, match="empty"):
         _search(eng, tmp_path / "empty.mp4")
     assert eng.audit_entries(action="video.search")[-1]["payload"]["decision"] == "failed"
+    front = write(moving(), tmp_path / "front.mp4", options={"movflags": "faststart"})  # index first
+    (tmp_path / "cut-short.mp4").write_bytes(front.read_bytes()[: int(front.stat().st_size * 0.6)])
+    with pytest.raises(VideoError, match=r"stop at 0\.\d s of the 3\.0 s .*truncated"):
+        _search(eng, tmp_path / "cut-short.mp4")
     monkeypatch.setattr(eng.settings, "video_max_seconds", 2.0)
     with pytest.raises(VideoTooLarge, match="over the video limit of 2 s"):
         _search(eng, videos["moving"])

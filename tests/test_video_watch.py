@@ -105,8 +105,8 @@ def test_a_webhook_that_is_down_spools_the_alert_and_delivers_it_on_retry(eng, c
     port = _free_port()
     url = f"http://127.0.0.1:{port}/alerts"
     summary = _watch(eng, clips["crossing"], webhook=url, realtime=False)
-    assert summary["alerts"] == 1 and summary["alerts_pending_delivery"] == 1
-    assert summary["bystanders"] == {"tracks": 1, "kept": "counts only"}
+    assert summary["alerts"] == 1 and summary["alerts_pending_delivery"] == 1, summary
+    assert summary["bystanders"] == {"tracks": 1, "kept": "counts only"}, summary
     spooled = eng.watching.spool.pending()
     assert len(spooled) == 1 and spooled[0]["attempts"] >= 1 and spooled[0]["webhook"] == url
     receiver = Receiver(port)

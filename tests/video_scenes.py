@@ -74,12 +74,12 @@ class Scene:
 
 
 def write(scene: Scene, path: Path, *, codec: str = "libx264", pix_fmt: str = "yuv420p",
-          rotation: int = 0) -> Path:
+          rotation: int = 0, options: dict | None = None) -> Path:
     """Encode a scene with PyAV. rotation: store the frames turned and set the display matrix so a
     player (and the decoder) turns them back upright."""
     import av
 
-    container = av.open(str(path), "w")
+    container = av.open(str(path), "w", options=options or {})
     stream = container.add_stream(codec, rate=scene.fps)
     height, width = scene.frames[0].shape[:2]
     if rotation % 180:

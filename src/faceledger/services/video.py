@@ -17,7 +17,7 @@ from ..errors import FaceledgerError, NotFound
 from ..policy import Principal, check_investigative, check_purpose, gallery_policy
 from ..results import Candidate
 from ..video.analyse import Analysis, analyse
-from ..video.decode import VideoInfo, VideoLimits, probe, sha256_file
+from ..video.decode import VideoError, VideoInfo, VideoLimits, probe, sha256_file
 from ..video.redact import write_redacted
 from ..video.shots import forget, select_shots, template, thumbnail_jpeg
 from ..video.track import Track
@@ -95,6 +95,14 @@ def check_every_ms(every_ms: float) -> float:
     return float(every_ms)
 
 
+def check_complete(info: VideoInfo, analysis: Analysis, every_ms: float) -> None:
+    """A file whose frames stop well before the duration it declares is truncated or corrupt: refuse it
+    rather than answer for a part of it."""
+    if info.duration_s and analysis.last_t + max(1.0, 2 * every_ms / 1000) < info.duration_s:
+        raise VideoError(f"{info.name}: the frames stop at {analysis.last_t:.1f} s of the {info.duration_s:.1f} s "
+                         "the file declares (truncated or corrupt); nothing was searched")
+
+
 class VideoSearch:
     def __init__(self, ctx: Context, access: Access, searching: Searching) -> None:
         self.ctx = ctx
@@ -134,6 +142,7 @@ class VideoSearch:
             info = probe(video, limits=self.limits)
             ctx.pipeline.load()
             analysis = analyse(ctx.pipeline, video, every_ms=every_ms, detect_max_side=self.detect_max_side)
+            check_complete(info, analysis, every_ms)
         try:
             return self._search_tracks(principal, info, analysis, gallery=gallery, purpose=purpose, case=case,
                                        every_ms=every_ms, top_k=top_k, investigative=investigative,
@@ -222,6 +231,7 @@ class VideoSearch:
         info = probe(video, limits=self.limits)
         ctx.pipeline.load()
         analysis = analyse(ctx.pipeline, video, every_ms=every_ms, detect_max_side=self.detect_max_side)
+        check_complete(info, analysis, every_ms)
         known = {t.track_id for t in analysis.tracks}
         unknown = sorted(set(keep_tracks) - known)
         if unknown:

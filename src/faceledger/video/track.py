@@ -198,17 +198,17 @@ class Tracker:
         return ended
 
     def _add(self, track: Track, obs: Observation) -> None:
+        previous = track.observations[-1] if track.observations else None
         track.observations.append(obs)
         track.best.append(obs)
         track.best.sort(key=shot_score, reverse=True)
         for dropped in track.best[self.config.pool:]:
-            dropped.crop = dropped.aligned = None
+            if dropped is not obs:  # the newest look keeps its pixels: it may yet be embedded
+                dropped.crop = dropped.aligned = None
         del track.best[self.config.pool:]
-        # Pixels are kept only for the shot pool and the newest look (which may yet be embedded).
-        if len(track.observations) > 1:
-            previous = track.observations[-2]
-            if all(previous is not b for b in track.best):
-                previous.crop = previous.aligned = None
+        # Pixels are kept only for the shot pool and the newest look.
+        if previous is not None and all(previous is not b for b in track.best):
+            previous.crop = previous.aligned = None
 
 
 def shot_score(obs: Observation) -> float:
