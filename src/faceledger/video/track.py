@@ -1,6 +1,7 @@
 """Follow faces across sampled frames: IoU of the boxes plus similarity of the embeddings.
 
-A detection joins the live track it overlaps and resembles most; at a shot cut (the whole picture
+A detection joins the live track whose predicted box (constant velocity) it overlaps and whose face it
+resembles most; at a shot cut (the whole picture
 changes) overlap means nothing, so only a strong resemblance joins. A track not seen for `max_gap_s`
 ends; a face that comes back later starts a new track (both are searched, and both name the same
 person if they match).
@@ -64,6 +65,20 @@ class Track:
     @property
     def usable_count(self) -> int:
         return sum(1 for o in self.observations if o.quality.usable)
+
+    def predict(self, t: float) -> tuple[float, float, float, float]:
+        """Where the face should be at time t: the last box moved at the velocity of the last two looks
+        (constant velocity, as SORT-style trackers predict), so a face hidden while it moves is found
+        again where it went, not where it was."""
+        box = self.last.box
+        if len(self.observations) < 2:
+            return box
+        before = self.observations[-2]
+        dt = self.last.t - before.t
+        if dt <= 0:
+            return box
+        ahead = min(t - self.last.t, 2.0)
+        return tuple(b + (b - p) / dt * ahead for b, p in zip(box, before.box))
 
     def last_embedded_t(self) -> float | None:
         for obs in reversed(self.observations):
@@ -143,7 +158,7 @@ class Tracker:
         if not cut:
             for ti, track in enumerate(self.live):
                 for oi, obs in enumerate(observations):
-                    overlaps[ti, oi] = iou(track.last.box, obs.box)
+                    overlaps[ti, oi] = iou(track.predict(t), obs.box)
         taken_tracks, taken_obs = set(), set()
         for ti, track in enumerate(self.live):  # the sure cases: one overlap each way, large
             touching = np.flatnonzero(overlaps[ti] > 0.05)
