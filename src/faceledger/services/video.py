@@ -206,8 +206,7 @@ class VideoSearch:
         """The face tracks of a video (ids, time ranges, frame counts), to choose what `redact` keeps.
         Nothing is compared with a gallery, so nothing is ledgered; no embedding leaves this call."""
         self.access.authorize(by, "faces")
-        info = probe(video, limits=self.limits, hash_file=False)
-        del info
+        probe(video, limits=self.limits, hash_file=False)
         self.ctx.pipeline.load()
         analysis = analyse(self.ctx.pipeline, video, every_ms=check_every_ms(every_ms),
                            detect_max_side=self.detect_max_side)
