@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from fractions import Fraction
 import json
 from pathlib import Path
 
@@ -278,3 +279,42 @@ def test_only_some_looks_are_embedded(eng, videos):
     track = analysis.tracks[0]
     embedded = sum(1 for o in track.observations if o.embedding is not None)
     assert len(track.observations) == 15 and embedded <= 6  # one look a second on a face nobody crosses
+
+
+def test_roles_are_checked_before_anything_is_decoded(eng, videos):
+    from faceledger.errors import PermissionDenied
+
+    _, token = eng.add_user("rita", role="reviewer")
+    reviewer = eng.authenticate(token)
+    with pytest.raises(PermissionDenied):
+        eng.video_search(videos["moving"], gallery="g", purpose="investigation", case="C-1", by=reviewer)
+    with pytest.raises(PermissionDenied):
+        eng.video_redact(videos["moving"], out=videos["moving"].with_name("x.mp4"), by=reviewer)
+    with pytest.raises(PermissionDenied):
+        eng.allow_live("g", by=reviewer)
+    assert [d["payload"]["attempted"] for d in eng.audit_entries(action="denied")[-3:]] == [
+        "search", "search", "gallery.update"]
+
+
+def test_variable_frame_rate_is_sampled_by_timestamp(tmp_path):
+    import av
+
+    times_ms = [0, 40, 80, 330, 370, 900, 940, 1210, 1500]
+    frame = still_frames(0.1).frames[0]
+    path = tmp_path / "vfr.mkv"
+    container = av.open(str(path), "w")
+    stream = container.add_stream("libx264", rate=25)
+    stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+    stream.codec_context.time_base = Fraction(1, 1000)
+    for ms in times_ms:
+        video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
+        video_frame.pts, video_frame.time_base = ms, Fraction(1, 1000)
+        for packet in stream.encode(video_frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    decoded = list(frames(path, every_ms=200, all_frames=True))
+    assert [round(f.t * 1000) for f in decoded] == times_ms
+    # the first frame at or after each 200 ms step: 0, (200→)330, (400→)900, (1000→)1210, (1400→)1500
+    assert [round(f.t * 1000) for f in decoded if f.sampled] == [0, 330, 900, 1210, 1500]

@@ -147,3 +147,21 @@ def test_an_mjpeg_stream_over_http_is_watched(eng):
         server.server_close()
     assert summary["frames"] >= 5 and summary["alerts"] == 1
     assert alerts[0]["candidates"][0]["subject"] == "macron"
+
+
+def test_a_watch_stopped_from_outside_is_ledgered_as_stopped(eng, clips):
+    stop = threading.Event()
+    summary = _watch(eng, clips["moving"], on_alert=lambda alert: stop.set(), stop=stop)
+    assert summary["reason"] == "stopped" and summary["alerts"] == 1 and summary["frames"] < 10
+    stop_entry = eng.audit_entries(action="watch.stop")[-1]
+    assert stop_entry["entry_id"] == summary["stop_entry"] and stop_entry["payload"]["reason"] == "stopped"
+
+
+def test_a_source_that_cannot_be_opened_still_ledgers_start_and_stop(eng, tmp_path):
+    from faceledger.video.decode import VideoError
+
+    before = len(eng.audit_entries(action="watch.stop"))
+    with pytest.raises(VideoError):
+        _watch(eng, f"http://127.0.0.1:{_free_port()}/nothing.mjpg")
+    stops = eng.audit_entries(action="watch.stop")
+    assert len(stops) == before + 1 and stops[-1]["payload"]["reason"].startswith("error")
