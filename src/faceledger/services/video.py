@@ -160,15 +160,18 @@ class VideoSearch:
         searches = 0
         threshold = None
         calibration_id = self.searching.calibrations.current.calibration_id
+        # The models run before the write lock is taken: under it, only index look-ups and the ledger.
+        chosen = {track.track_id: select_shots(track, max_shots=max_shots) for track in analysis.tracks}
+        templates = {tid: template(shots, analysis.embed) for tid, shots in chosen.items() if shots}
         with ctx.writing() as session:
             gallery_row = ctx.gallery(session, gallery)
             size = len(self.searching.indexes.get(session, gallery_row))
             for track in analysis.tracks:
                 row = TrackResult(track=track.track_id, first_s=track.first_t, last_s=track.last_t,
                                   frames=len(track.observations), status="no_usable_shot")
-                shots = select_shots(track, max_shots=max_shots)
+                shots = chosen[track.track_id]
                 if shots:
-                    match = self.searching.match(session, gallery_row, template(shots, analysis.embed), top_k=top_k,
+                    match = self.searching.match(session, gallery_row, templates[track.track_id], top_k=top_k,
                                                  investigative=investigative)
                     searches += 1
                     threshold, size, calibration_id = match.threshold, match.gallery_size, match.calibration_id

@@ -176,9 +176,10 @@ class Watching:
                       purpose: str, case: str, authorisation: str) -> dict | None:
         """Search one track; when it has candidates, ledger the alert in the same transaction and return it."""
         ctx = self.ctx
+        vector = template(shots, embed)  # the model runs before the write lock is taken
         with ctx.writing() as session:
             gallery_row = ctx.gallery(session, gallery)
-            match = self.video.searching.match(session, gallery_row, template(shots, embed), top_k=top_k)
+            match = self.video.searching.match(session, gallery_row, vector, top_k=top_k)
             if not match.candidates:
                 return None
             payload = {"watch_id": watch_id, "gallery": gallery, "track": track.track_id,
