@@ -165,3 +165,31 @@ def test_a_source_that_cannot_be_opened_still_ledgers_start_and_stop(eng, tmp_pa
         _watch(eng, f"http://127.0.0.1:{_free_port()}/nothing.mjpg")
     stops = eng.audit_entries(action="watch.stop")
     assert len(stops) == before + 1 and stops[-1]["payload"]["reason"].startswith("error")
+
+
+def test_the_cli_allows_watches_and_retries(eng, clips, capsys, monkeypatch, tmp_path):
+    from faceledger import cli
+
+    def run(*args):
+        monkeypatch.setattr("sys.argv", ["faceledger", "--home", str(eng.settings.home), *map(str, args)])
+        monkeypatch.setenv("FACELEDGER_OPERATOR", "cli-admin")
+        code = 0
+        try:
+            cli.main()
+        except SystemExit as exc:
+            code = exc.code or 0
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    code, out, _ = run("video", "allow-live", "closed")
+    assert code == 0 and "'closed' is allowed for live use" in out
+    code, out, err = run("watch", clips["moving"], "--gallery", "g", "--purpose", "event security", "--case", "E-8",
+                         "--authorisation", "AUTH-2", "--max-seconds", "1.5")
+    assert code == 0, err
+    assert "ALERT track 1" in out and "macron" in out and "1 alert(s)" in out
+    code, out, _ = run("video", "retry-alerts")
+    assert code == 0 and "still pending 0" in out
+    code, out, _ = run("video", "redact", clips["moving"], "--out", tmp_path / "r.mkv", "--json")
+    assert code == 0 and json.loads(out)["blurred_tracks"] == 1
+    code, out, _ = run("video", "allow-live", "closed", "--revoke")
+    assert code == 0 and "no longer allowed" in out
