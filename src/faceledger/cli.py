@@ -41,6 +41,7 @@ from .evaluate.cli import (
     evaluate_app,  # the commands only; evaluation code is imported when one runs
 )
 from .policy import DECISIONS
+from .video_cli import video_app, watch
 
 app = typer.Typer(help="Accountable face search and verification.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -53,6 +54,8 @@ app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(db_app, name="db")
 app.add_typer(calibration_app, name="calibration")
 gallery_app.command("duplicates")(gallery_duplicates)
+app.add_typer(video_app, name="video")
+app.command()(watch)
 
 PurposeOpt = Annotated[Optional[str], typer.Option("--purpose", help="why this search is made (required)")]
 CaseOpt = Annotated[Optional[str], typer.Option("--case", help="case or ticket reference (required)")]

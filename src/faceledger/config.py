@@ -61,6 +61,13 @@ class Settings(BaseSettings):
 
     enroll_batch: int = Field(64, ge=1, description="images per store transaction during enrolment")
 
+    video_max_bytes: int = Field(2 * 1024**3, ge=1, description="largest video file accepted, in bytes")
+    video_max_seconds: float = Field(4 * 3600.0, gt=0, description="longest video accepted, in seconds")
+    video_max_pixels: int = Field(3840 * 2160, ge=1, description="most pixels per video frame")
+    video_detect_max_side: int = Field(
+        640, ge=160, description="video frames are scaled to this side to find faces (quality and embedding "
+                                 "use the full frame)")
+
     operator: str = Field(default_factory=_default_operator, description="who is acting (ledgered)")
 
     # HTTP API and web app (`faceledger serve`)

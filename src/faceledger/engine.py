@@ -28,6 +28,8 @@ from .services.reports import Reports
 from .services.review import Reviews
 from .services.search import Searching
 from .services.users import Users
+from .services.video import VideoSearch
+from .services.watch import Watching
 from .accounts import local_seat
 from .store import dispose_writer, open_store, writer_sessions
 
@@ -78,6 +80,8 @@ class Engine:
         self.governance = Governance(ctx, self.access, self.indexes, self.calibrations)
         self.users = Users(ctx, self.access)
         self.reports = Reports(ctx, self.access, self.calibrations, self.searching)
+        self.video = VideoSearch(ctx, self.access, self.searching)
+        self.watching = Watching(ctx, self.access, self.video)
         self.governance.purge_if_overdue()
 
     @property
@@ -140,6 +144,14 @@ class Engine:
     calibrate = via("calibrations")
     calibration_info = via("calibrations", "describe_gallery")
     gallery_duplicates = via("calibrations", "duplicates")
+
+    # video
+    video_search = via("video", "search")
+    video_tracks = via("video", "tracks")
+    video_redact = via("video", "redact")
+    watch = via("watching")
+    allow_live = via("watching")
+    retry_alerts = via("watching")
 
     # review
     review = via("reviews")

@@ -1,0 +1,195 @@
+"""Live watch: a file played in real time and an MJPEG stream over HTTP, alerts to a local webhook,
+a webhook that is down (spooled, then delivered), opt-in and authorisation."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import cv2
+import pytest
+
+pytest.importorskip("av")
+
+from faceledger.config import Settings
+from faceledger.engine import open_engine
+from faceledger.errors import MissingField, PolicyViolation
+
+from .video_scenes import OPEN_FACES, crossing, moving, write
+
+
+class Receiver:
+    """A webhook receiver on 127.0.0.1 collecting the JSON bodies posted to it."""
+
+    def __init__(self, port: int = 0) -> None:
+        received = self.received = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.append((self.headers["Idempotency-Key"], json.loads(body)))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def eng(tmp_path_factory):
+    engine = open_engine(Settings(home=tmp_path_factory.mktemp("home"), operator="test-admin"))
+    engine.create_gallery("g", purposes=["event security"])
+    engine.enroll([OPEN_FACES / "macron_2025.jpg"], gallery="g", subject="macron", source="test", legal_basis="b")
+    engine.create_gallery("closed")
+    engine.allow_live("g")
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clips")
+    return {"moving": write(moving(seconds=2.0), folder / "moving.mp4"),
+            "crossing": write(crossing(), folder / "crossing.mp4")}
+
+
+def _watch(eng, source, **kw):
+    kw.setdefault("gallery", "g")
+    return eng.watch(str(source), purpose="event security", case="E-7", authorisation=kw.pop("auth", "AUTH-1"), **kw)
+
+
+def test_watch_needs_the_gallery_opt_in_and_an_authorisation(eng, clips):
+    with pytest.raises(PolicyViolation, match="allow-live closed"):
+        _watch(eng, clips["moving"], gallery="closed")
+    with pytest.raises(MissingField, match="authorisation"):
+        _watch(eng, clips["moving"], auth=" ")
+    denied = eng.audit_entries(action="denied")[-2:]
+    assert [d["payload"]["attempted"] for d in denied] == ["watch", "watch"]
+    assert eng.audit_entries(action="video.allow_live")[0]["payload"] == {"gallery": "g", "allowed": True}
+
+
+def test_a_file_played_in_real_time_raises_one_alert_at_the_webhook(eng, clips):
+    receiver = Receiver()
+    printed = []
+    try:
+        summary = _watch(eng, clips["moving"], webhook=receiver.url, on_alert=printed.append)
+    finally:
+        receiver.close()
+    assert summary["alerts"] == 1 and summary["tracks"] == 1 and summary["alerts_pending_delivery"] == 0
+    assert len(receiver.received) == 1 and len(printed) == 1
+    key, alert = receiver.received[0]
+    assert key == alert["alert_id"] and alert["candidates"][0]["subject"] == "macron"
+    assert alert["thumbnail_jpeg"] and alert["purpose"] == "event security"
+    actions = [e["action"] for e in eng.audit_entries() if e["payload"].get("watch_id") == summary["watch_id"]]
+    assert actions == ["watch.start", "watch.alert", "watch.stop"]
+
+
+def test_a_webhook_that_is_down_spools_the_alert_and_delivers_it_on_retry(eng, clips):
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/alerts"
+    summary = _watch(eng, clips["crossing"], webhook=url, realtime=False)
+    assert summary["alerts"] == 1 and summary["alerts_pending_delivery"] == 1, summary
+    assert summary["bystanders"] == {"tracks": 1, "kept": "counts only"}, summary
+    spooled = eng.watching.spool.pending()
+    assert len(spooled) == 1 and spooled[0]["attempts"] >= 1 and spooled[0]["webhook"] == url
+    receiver = Receiver(port)
+    try:
+        assert eng.retry_alerts() == {"delivered": 1, "pending": 0}
+    finally:
+        receiver.close()
+    assert receiver.received[0][1]["alert_id"] == spooled[0]["id"]
+    assert eng.watching.spool.pending() == []
+    stop = eng.audit_entries(action="watch.stop")[-1]["payload"]
+    assert stop["alerts_pending_delivery"] == 1 and stop["bystander_tracks"] == 1
+
+
+def test_an_mjpeg_stream_over_http_is_watched(eng):
+    scene = moving(seconds=2.0)
+
+    class Stream(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            for pixels in scene.frames:
+                jpeg = cv2.imencode(".jpg", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR))[1].tobytes()
+                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg))
+                self.wfile.write(jpeg + b"\r\n")
+                time.sleep(1 / scene.fps)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Stream)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    alerts = []
+    try:
+        summary = _watch(eng, f"http://127.0.0.1:{server.server_address[1]}/stream.mjpg", on_alert=alerts.append)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert summary["frames"] >= 5 and summary["alerts"] == 1
+    assert alerts[0]["candidates"][0]["subject"] == "macron"
+
+
+def test_a_watch_stopped_from_outside_is_ledgered_as_stopped(eng, clips):
+    stop = threading.Event()
+    summary = _watch(eng, clips["moving"], on_alert=lambda alert: stop.set(), stop=stop)
+    assert summary["reason"] == "stopped" and summary["alerts"] == 1 and summary["frames"] < 10
+    stop_entry = eng.audit_entries(action="watch.stop")[-1]
+    assert stop_entry["entry_id"] == summary["stop_entry"] and stop_entry["payload"]["reason"] == "stopped"
+
+
+def test_a_source_that_cannot_be_opened_still_ledgers_start_and_stop(eng, tmp_path):
+    from faceledger.video.decode import VideoError
+
+    before = len(eng.audit_entries(action="watch.stop"))
+    with pytest.raises(VideoError):
+        _watch(eng, f"http://127.0.0.1:{_free_port()}/nothing.mjpg")
+    stops = eng.audit_entries(action="watch.stop")
+    assert len(stops) == before + 1 and stops[-1]["payload"]["reason"].startswith("error")
+
+
+def test_the_cli_allows_watches_and_retries(eng, clips, capsys, monkeypatch, tmp_path):
+    from faceledger import cli
+
+    def run(*args):
+        monkeypatch.setattr("sys.argv", ["faceledger", "--home", str(eng.settings.home), *map(str, args)])
+        monkeypatch.setenv("FACELEDGER_OPERATOR", "cli-admin")
+        code = 0
+        try:
+            cli.main()
+        except SystemExit as exc:
+            code = exc.code or 0
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    code, out, _ = run("video", "allow-live", "closed")
+    assert code == 0 and "'closed' is allowed for live use" in out
+    code, out, err = run("watch", clips["moving"], "--gallery", "g", "--purpose", "event security", "--case", "E-8",
+                         "--authorisation", "AUTH-2", "--max-seconds", "1.5")
+    assert code == 0, err
+    assert "ALERT track 1" in out and "macron" in out and "1 alert(s)" in out
+    code, out, _ = run("video", "retry-alerts")
+    assert code == 0 and "still pending 0" in out
+    code, out, _ = run("video", "redact", clips["moving"], "--out", tmp_path / "r.mkv", "--json")
+    assert code == 0 and json.loads(out)["blurred_tracks"] == 1
+    code, out, _ = run("video", "allow-live", "closed", "--revoke")
+    assert code == 0 and "no longer allowed" in out
