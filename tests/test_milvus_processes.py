@@ -136,3 +136,49 @@ def test_a_command_next_to_a_running_process_is_refused_clearly_and_nothing_goes
     done = cli(home, index, "search", str(probe), "--gallery", "g", "--purpose", "p", "--case", "c", "--json")
     assert done.returncode == 0, done.stderr  # the holder has exited: the file is free again
     assert json.loads(done.stdout)["gallery_size"] == 4
+
+
+# -- a real Milvus server: several processes at once --------------------------------------------------
+
+def people() -> dict[str, list[Path]]:
+    """The enrolled LFW people of the demo gallery, three images each."""
+    groups: dict[str, list[Path]] = {}
+    for path in gallery_files():
+        groups.setdefault(path.parent.name, []).append(path)
+    return groups
+
+
+def test_many_writers_on_a_milvus_server_see_each_other_and_the_store(tmp_path, milvus_server):
+    home, index = tmp_path / "home", milvus_server.url
+    workers = [Worker(home, index) for _ in range(3)]
+    try:
+        workers[0].ok(op="create")
+        groups = list(people().items())
+        for worker, (_, images) in zip(workers, groups[:3]):  # three processes enrol at once
+            worker.send(op="enroll", images=names(images))
+        assert [w.answer()["enrolled"] for w in workers] == [3, 3, 3]
+        probes = {p.parent.name: p for p in held_out_probes()}
+        for i, worker in enumerate(workers):  # each finds the person another process enrolled
+            worker.send(op="search", image=str(probes[groups[(i + 1) % 3][0]]))
+        for i, worker in enumerate(workers):
+            found = worker.answer()
+            assert found["ok"] and found["size"] == 9, found
+            assert found["subjects"][:1] == [groups[(i + 1) % 3][0]]
+        # at once: one process erases a person, one enrols two more people, one searches
+        workers[0].send(op="erase", subject=groups[0][0])
+        workers[1].send(op="enroll", images=names(groups[3][1] + groups[4][1]))
+        workers[2].send(op="search", image=str(probes[groups[1][0]]))
+        erased, enrolled, searched = (w.answer() for w in workers)
+        assert erased["ok"] and erased["faces"] == 3, erased
+        assert enrolled["ok"] and enrolled["enrolled"] == 6, enrolled
+        assert searched["ok"] and searched["subjects"][:1] == [groups[1][0]], searched
+        for worker in workers:  # afterwards every process's index holds exactly the store's faces
+            counts = worker.ok(op="count")
+            assert counts["index"] == counts["store"] and len(counts["store"]) == 12
+            after = worker.ok(op="search", image=str(probes[groups[0][0]]))
+            assert groups[0][0] not in after["subjects"] and after["size"] == 12
+        assert workers[2].ok(op="reindex")["faces"] == 12
+        assert workers[0].ok(op="count")["index"] == workers[0].ok(op="count")["store"]
+    finally:
+        errors = [w.close() for w in workers]
+    assert not any("Traceback" in e for e in errors), errors
