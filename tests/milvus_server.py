@@ -118,3 +118,25 @@ def _first_error(logs: Path) -> str:
                     text += " (another Milvus server, with its embedded etcd, already runs on this machine)"
                 return text
     return f"no error in {logs}"
+
+
+def main() -> None:
+    """`python -m tests.milvus_server [DIR]`: run a server in DIR until Ctrl+C; print its FACELEDGER_INDEX."""
+    base = Path(sys.argv[1] if len(sys.argv) > 1 else "milvus-data").resolve()
+    try:
+        server = start(base)
+    except MilvusUnavailable as exc:
+        sys.exit(f"error: {exc}")
+    print(f"Milvus is running (data and logs in {base}); stop it with Ctrl+C.\n"
+          f"export FACELEDGER_INDEX='{server.url}'", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

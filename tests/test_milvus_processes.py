@@ -148,6 +148,8 @@ def people() -> dict[str, list[Path]]:
     return groups
 
 
+@pytest.mark.skipif(not os.environ.get("FACELEDGER_MILVUS_FULL"),
+                    reason="several processes on a Milvus server take ~1 min: `make test-milvus` runs it")
 def test_many_writers_on_a_milvus_server_see_each_other_and_the_store(tmp_path, milvus_server):
     home, index = tmp_path / "home", milvus_server.url
     workers = [Worker(home, index) for _ in range(3)]
