@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test system-deps bench-deps lint clean
+.PHONY: install demo test test-milvus milvus-server system-deps bench-deps lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,15 @@ demo: $(STAMP)
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest
+
+# The Milvus tests in full: milvus-lite across processes, the contract on a real Milvus server, and
+# several processes writing through one server at once (skipped by `make test`: ~1 min more).
+test-milvus: $(STAMP)
+	FACELEDGER_MILVUS_FULL=1 $(BIN)/python -m pytest tests/test_index.py tests/test_milvus_processes.py -k milvus
+
+# A Milvus standalone server on 127.0.0.1 from PyPI's `milvus` package, for trying FACELEDGER_INDEX=milvus://
+milvus-server: $(STAMP)
+	$(BIN)/python -m tests.milvus_server $(or $(DIR),milvus-data)
 
 # Debian's chromium (browser test) and PostgreSQL server binaries (store tests), when missing and
 # installable (root + apt); otherwise those tests are skipped with the reason. See the script.

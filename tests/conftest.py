@@ -89,6 +89,20 @@ def postgres():
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory):
+    """A Milvus standalone server on 127.0.0.1 for the whole session (tests/milvus_server.py); skipped,
+    with the reason, where none can run. `.url` is the FACELEDGER_INDEX value that reaches it."""
+    from .milvus_server import MilvusUnavailable, start
+
+    try:
+        server = start(tmp_path_factory.mktemp("milvus-server"))
+    except MilvusUnavailable as exc:
+        pytest.skip(f"no Milvus server for these tests: {exc}")
+    yield server
+    server.stop()
+
+
 def _database_url(kind: str, request) -> str | None:
     """None for the default SQLite file in home; a fresh PostgreSQL database otherwise."""
     if kind == "sqlite":

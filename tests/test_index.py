@@ -1,5 +1,6 @@
 """The VectorIndex contract, run over every backend: FAISS exact, FAISS trained (PQ fast-scan with exact
-re-rank from the memory-mapped vectors file), and Milvus (embedded milvus-lite)."""
+re-rank from the memory-mapped vectors file), Milvus (embedded milvus-lite) and a real Milvus server
+(started on 127.0.0.1 by the `milvus_server` fixture; skipped with the reason where none can run)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ BACKENDS = {
     "faiss-pq-untrained": lambda dim, tmp_path: FaissIndex(dim, "PQ8x4fs", vectors_path=tmp_path / "u.f32"),
     "faiss-pq-trained": trained_pq,
     "milvus-lite": milvus_lite,
+    "milvus-server": None,  # needs the session's server: see the `index` fixture
 }
 
 
@@ -50,6 +52,9 @@ def unit_vectors(n: int, dim: int = 16, seed: int = 0) -> np.ndarray:
 
 @pytest.fixture(params=sorted(BACKENDS))
 def index(request, tmp_path):
+    if request.param == "milvus-server":
+        url = request.getfixturevalue("milvus_server").url
+        return IndexFiles(tmp_path / "index", url).new_index(1, 16)  # gallery 1, emptied first
     return BACKENDS[request.param](16, tmp_path)
 
 

@@ -441,7 +441,7 @@ def bulk(index):
 
 def _atomic_write(path: Path, data: bytes) -> None:
     path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")  # one per writer
     with open(tmp, "wb") as fh:
         fh.write(data)
         fh.flush()

@@ -14,6 +14,7 @@ metric is inner product, so scores are the same cosines FAISS and the calibratio
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from ..errors import FaceledgerError
 from . import check_ids, check_vectors, no_hits
+from . import milvus_lite_lock as lite_lock
 
 CONNECT_TIMEOUT_S = 5.0
 INSERT_BATCH = 5_000
@@ -58,8 +60,10 @@ class MilvusConnection:
                 from pymilvus import MilvusClient
             except ImportError as exc:  # pragma: no cover - a dependency
                 raise FaceledgerError(f"the Milvus backend needs pymilvus: {exc}") from None
+            _quiet_pymilvus()
             if self.lite:
                 Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
+                lite_lock.hold(self.uri)  # one process per file: wait a little, else a clear refusal
             kwargs = {"timeout": CONNECT_TIMEOUT_S}
             if self.options.get("token"):
                 kwargs["token"] = self.options["token"]
@@ -68,6 +72,9 @@ class MilvusConnection:
             try:
                 self._client = MilvusClient(self.uri, **kwargs)
             except Exception as exc:  # pymilvus raises several types for "nobody answers"
+                if self.lite and "open local milvus failed" in str(exc).lower():
+                    raise lite_lock.MilvusLiteBusy(lite_lock.busy_message(
+                        self.uri, "a process that is not faceledger, or an older one")) from None
                 where = "milvus-lite file" if self.lite else "Milvus server"
                 raise FaceledgerError(
                     f"cannot reach the {where} at {self.uri} ({_short(exc)}); nothing was lost: the store "
@@ -88,7 +95,9 @@ class MilvusConnection:
             params = client.prepare_index_params()
             kind = "FLAT" if self.lite else self.options.get("index", "AUTOINDEX")
             params.add_index(field_name="vec", index_type=kind, metric_type="IP")
-            client.create_collection(name, schema=schema, index_params=params)
+            client.create_collection(name, schema=schema, index_params=params, consistency_level="Strong")
+        else:
+            client.load_collection(name)
         return name
 
     def fresh(self, gallery_id: int, dim: int) -> "MilvusIndex":
@@ -163,6 +172,8 @@ class MilvusIndex:
         return None
 
     def _call(self, method, *args, **kwargs):
+        if method.__name__ in ("query", "search"):  # see every write that returned, from any process
+            kwargs["consistency_level"] = "Strong"
         try:
             return method(*args, timeout=CONNECT_TIMEOUT_S * 6, **kwargs)
         except FaceledgerError:
@@ -171,6 +182,12 @@ class MilvusIndex:
             raise FaceledgerError(
                 f"Milvus at {self.connection.uri} failed: {_short(exc)}; the store keeps every embedding, "
                 "run `faceledger reindex` once Milvus answers") from None
+
+
+def _quiet_pymilvus() -> None:
+    """pymilvus logs every failed call with a traceback; faceledger reports the failure itself, in one line."""
+    for name in ("pymilvus", "pymilvus.decorators", "milvus_lite"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _short(exc: Exception) -> str:
