@@ -12,6 +12,7 @@ from sqlalchemy.orm import sessionmaker
 from ..errors import FaceledgerError
 from .models import (
     Base, FaceCrop, FaceRecord, Gallery, ImageRecord, LedgerEntry, Maintenance, Probe, Review, Subject, User,
+    WebSession,
 )
 from .schema import SchemaChange, prepare
 from .writing import (
@@ -21,7 +22,7 @@ from .writing import (
 __all__ = [
     "Base", "FaceCrop", "FaceRecord", "Gallery", "ImageRecord", "LedgerEntry", "Maintenance", "Probe", "Review",
     "Store", "Subject", "User", "WriteConflict", "connect", "dispose_writer", "hold_write_lock", "open_database",
-    "open_store", "retry_transaction", "writer_sessions",
+    "open_store", "retry_transaction", "WebSession", "writer_sessions",
 ]
 
 

@@ -133,6 +133,19 @@ class User(Base):
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+class WebSession(Base):
+    """A signed-in browser of the web app. Only the sha256 of the session id (the cookie's value) is
+    stored; deleting the row (sign-out, a disabled user, expiry) ends the session at once."""
+
+    __tablename__ = "web_sessions"
+
+    id_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
 class Probe(Base):
     """What is kept of a search probe until it expires: hash, embedding, quality, and the image only if
     the gallery's policy keeps probe images."""
