@@ -339,12 +339,20 @@ def test_erase_purge_audit_and_report(client, auth, engine):
 
 # -- the web app -----------------------------------------------------------------------------------------
 
+def form_csrf(html: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
+
+
 def sign_in(app_client: TestClient, token: str) -> str:
-    response = app_client.post("/login", data={"token": token, "next": "/"}, follow_redirects=False)
+    """Sign in through the form (with its login CSRF token); the session's CSRF token."""
+    login_csrf = form_csrf(app_client.get("/login").text)
+    response = app_client.post("/login", data={"token": token, "next": "/", "csrf": login_csrf},
+                               follow_redirects=False)
     assert response.status_code == 303
     cookie = response.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
-    return csrf_token(token)
+    assert token not in cookie  # the cookie holds a session id, never the API token
+    return csrf_token(app_client.cookies[COOKIE])
 
 
 def test_web_pages_sign_in_search_review(world):
@@ -353,7 +361,8 @@ def test_web_pages_sign_in_search_review(world):
     analyst, reviewer, anonymous = TestClient(app), TestClient(app), TestClient(app)
     assert anonymous.get("/", follow_redirects=False).headers["location"].startswith("/login")
     assert "Sign in" in anonymous.get("/login").text
-    assert anonymous.post("/login", data={"token": "flt_nope"}).status_code == 401
+    login_csrf = form_csrf(anonymous.get("/login").text)
+    assert anonymous.post("/login", data={"token": "flt_nope", "csrf": login_csrf}).status_code == 401
     csrf = sign_in(analyst, tokens["analyst"])
     page = analyst.get("/")
     assert page.status_code == 200 and 'name="purpose"' in page.text and "Use the camera" in page.text

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1, description="largest request body the API accepts")
     rate_limit_per_minute: int = Field(120, ge=0, description="requests per minute per token (0: no limit)")
     cookie_secure: bool = Field(False, description="mark the sign-in cookie Secure (serve over HTTPS)")
+    session_idle_minutes: float = Field(30.0, gt=0, description="a web session unused this long ends")
+    session_max_hours: float = Field(12.0, gt=0, description="a web session ends this long after sign-in, used "
+                                     "or not")
 
     @property
     def database_url(self) -> str:

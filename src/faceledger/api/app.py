@@ -13,9 +13,10 @@ from fastapi.staticfiles import StaticFiles
 from .. import __version__
 from ..config import Settings
 from ..engine import Engine
-from . import routes, web
+from . import routes, signin, web
 from .deps import install_error_handlers
 from .security import Guard
+from .sessions_store import WebSessions
 
 log = logging.getLogger("faceledger.api")
 
@@ -67,7 +68,9 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app = FastAPI(title="faceledger", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.engine = engine
     app.state.settings = settings
+    app.state.web_sessions = web_sessions = WebSessions.from_settings(engine, settings)
     app.include_router(routes.router)
+    app.include_router(signin.router)
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
 
@@ -76,5 +79,5 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         return {"status": "ok", "version": __version__, "model_id": engine.model_id}
 
     install_error_handlers(app)
-    app.add_middleware(Guard, engine=engine, settings=settings)  # outermost: before routing and body parsing
+    app.add_middleware(Guard, engine=engine, settings=settings, web_sessions=web_sessions)  # outermost: before routing and body parsing
     return app

@@ -1,4 +1,5 @@
-"""What every request passes before any route sees it: authentication, rate limit, CSRF, body size cap.
+"""What every request passes before any route sees it: authentication, rate limit, CSRF, body size cap;
+and what every response leaves with: the security headers (CSP, framing, sniffing, referrer, caching).
 
 A pure ASGI middleware, so a request is refused before a byte of its body is read: no token is 401
 whatever the body; a body over FACELEDGER_MAX_UPLOAD_BYTES is 413 from its Content-Length, or as soon as
@@ -26,6 +27,19 @@ __all__ = ["COOKIE", "CSRF_HEADER", "Guard", "TokenBucket", "csrf_token", "is_ap
 
 PUBLIC_PATHS = {"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/login", "/favicon.ico"}
 PUBLIC_PREFIXES = ("/static/",)
+
+CSP = ("default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob: mediastream:; script-src 'self'; "
+       "style-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
+"""The pages' policy: no inline script or style, nothing from another origin, never framed."""
+DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+            "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
+            "font-src 'self' https://fonts.gstatic.com; img-src 'self' data: https:; worker-src 'self' blob:; "
+            "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
+"""/docs and /redoc (Swagger UI and ReDoc): FastAPI loads them from a CDN with an inline start-up script.
+They show only the public OpenAPI document; when they are served locally this policy can go."""
+DOCS_PATHS = {"/docs", "/docs/oauth2-redirect", "/redoc"}
+SECURITY_HEADERS = {b"x-frame-options": b"DENY", b"x-content-type-options": b"nosniff",
+                    b"referrer-policy": b"no-referrer"}
 
 
 class TokenBucket:
@@ -59,9 +73,10 @@ def is_public(path: str) -> bool:
 class Guard:
     """Authentication first, then the rate limit, CSRF for cookie sessions, and the body size cap."""
 
-    def __init__(self, app, *, engine, settings) -> None:
+    def __init__(self, app, *, engine, settings, web_sessions) -> None:
         self.app = app
         self.engine = engine
+        self.web_sessions = web_sessions
         self.max_body = settings.max_upload_bytes
         self.limiter = TokenBucket(settings.rate_limit_per_minute)
 
@@ -69,6 +84,7 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        send = _with_security_headers(send, scope["path"])
         request = Request(scope)
         path = scope["path"]
         state = scope.setdefault("state", {})
@@ -76,7 +92,8 @@ class Guard:
         token, via = _credentials(request)
         if token:
             try:
-                state["principal"] = await run_in_threadpool(self.engine.authenticate, token)
+                check = self.web_sessions.resolve if via == "cookie" else self.engine.authenticate
+                state["principal"] = await run_in_threadpool(check, token)
                 state["token"], state["auth_via"] = token, via
             except AuthenticationFailed as exc:
                 if not is_public(path):
@@ -149,3 +166,21 @@ def _credentials(request: Request) -> tuple[str | None, str | None]:
         return (value.strip() or None, "bearer") if scheme.lower() == "bearer" else (None, None)
     cookie = request.cookies.get(COOKIE)
     return (cookie, "cookie") if cookie else (None, None)
+
+
+def _with_security_headers(send, path: str):
+    """`send`, adding the security headers to the response; `Cache-Control: no-store` on all but static
+    files, so no authenticated page, face crop or API answer is kept by a browser or proxy."""
+    csp = (DOCS_CSP if path in DOCS_PATHS else CSP).encode()
+    no_store = not path.startswith(PUBLIC_PREFIXES)
+
+    async def send_with_headers(message):
+        if message["type"] == "http.response.start":
+            extra = {**SECURITY_HEADERS, b"content-security-policy": csp}
+            if no_store:
+                extra[b"cache-control"] = b"no-store"
+            headers = [(k, v) for k, v in message.get("headers", []) if k.lower() not in extra]
+            message = {**message, "headers": headers + list(extra.items())}
+        await send(message)
+
+    return send_with_headers

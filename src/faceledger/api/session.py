@@ -9,12 +9,15 @@ import hashlib
 import hmac
 
 COOKIE = "faceledger_session"
+"""The sign-in cookie: a random session id (api/sessions_store.py), never the API token."""
+LOGIN_COOKIE = "faceledger_login"
+"""The pre-session cookie of the sign-in form: the form's CSRF token is derived from it (double submit)."""
 CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 
 def csrf_token(token: str) -> str:
-    """Per-session CSRF token: derived from the (secret) session token, so only its holder can know it."""
+    """Per-session CSRF token: derived from the (secret) session id, so only its holder can know it."""
     return hmac.new(token.encode(), b"faceledger csrf", hashlib.sha256).hexdigest()[:32]
 
 

@@ -1,8 +1,9 @@
 """The web app: server-rendered pages over the same engine calls as the JSON API.
 
-Sign-in stores the token in an HttpOnly, SameSite=Strict cookie; every form post also carries the
-session's CSRF token in a hidden field (checked by `deps.check_csrf`), so both defences hold. The engine,
-the signed-in user and error pages come from the dependency layer shared with the JSON API (deps.py).
+Sign-in and sign-out live in signin.py (a server-side session id in an HttpOnly, SameSite=Strict
+cookie); every form post also carries the session's CSRF token in a hidden field (checked by
+`deps.check_csrf`), so both defences hold. The engine, the signed-in user and error pages come from the
+dependency layer shared with the JSON API (deps.py).
 """
 
 from __future__ import annotations
@@ -15,12 +16,11 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from ..enrollment import face_crop_jpeg
-from ..errors import AuthenticationFailed, FaceledgerError
+from ..errors import FaceledgerError
 from ..imaging import load_image
 from ..policy import DECISIONS
 from .deps import EngineDep, Me, as_utc, check_csrf, read_upload
 from .pages import render
-from .session import COOKIE
 
 router = APIRouter(include_in_schema=False)
 
@@ -39,32 +39,7 @@ def probe_view(data: bytes, name: str, box, settings) -> str | None:
     return data_url(face_crop_jpeg(image.rgb, box or (0, 0, width, height), max_side=320 if box else 480))
 
 
-# -- sign in -------------------------------------------------------------------------------------------
-
-@router.get("/login")
-def login_form(request: Request, next: str = "/") -> HTMLResponse:
-    return render(request, "login.html", next=next if next.startswith("/") else "/", error=None)
-
-
-@router.post("/login")
-def login(request: Request, engine: EngineDep, token: Annotated[str, Form()], next: Annotated[str, Form()] = "/"):
-    try:
-        engine.authenticate(token)
-    except AuthenticationFailed as exc:
-        return render(request, "login.html", status=401, next=next, error=str(exc))
-    response = RedirectResponse(next if next.startswith("/") and not next.startswith("//") else "/", 303)
-    response.set_cookie(COOKIE, token.strip(), httponly=True, samesite="strict", path="/",
-                        secure=request.app.state.settings.cookie_secure, max_age=12 * 3600)
-    return response
-
-
-@router.post("/logout")
-def logout(request: Request, csrf: Annotated[str | None, Form()] = None):
-    check_csrf(request, csrf)
-    response = RedirectResponse("/login", 303)
-    response.delete_cookie(COOKIE, path="/")
-    return response
-
+# -- sign in and out: api/signin.py (server-side sessions, login CSRF) -------------------------------------
 
 # -- search and results --------------------------------------------------------------------------------
 

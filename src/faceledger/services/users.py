@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from ..accounts import add_user, authenticate, find_user
 from ..policy import Principal
-from ..store import User
+from ..store import User, WebSession
 from .access import Access
 from .context import Context, iso, require_text
 
@@ -35,6 +35,8 @@ class Users:
         with ctx.writing() as session:
             user = find_user(session, name)
             user.disabled = disabled
+            if disabled:  # the user's web sessions end now, not when they next expire
+                session.execute(delete(WebSession).where(WebSession.user_id == user.id))
             entry = ctx.ledger.append(session, actor=principal.name, action="user.disable" if disabled
                                       else "user.enable", payload={"user": name})
             session.commit()
