@@ -17,6 +17,7 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPBearer
+from sqlalchemy.exc import DataError, StatementError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -29,6 +30,17 @@ from .problems import classify, problem
 from .session import csrf_ok, is_api
 
 log = logging.getLogger("faceledger.api")
+
+MAX_ID = 2**63 - 1
+"""The largest row id or offset a database stores (signed 64 bits); larger ones are 422, not a driver error."""
+MAX_DAYS = 36_600
+"""The longest retention a gallery may state (about 100 years): past it, dates overflow the calendar."""
+
+OUT_OF_RANGE = "a number in the request is out of the range this server can store or compute with"
+
+
+class OutOfRange(FaceledgerError):
+    """A number in the request is too large (or small) to store or to compute a date with: 422."""
 
 
 # -- the engine and the user ---------------------------------------------------------------------------
@@ -117,6 +129,20 @@ def install_error_handlers(app: FastAPI) -> None:
                     for e in exc.errors()]
         detail = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
         return error_response(request, 422, detail or "the request is not valid", "validation", errors=problems)
+
+    @app.exception_handler(OverflowError)
+    async def out_of_range(request: Request, exc: OverflowError):
+        return translate(request, OutOfRange(OUT_OF_RANGE))
+
+    @app.exception_handler(DataError)
+    async def database_refused_value(request: Request, exc: DataError):
+        return translate(request, OutOfRange(OUT_OF_RANGE))
+
+    @app.exception_handler(StatementError)
+    async def statement_error(request: Request, exc: StatementError):
+        if isinstance(exc.orig, OverflowError | ValueError):  # a value the database driver cannot bind
+            return translate(request, OutOfRange(OUT_OF_RANGE))
+        return await unexpected(request, exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):

@@ -6,12 +6,12 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Path, Query, UploadFile
 from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, Field
 
 from ..policy import DECISIONS
-from .deps import EngineDep, Me, as_utc, bearer, read_upload
+from .deps import MAX_DAYS, MAX_ID, EngineDep, Me, as_utc, bearer, read_upload
 
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(bearer)])
 
@@ -72,7 +72,7 @@ def search_record(engine: EngineDep, by: Me, entry: str) -> dict:
 
 class ReviewIn(BaseModel):
     search: str = Field(description="the search's ledger entry id")
-    candidate: int = Field(ge=1, description="candidate rank (1 = best)")
+    candidate: int = Field(ge=1, le=1000, description="candidate rank (1 = best)")
     decision: Literal[DECISIONS]  # type: ignore[valid-type]
     note: str | None = None
 
@@ -84,7 +84,7 @@ def review(engine: EngineDep, by: Me, body: ReviewIn) -> dict:
 
 @router.get("/faces/{face_id}/crop", tags=["galleries"], summary="JPEG of an enrolled face",
             response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
-def face_crop(engine: EngineDep, by: Me, face_id: int) -> Response:
+def face_crop(engine: EngineDep, by: Me, face_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> Response:
     return Response(engine.face_crop(face_id, by=by), media_type="image/jpeg",
                     headers={"Cache-Control": "private, max-age=300"})
 
@@ -96,8 +96,8 @@ class GalleryIn(BaseModel):
     purposes: list[str] = Field(default_factory=list, description="purposes a search may state; none: any")
     allow_investigative: bool = False
     target_fpir: float | None = Field(None, gt=0, lt=1)
-    retain_days: int | None = Field(None, ge=1)
-    probe_retain_days: int | None = Field(None, ge=0)
+    retain_days: int | None = Field(None, ge=1, le=MAX_DAYS)
+    probe_retain_days: int | None = Field(None, ge=0, le=MAX_DAYS)
     keep_probe_images: bool = False
 
 
@@ -105,8 +105,8 @@ class GalleryPatch(BaseModel):
     purposes: list[str] | None = Field(None, description="[] accepts any stated purpose")
     allow_investigative: bool | None = None
     target_fpir: float | None = Field(None, gt=0, lt=1)
-    retain_days: int | None = Field(None, ge=1)
-    probe_retain_days: int | None = Field(None, ge=0)
+    retain_days: int | None = Field(None, ge=1, le=MAX_DAYS)
+    probe_retain_days: int | None = Field(None, ge=0, le=MAX_DAYS)
     keep_probe_images: bool | None = None
 
 
@@ -135,7 +135,7 @@ def update_gallery(engine: EngineDep, by: Me, name: str, body: GalleryPatch) -> 
 
 @router.get("/galleries/{name}/images", tags=["galleries"], summary="Enrolled images with provenance and expiry")
 def gallery_images(engine: EngineDep, by: Me, name: str, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                   offset: Annotated[int, Query(ge=0)] = 0) -> dict:
+                   offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0) -> dict:
     return engine.gallery_images(name, limit=limit, offset=offset, by=by)
 
 
