@@ -5,10 +5,17 @@ Each test names the defence it checks; docs/security.md ("The HTTP surface") des
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
@@ -18,7 +25,7 @@ from faceledger.api.security import CSP, DOCS_CSP
 from faceledger.api.session import COOKIE, LOGIN_COOKIE
 from faceledger.store import LedgerEntry, User, WebSession
 
-from .conftest import open_test_engine
+from .conftest import OPEN_FACES, open_test_engine
 
 PROBLEM = "application/problem+json"
 TEMPLATES = Path(__file__).resolve().parents[1] / "src" / "faceledger" / "api" / "templates"
@@ -83,8 +90,7 @@ def test_the_cookie_holds_a_random_session_id_and_the_store_only_its_hash(engine
     assert "HttpOnly" in cookie and "samesite=strict" in cookie.lower() and "Secure" not in cookie  # plain http
     row = session_row(engine, session_id)
     assert row is not None and row.expires_at is not None
-    with engine.sessions() as session:  # neither the id nor the token is stored anywhere in the row
-        assert session_id not in repr([row.id_sha256, row.user_id]) and row.id_sha256 != session_id
+    assert session_id not in repr([row.id_sha256, row.user_id]) and row.id_sha256 != session_id  # only its hash
     assert client.get("/api/v1/me").json()["user"] == "analyst-sec"
     again = TestClient(app)
     sign_in(again, tokens["analyst"])
@@ -280,3 +286,80 @@ def test_a_number_the_database_cannot_bind_is_422_on_any_route(app, tokens):
                           headers={"Authorization": f"Bearer {tokens['admin']}"})
     assert response.status_code == 422, response.text
     assert "out of the range" in response.json()["detail"]
+
+
+# -- the policy in a real browser --------------------------------------------------------------------------
+
+CHROMIUM = os.environ.get("FACELEDGER_CHROMIUM", "/usr/bin/chromium")
+WATCH_CSP = """window.__csp = [];
+document.addEventListener('securitypolicyviolation', e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));"""
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """`faceledger serve` in a subprocess over a gallery with one face whose image file is then removed,
+    so its crop is a 404 that the page must show as a placeholder."""
+    home = tmp_path_factory.mktemp("csp") / "home"
+    engine = open_test_engine(home)
+    engine.create_gallery("g")
+    moved = home.parent / "moved.jpg"
+    shutil.copy(OPEN_FACES / "sunak_portrait.jpg", moved)
+    engine.enroll([moved], gallery="g", subject="RS", source="s", legal_basis="b")
+    moved.unlink()
+    _, token = engine.add_user("csp-admin", role="admin")
+    engine.close()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with open(home.parent / "server.log", "w") as log:
+        process = subprocess.Popen([sys.executable, "-c", "from faceledger.cli import main; main()", "--home",
+                                    str(home), "serve", "--host", "127.0.0.1", "--port", str(port)], stdout=log,
+                                   stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(600):  # waits for start-up by polling, no time limit asserted
+        try:
+            if httpx.get(base + "/healthz", timeout=5).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None:
+            pytest.fail("faceledger serve stopped: " + (home.parent / "server.log").read_text()[-2000:])
+        threading.Event().wait(0.3)
+    yield base, token
+    process.terminate()
+    process.wait(30)
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).is_file() and not shutil.which("chromium"),
+                    reason=f"Chromium is not installed at {CHROMIUM} (scripts/system-deps.sh installs it)")
+def test_the_pages_work_under_the_policy_in_a_browser(served):
+    """No page trips the CSP: a missing face crop becomes the placeholder (app.js, not an inline handler),
+    and the error page's Back link works without a javascript: URL."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    base, token = served
+    with sync_api.sync_playwright() as playwright:
+        executable = CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium")
+        browser = playwright.chromium.launch(executable_path=executable, headless=True,
+                                             args=["--headless", "--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_context().new_page()
+            page.add_init_script(WATCH_CSP)
+            page.goto(base + "/login")
+            page.fill("input[name=token]", token)
+            page.click("button[type=submit]")
+            page.wait_for_load_state()
+            assert "/login" not in page.url
+            violations = []
+            for path in ("/", "/galleries", "/galleries/g", "/verify", "/galleries/nope"):
+                page.goto(base + path)
+                page.wait_for_load_state("networkidle")
+                violations += [f"{path}: {v}" for v in page.evaluate("window.__csp")]
+                if path == "/galleries/g":
+                    assert page.locator("div.face.missing").count() == 1, page.content()
+                    assert page.locator("img.face").count() == 0
+            page.click("a[data-back]")
+            page.wait_for_url(base + "/verify")
+            violations += [f"back: {v}" for v in page.evaluate("window.__csp")]
+            assert violations == []
+        finally:
+            browser.close()

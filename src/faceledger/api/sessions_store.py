@@ -55,7 +55,7 @@ class WebSessions:
         self.lifetime = timedelta(hours=max_hours)
 
     @classmethod
-    def from_settings(cls, engine, settings) -> "WebSessions":
+    def from_settings(cls, engine, settings) -> WebSessions:
         return cls(engine, idle_minutes=settings.session_idle_minutes, max_hours=settings.session_max_hours)
 
     def open(self, token: str | None) -> SignedIn:
