@@ -13,7 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from .. import __version__
 from ..config import Settings
 from ..engine import Engine
-from . import routes, web
+from . import routes, routes_calibration, web
 from .deps import install_error_handlers
 from .security import Guard
 
@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.engine = engine
     app.state.settings = settings
     app.include_router(routes.router)
+    app.include_router(routes_calibration.router)
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
 

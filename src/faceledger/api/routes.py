@@ -29,7 +29,8 @@ def me(by: Me) -> dict:
 def search(
     engine: EngineDep, by: Me,
     image: Annotated[UploadFile, File(description="the probe photo")],
-    gallery: Annotated[str, Form()],
+    gallery: Annotated[list[str], Form(description="gallery to search; repeat the field to search several "
+                                                 "as one (N = every face compared)")],
     purpose: Annotated[str | None, Form(description="why this search is made (required, ledgered)")] = None,
     case: Annotated[str | None, Form(description="case or ticket reference (required, ledgered)")] = None,
     top_k: Annotated[int, Form(ge=1, le=100)] = 10,
@@ -40,7 +41,8 @@ def search(
     """The body is `faceledger search --json`'s: decision, threshold, candidates with false-match rates,
     and the ledger entry. A missing purpose or case is 422 and is ledgered as a denied attempt."""
     name, data = read_upload(image)
-    result = engine.search(data, image_name=name, gallery=gallery, purpose=purpose, case=case, top_k=top_k,
+    result = engine.search(data, image_name=name, gallery=gallery[0] if len(gallery) == 1 else gallery,
+                           purpose=purpose, case=case, top_k=top_k,
                            investigative=investigative, authorisation=authorisation,
                            on_multiple="largest" if largest_face else "refuse", by=by)
     return result.as_json()
