@@ -273,7 +273,21 @@ def to_rgb(image: Image.Image) -> np.ndarray:
     if image.mode == "P":
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (128, 128, 128, 255))
-        image = Image.alpha_composite(background, rgba)
-    return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")
+        return _over_grey(np.asarray(rgba))
+    if image.mode == "L":  # grey: three channels straight from the 1-byte array (no 4-byte RGB copy)
+        grey = np.asarray(image)
+        out = np.empty(grey.shape + (3,), dtype=np.uint8)
+        out[...] = grey[..., None]
+        return out
+    return np.ascontiguousarray(np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8))
+
+
+def _over_grey(rgba: np.ndarray, rows: int = 512) -> np.ndarray:
+    """RGBA -> RGB composited onto mid grey, a band of rows at a time (no full-size float copies)."""
+    out = np.empty(rgba.shape[:2] + (3,), dtype=np.uint8)
+    for top in range(0, rgba.shape[0], rows):
+        band = rgba[top:top + rows].astype(np.uint16)
+        alpha = band[..., 3:4]
+        out[top:top + rows] = ((band[..., :3] * alpha + 128 * (255 - alpha) + 127) // 255).astype(np.uint8)
+    return out
