@@ -131,10 +131,11 @@ def select_faces(faces: list[Face], *, name: str, on_multiple: str) -> tuple[Fac
 
 
 def load_with(settings: Settings, source, *, name: str | None = None) -> LoadedImage:
-    """load_image with every image limit of these settings (bytes, pixels, side, aspect, work side)."""
+    """load_image with every image limit of these settings (bytes, pixels, side, aspect) and the pipeline's
+    sizes (a JPEG is first decoded just large enough for the coarse detection pass)."""
     return load_image(source, name=name, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels,
                       max_side=settings.max_image_side, max_aspect=settings.max_image_aspect,
-                      work_side=settings.detect_max_side)
+                      work_side=settings.detect_max_side, decode_side=settings.detect_max_side)
 
 
 def failure(item: WorkItem, exc: BaseException) -> Analysis:

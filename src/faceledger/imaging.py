@@ -71,27 +71,35 @@ class LoadedImage:
     name: str
     width: int
     height: int
-    preview: np.ndarray = field(repr=False)
-    data: bytes = field(repr=False, default=b"")
-    base: np.ndarray | None = field(repr=False, default=None)
-    """The decode kept for regions: full resolution, or a DCT-scaled JPEG decode at base_scale."""
+    base: np.ndarray = field(repr=False)
+    """The decode kept for regions and previews: full resolution, or a DCT-scaled JPEG decode."""
     base_scale: float = 1.0
+    data: bytes = field(repr=False, default=b"")
+    work_side: int = DEFAULT_WORK_SIDE
     max_pixels: int = DEFAULT_MAX_PIXELS
 
     @property
-    def preview_scale(self) -> tuple[float, float]:
-        """(x, y) preview pixels per full-resolution pixel."""
-        return self.preview.shape[1] / self.width, self.preview.shape[0] / self.height
+    def preview(self) -> np.ndarray:
+        """The upright image with its longest side at most work_side (the detection copy)."""
+        return self.preview_at(self.work_side)
+
+    def preview_at(self, side: int) -> np.ndarray:
+        """The upright image with its longest side at most `side` (made once per side)."""
+        cache = self.__dict__.setdefault("_previews", {})
+        if side not in cache:
+            rgb, _ = self._decoded(min(1.0, side / max(self.width, self.height)))
+            cache[side] = downscale(rgb, side)
+        return cache[side]
 
     @cached_property
     def rgb(self) -> np.ndarray:
-        if self.base is not None and self.base_scale == 1.0:
+        if self.base_scale == 1.0:
             return self.base
         return self._decoded(1.0)[0]
 
     def _decoded(self, min_scale: float) -> tuple[np.ndarray, float]:
         """The coarsest kept or re-decoded upright image whose scale is at least min_scale."""
-        if self.base is not None and self.base_scale >= min_scale:
+        if self.base_scale >= min_scale:
             return self.base, self.base_scale
         finer = self.__dict__.get("_finer")
         if finer is not None and finer[1] >= min_scale:
@@ -122,7 +130,7 @@ def from_array(rgb: np.ndarray, *, name: str = "<array>", work_side: int = DEFAU
     if rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise ImageError(f"{name}: the image has no pixels")
     return LoadedImage(sha256="", format="array", name=name, width=int(rgb.shape[1]), height=int(rgb.shape[0]),
-                       preview=downscale(rgb, work_side), base=rgb, base_scale=1.0)
+                       base=rgb, base_scale=1.0, work_side=work_side)
 
 
 def read_bytes(path: Path | str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
@@ -165,11 +173,13 @@ def load_image(
     max_side: int = DEFAULT_MAX_SIDE,
     max_aspect: float = DEFAULT_MAX_ASPECT,
     work_side: int = DEFAULT_WORK_SIDE,
+    decode_side: int | None = None,
 ) -> LoadedImage:
     """Decode a path or raw bytes into an upright image, or raise ImageError saying why not.
 
     Limits are checked from the header before decoding. A JPEG is decoded at the coarsest DCT scale
-    whose longest side is still at least work_side; full resolution comes later, on demand."""
+    whose longest side is still at least decode_side (default: work_side, the detection size); finer
+    scales, up to full resolution, are decoded later only if a preview or a face region needs them."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
         name = name or "<upload>"
@@ -179,10 +189,9 @@ def load_image(
         data = read_bytes(source, max_bytes=max_bytes)
         name = name or str(source)
     base, fmt, (width, height), scale = decode_scaled(data, name=name, max_pixels=max_pixels, max_side=max_side,
-                                                      max_aspect=max_aspect, min_side=work_side)
+                                                      max_aspect=max_aspect, min_side=decode_side or work_side)
     return LoadedImage(sha256=hashlib.sha256(data).hexdigest(), format=fmt, name=name, width=width, height=height,
-                       preview=downscale(base, work_side), data=data, base=base, base_scale=scale,
-                       max_pixels=max_pixels)
+                       base=base, base_scale=scale, data=data, work_side=work_side, max_pixels=max_pixels)
 
 
 def decode(data: bytes, *, name: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS,

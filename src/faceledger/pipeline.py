@@ -15,14 +15,14 @@ from .embed import Embedder, create_embedder
 from .embed.alignment import ARCFACE_112_V1, similarity_transform
 from .errors import MultipleFaces, NoFaceFound
 from .faces import Detection, Face
-from .imaging import LoadedImage, downscale, from_array
+from .imaging import LoadedImage, from_array
 from .quality import QualityThresholds, assess
 
 DOMINANCE_RATIO = 0.6
 """A second face at least this fraction of the largest face's size makes an image ambiguous."""
 
 
-ALIGN_OVERSAMPLE = 2.0
+ALIGN_OVERSAMPLE = 4.0
 """A face is aligned from pixels at this many times the template's resolution (region of the full image,
 area-downscaled when finer): enough for a 112-px template, and a big photo never costs more than that."""
 
@@ -30,8 +30,11 @@ MIN_COMPETITOR_PX = 24.0
 """The coarse detection pass decides alone only when a competing face (DOMINANCE_RATIO of the chosen
 one) would be at least this many pixels there, which YuNet finds reliably; otherwise the full pass runs."""
 
-REFINE_FACE_PX = 160.0
-"""The face chosen on the coarse pass is detected again on its region at about this size (LFW-like)."""
+DETECTOR_STRIDE = 32
+"""YuNet's coarsest feature stride: crops for the refinement start on this grid of the preview."""
+REFINE_CONTEXT = 0.65
+"""The face chosen on the coarse pass is detected again on its region of the full pass's preview, the box
+widened by this fraction of its size on each side (the framing of a 250-px LFW portrait)."""
 
 Image = np.ndarray | LoadedImage
 """The pipeline takes an RGB uint8 array or a LoadedImage (which can decode less)."""
@@ -103,7 +106,7 @@ class FacePipeline:
 
     def _detect(self, image: LoadedImage, side: int | None) -> list[Detection]:
         """Detections in full-resolution coordinates, found on the preview (or a copy `side` long)."""
-        preview = image.preview if side is None else downscale(image.preview, side)
+        preview = image.preview_at(side or self.detect_max_side)
         fx, fy = image.width / preview.shape[1], image.height / preview.shape[0]
         found = []
         for d in self.detector.detect(preview):
@@ -126,7 +129,7 @@ class FacePipeline:
         margin = 2.0 / scale
         box = (*(mapped.min(axis=0) - margin), *(mapped.max(axis=0) + margin))
         wanted = min(1.0, ALIGN_OVERSAMPLE * scale)
-        region = image.region(box, min_scale=wanted)
+        region = image.region(box, min_scale=min(1.0, scale))  # never upsampled; finer is area-reduced
         pixels, factor = region.rgb, region.scale
         if factor > wanted * 1.05 and pixels.shape[0] > 1 and pixels.shape[1] > 1:
             size = (max(1, round(pixels.shape[1] * wanted / factor)), max(1, round(pixels.shape[0] * wanted / factor)))
@@ -162,8 +165,7 @@ class FacePipeline:
     def _coarse_faces(self, image: LoadedImage) -> list[Face] | None:
         """Faces from detection on a coarse copy, or None when the full pass must decide: nothing usable
         was found, or a competing face could be too small there to be seen."""
-        longest = max(image.preview.shape[:2])
-        if not self.coarse_side or self.coarse_side >= longest:
+        if not self.coarse_side or self.coarse_side >= min(self.detect_max_side, max(image.width, image.height)):
             return None
         found = self._faces(image, embed=False, side=self.coarse_side)
         usable = [f for f in found if f.quality.usable]
@@ -175,25 +177,28 @@ class FacePipeline:
         return [self._refined(image, f) if f is usable[0] else f for f in found]
 
     def _refined(self, image: LoadedImage, face: Face) -> Face:
-        """The face detected again on its own region (at REFINE_FACE_PX across), for landmarks as precise
-        as a detection on a small photo of the face; the coarse face when the region finds none."""
+        """The face detected again on its own region of the detect_max_side preview (the pixels the full
+        pass would see), so its landmarks are those of a full pass; the coarse face if none is found."""
+        preview = image.preview_at(self.detect_max_side)
+        fx, fy = preview.shape[1] / image.width, preview.shape[0] / image.height
         x0, y0, x1, y1 = face.box
-        w, h = x1 - x0, y1 - y0
-        region = image.region((x0 - w, y0 - h, x1 + w, y1 + h),
-                              min_scale=min(1.0, REFINE_FACE_PX / max(1.0, min(w, h))))
-        pixels = downscale(region.rgb, round(REFINE_FACE_PX * 3))
-        fx, fy = region.rgb.shape[1] / pixels.shape[1], region.rgb.shape[0] / pixels.shape[0]
+        w, h, c = x1 - x0, y1 - y0, REFINE_CONTEXT
+        g = DETECTOR_STRIDE  # a crop on the network's coarsest grid sees the pixels the full pass sees, aligned
+        left, top = max(0, int((x0 - c * w) * fx) // g * g), max(0, int((y0 - c * h) * fy) // g * g)
+        right = min(preview.shape[1], -(-int(np.ceil((x1 + c * w) * fx)) // g) * g)
+        bottom = min(preview.shape[0], -(-int(np.ceil((y1 + c * h) * fy)) // g) * g)
+        if right - left < 2 or bottom - top < 2:
+            return face
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
         best = None
-        for d in self.detector.detect(np.ascontiguousarray(pixels)):
-            scale = np.array([fx / region.scale, fy / region.scale], dtype=np.float32)
-            origin = np.array([region.x0, region.y0], dtype=np.float32)
+        for d in self.detector.detect(np.ascontiguousarray(preview[top:bottom, left:right])):
             a0, b0, a1, b1 = d.box
-            box = (region.x0 + a0 * scale[0], region.y0 + b0 * scale[1], region.x0 + a1 * scale[0],
-                   region.y0 + b1 * scale[1])
+            box = ((a0 + left) / fx, (b0 + top) / fy, (a1 + left) / fx, (b1 + top) / fy)
             distance = ((box[0] + box[2]) / 2 - cx) ** 2 + ((box[1] + box[3]) / 2 - cy) ** 2
             if distance < (0.25 * min(w, h)) ** 2 and (best is None or distance < best[0]):
-                best = (distance, Detection(box=box, score=d.score, landmarks=(origin + d.landmarks * scale)))
+                landmarks = ((d.landmarks + np.array([left, top], dtype=np.float32))
+                             / np.array([fx, fy], dtype=np.float32)).astype(np.float32)
+                best = (distance, Detection(box=box, score=d.score, landmarks=landmarks))
         if best is None:
             return face
         crop = self.aligned_crop(image, best[1].landmarks)
