@@ -1,7 +1,7 @@
 """Peak memory and wall time of one probe search's image work (load + single_face) for hostile images.
 
 Each image is run in a fresh child process (capped with RLIMIT_AS so a blow-up cannot take the machine)
-that loads the models, notes its peak RSS (ru_maxrss), then loads the image and looks for its face the
+that loads the models, notes its resident size, then loads the image and looks for its face the
 way the engine's search does; the table reports the peak RSS growth over the loaded-model baseline.
 
     PYTHONPATH=src python benchmarks/hostile_images.py                      # this checkout
@@ -37,7 +37,12 @@ from faceledger.errors import FaceledgerError
 settings = Settings()
 pipeline = FacePipeline.from_settings(settings)
 pipeline.load()
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def status(key):
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(key))
+# VmHWM, not ru_maxrss: after fork + exec, ru_maxrss also counts the parent's high-water mark.
+# Baseline: the resident size with the models loaded; growth = this process's peak RSS minus it (an
+# over-estimate when loading the models peaked higher than the image work).
+base = status("VmRSS:")
 start = time.perf_counter()
 new_api = "max_side" in inspect.signature(load_image).parameters
 try:
@@ -55,7 +60,7 @@ except FaceledgerError as exc:
 except Exception as exc:
     outcome = f"CRASH {type(exc).__name__}: {str(exc).splitlines()[-1][:120] if str(exc) else ''}"
 wall = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = status("VmHWM:")
 print(json.dumps({"outcome": outcome, "wall_s": wall, "peak_delta_mb": (peak - base) / 1024,
                   "baseline_mb": base / 1024}))
 """
