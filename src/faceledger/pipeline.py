@@ -36,7 +36,7 @@ REFINE_CONTEXT = 0.65
 """The face chosen on the coarse pass is detected again on its region of the full pass's preview, the box
 widened by this fraction of its size on each side (the framing of a 250-px LFW portrait)."""
 
-Image = np.ndarray | LoadedImage
+ImageInput = np.ndarray | LoadedImage
 """The pipeline takes an RGB uint8 array or a LoadedImage (which can decode less)."""
 
 
@@ -85,10 +85,10 @@ class FacePipeline:
     def model_id(self) -> str:
         return self.embedder.model_id
 
-    def image(self, image: Image) -> LoadedImage:
+    def image(self, image: ImageInput) -> LoadedImage:
         return image if isinstance(image, LoadedImage) else from_array(image, work_side=self.detect_max_side)
 
-    def faces(self, image: Image, *, embed: bool = True) -> list[Face]:
+    def faces(self, image: ImageInput, *, embed: bool = True) -> list[Face]:
         """Every face in the image, largest first, with its quality report and (optionally) embedding.
 
         Safe to call from several threads: the models are used by one thread at a time."""
@@ -115,7 +115,7 @@ class FacePipeline:
                                    landmarks=(d.landmarks * np.array([fx, fy], dtype=np.float32)).astype(np.float32)))
         return found
 
-    def aligned_crop(self, image: Image, landmarks: np.ndarray) -> np.ndarray:
+    def aligned_crop(self, image: ImageInput, landmarks: np.ndarray) -> np.ndarray:
         """The template-aligned crop of the face with these (full-resolution) landmarks, made from a
         region of the image at ALIGN_OVERSAMPLE x the template's resolution (never the whole image)."""
         image = self.image(image)
@@ -140,7 +140,7 @@ class FacePipeline:
         local = (landmarks - (region.x0, region.y0)) * factor * np.array([fx, fy])
         return self.embedder.aligned_crop(np.ascontiguousarray(pixels), local)
 
-    def with_embeddings(self, image: Image, faces: Sequence[Face]) -> tuple[Face, ...]:
+    def with_embeddings(self, image: ImageInput, faces: Sequence[Face]) -> tuple[Face, ...]:
         """The same faces with their embeddings: embed only the faces that were chosen (SFace is the
         costly stage, and news photos often hold bystanders nobody needs a vector of)."""
         with self._lock:
@@ -149,7 +149,7 @@ class FacePipeline:
                 face, embedding=self.embedder.embed_aligned(self.aligned_crop(image, face.detection.landmarks)))
                 for face in faces)
 
-    def single_face(self, image: Image, *, name: str, on_multiple: str = "refuse") -> Face:
+    def single_face(self, image: ImageInput, *, name: str, on_multiple: str = "refuse") -> Face:
         """The one usable face of an image (probe or enrolment photo), with its embedding, or a clear error.
 
         on_multiple: "refuse" (MultipleFaces when more than one usable face), "largest" (take it).
