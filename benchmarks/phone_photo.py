@@ -153,7 +153,10 @@ def main() -> None:
         print(f"same 12 MP frames, this code vs the older code: {summary['vs_before_12mp']}")
     results[args.label] = {"summary": summary, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    args.out.write_text("{\n" + ",\n".join(  # one row per line: the embeddings would take 30,000 lines
+        f' "{label}": {{\n  "summary": {json.dumps(entry["summary"])},\n  "rows": [\n'
+        + ",\n".join("   " + json.dumps(row) for row in entry["rows"]) + "\n  ]\n }"
+        for label, entry in results.items()) + "\n}\n")
     print("| code | images | 250-px median | 12 MP median | ratio | cosine min / median | "
           "score diff max / median | decision flips |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     s = summary
