@@ -14,9 +14,8 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from ..enrollment import face_crop_jpeg
+from ..enrollment import face_crop_jpeg, load_with
 from ..errors import AuthenticationFailed, FaceledgerError
-from ..imaging import load_image
 from ..policy import DECISIONS
 from .deps import EngineDep, Me, as_utc, check_csrf, read_upload
 from .pages import render
@@ -32,11 +31,10 @@ def data_url(jpeg: bytes) -> str:
 def probe_view(data: bytes, name: str, box, settings) -> str | None:
     """The probe's face (or the whole probe, small) as a data URL: shown in this response, never stored."""
     try:
-        image = load_image(data, name=name, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
+        image = load_with(settings, data, name=name)
     except FaceledgerError:
         return None
-    height, width = image.rgb.shape[:2]
-    return data_url(face_crop_jpeg(image.rgb, box or (0, 0, width, height), max_side=320 if box else 480))
+    return data_url(face_crop_jpeg(image, box or (0, 0, image.width, image.height), max_side=320 if box else 480))
 
 
 # -- sign in -------------------------------------------------------------------------------------------

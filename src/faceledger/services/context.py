@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..config import Settings
 from ..errors import IndexMismatch, NotFound
 from ..faces import Face
-from ..imaging import LoadedImage, load_image
+from ..enrollment import load_with
+from ..imaging import LoadedImage
 from ..ledger import Ledger
 from ..pipeline import FacePipeline
 from ..store import Gallery
@@ -103,9 +104,9 @@ class Context:
         return gallery
 
     def load(self, source: ImageSource, name: str | None = None) -> LoadedImage:
-        """Decode an image within the configured byte and pixel limits."""
-        return load_image(source, name=name, max_bytes=self.settings.max_image_bytes,
-                          max_pixels=self.settings.max_image_pixels)
+        """An image within every configured limit (bytes, pixels, side, aspect); decoded lazily, at the
+        size detection needs (see imaging.py)."""
+        return load_with(self.settings, source, name=name)
 
     def probe_face(self, image: LoadedImage, *, on_multiple: str = "refuse") -> Face:
-        return self.pipeline.single_face(image.rgb, name=image.name, on_multiple=on_multiple)
+        return self.pipeline.single_face(image, name=image.name, on_multiple=on_multiple)

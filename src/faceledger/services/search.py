@@ -272,7 +272,7 @@ class Searching:
         """Every face in an image with its quality (no comparison is made, so nothing is ledgered)."""
         self.access.authorize(by, "faces")
         loaded = self.ctx.load(image, name)
-        return loaded, self.ctx.pipeline.faces(loaded.rgb, embed=False)
+        return loaded, self.ctx.pipeline.faces(loaded, embed=False)
 
     def operating_points(self) -> list[dict]:
         """Each gallery's open-set threshold at its current size, and what it predicts."""
