@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .accounts import local_seat
 from .calibration import Calibration
 from .config import Settings
 from .ledger import Ledger
@@ -30,7 +31,6 @@ from .services.search import Searching
 from .services.users import Users
 from .services.video import VideoSearch
 from .services.watch import Watching
-from .accounts import local_seat
 from .store import dispose_writer, open_store, writer_sessions
 
 

@@ -24,7 +24,6 @@ from .calibrations import Calibrations
 from .context import Context, ImageSource, iso, optional_text, require_text, utcnow
 from .indexes import IndexCache
 
-
 EVIDENCE_SUBJECTS = 30
 """Subjects ranked for a search's own evidence (its top score against the next ones)."""
 

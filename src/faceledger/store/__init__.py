@@ -11,11 +11,26 @@ from sqlalchemy.orm import sessionmaker
 
 from ..errors import FaceledgerError
 from .models import (
-    Base, FaceCrop, FaceRecord, Gallery, ImageRecord, LedgerEntry, Maintenance, Probe, Review, Subject, User,
+    Base,
+    FaceCrop,
+    FaceRecord,
+    Gallery,
+    ImageRecord,
+    LedgerEntry,
+    Maintenance,
+    Probe,
+    Review,
+    Subject,
+    User,
 )
 from .schema import SchemaChange, prepare
 from .writing import (
-    WriteConflict, _sqlite_pragmas, dispose_writer, hold_write_lock, retry_transaction, writer_sessions,
+    WriteConflict,
+    _sqlite_pragmas,
+    dispose_writer,
+    hold_write_lock,
+    retry_transaction,
+    writer_sessions,
 )
 
 __all__ = [
