@@ -120,6 +120,7 @@ class Searching:
         """Rank, threshold, and ledger the search together with its probe record, in one transaction."""
         ctx = self.ctx
         mode = "investigative" if investigative else "open-set"
+        self.warm(names)
         now = utcnow()
         with ctx.writing() as session:
             rows = [ctx.gallery(session, name) for name in names]
@@ -157,6 +158,15 @@ class Searching:
         ctx.ledger.note_committed(entry)
         return SearchResult(candidates=tuple(candidates), ledger_entry=entry.entry_id,
                             probe_box=tuple(float(v) for v in probe.box), **result_fields)
+
+    def warm(self, names: list[str]) -> None:
+        """Bring the galleries' indexes and calibrations up to date before the write transaction, so a
+        rebuild (seconds on a large gallery) does not hold the database's write lock for every process."""
+        with self.ctx.sessions() as session:
+            for name in names:
+                gallery = self.ctx.gallery(session, name)
+                self.indexes.get(session, gallery)
+                self.calibrations.for_gallery(session, gallery)
 
     def match(self, session: Session, gallery: Gallery, vector: np.ndarray, *, top_k: int,
               investigative: bool = False) -> Match:
