@@ -163,6 +163,7 @@ class Engine:
     add_user = via("users")
     set_user_disabled = via("users")
     list_users = via("users")
+    rotate_token = via("users")
     authenticate = via("users")
 
     # retention and erasure

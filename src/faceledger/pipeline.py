@@ -11,7 +11,7 @@ import numpy as np
 from .config import Settings
 from .detect import Detector, create_detector
 from .embed import Embedder, create_embedder
-from .errors import MultipleFaces, NoFaceFound
+from .errors import FaceNotChosen, MultipleFaces, NoFaceFound
 from .faces import Face
 from .quality import QualityThresholds, assess
 
@@ -83,15 +83,18 @@ class FacePipeline:
     def single_face(self, rgb: np.ndarray, *, name: str, on_multiple: str = "refuse") -> Face:
         """The one usable face of an image (probe or enrolment photo), with its embedding, or a clear error.
 
-        on_multiple: "refuse" (MultipleFaces when more than one usable face), "largest" (take it).
+        on_multiple: "refuse" (MultipleFaces when more than one usable face), "largest" (take it),
+        "index:N" (face N, counting from 1 in the order of `faces`: largest first).
         """
         chosen = choose_face(self.faces(rgb, embed=False), name=name, on_multiple=on_multiple)
         return self.with_embeddings(rgb, [chosen])[0]
 
 
 def choose_face(faces: list[Face], *, name: str, on_multiple: str = "refuse") -> Face:
+    if on_multiple.startswith("index:"):
+        return _face_number(faces, name=name, number=on_multiple[len("index:"):])
     if on_multiple not in ("refuse", "largest"):
-        raise ValueError(f"on_multiple must be 'refuse' or 'largest', not {on_multiple!r}")
+        raise ValueError(f"on_multiple must be 'refuse', 'largest' or 'index:N', not {on_multiple!r}")
     if not faces:
         raise NoFaceFound(f"{name}: no face found")
     usable = [f for f in faces if f.quality.usable]
@@ -101,9 +104,21 @@ def choose_face(faces: list[Face], *, name: str, on_multiple: str = "refuse") ->
     if on_multiple == "refuse" and competing_faces(usable):
         raise MultipleFaces(
             f"{name}: {1 + len(competing_faces(usable))} faces of similar size found; use one face per image, "
-            "or choose --largest-face / --allow-multiple"
+            "or choose --face N (search), --largest-face or --allow-multiple (enrol)"
         )
     return usable[0]
+
+
+def _face_number(faces: list[Face], *, name: str, number: str) -> Face:
+    """Face N (from 1, largest first) of the image, if it is usable."""
+    if not number.isdigit() or int(number) < 1:
+        raise FaceNotChosen(f"{name}: choose a face by its number (1 is the largest), not {number!r}")
+    if int(number) > len(faces):
+        raise FaceNotChosen(f"{name}: there is no face {number}; {len(faces)} face(s) found")
+    face = faces[int(number) - 1]
+    if not face.quality.usable:
+        raise NoFaceFound(f"{name}: face {number} is not usable ({'; '.join(face.quality.reasons)})")
+    return face
 
 
 def competing_faces(usable: list[Face]) -> list[Face]:
