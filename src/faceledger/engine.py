@@ -24,6 +24,7 @@ from .services.enrolment import Enrolment
 from .services.galleries import Galleries
 from .services.governance import Governance
 from .services.indexes import IndexCache
+from .services.people import People
 from .services.reports import Reports
 from .services.review import Reviews
 from .services.search import Searching
@@ -79,6 +80,7 @@ class Engine:
         self.reviews = Reviews(ctx, self.access)
         self.governance = Governance(ctx, self.access, self.indexes, self.calibrations)
         self.users = Users(ctx, self.access)
+        self.people = People(ctx, self.access, self.indexes, self.calibrations)
         self.reports = Reports(ctx, self.access, self.calibrations, self.searching)
         self.video = VideoSearch(ctx, self.access, self.searching)
         self.watching = Watching(ctx, self.access, self.video)
@@ -128,6 +130,14 @@ class Engine:
     list_galleries = via("galleries")
     gallery_images = via("galleries")
     face_crop = via("galleries")
+
+    # the people of a gallery
+    list_subjects = via("people")
+    subject = via("people")
+    rename_subject = via("people")
+    merge_subjects = via("people")
+    move_face = via("people")
+    remove_face = via("people")
 
     # enrolment and the index cache
     enroll = via("enrolment")

@@ -22,7 +22,7 @@ from ..policy import DECISIONS
 from .deps import EngineDep, Me, as_utc, check_csrf, read_upload
 from .pages import TEMPLATES, render
 from .problems import classify
-from . import web_admin
+from . import web_admin, web_people
 from .web_probe import data_url, decode_upload, encode_upload, overview
 from .wording import plain_words
 from .session import COOKIE
@@ -191,12 +191,6 @@ def galleries(request: Request, engine: EngineDep, by: Me) -> HTMLResponse:
     return render(request, "galleries.html", galleries=engine.list_galleries(by=by))
 
 
-@router.get("/galleries/{name}")
-def gallery(request: Request, engine: EngineDep, by: Me, name: str, offset: int = 0) -> HTMLResponse:
-    return render(request, "gallery.html", info=engine.gallery_info(name, by=by),
-                  page=engine.gallery_images(name, limit=60, offset=max(0, offset), by=by))
-
-
 @router.get("/audit")
 def audit(request: Request, engine: EngineDep, by: Me, user: str | None = None, action: str | None = None,
           purpose: str | None = None, case: str | None = None, since: date | None = None) -> HTMLResponse:
@@ -213,3 +207,4 @@ def transparency(request: Request, engine: EngineDep, by: Me) -> HTMLResponse:
 
 
 router.include_router(web_admin.router)
+router.include_router(web_people.router)
