@@ -203,3 +203,20 @@ def test_error_page_names_no_flag(world):
     client, _ = browser_for(world, "analyst")
     page = client.get("/galleries/nowhere")
     assert page.status_code == 404 and "unknown gallery" in page.text and "faceledger gallery" not in page.text
+
+
+def test_cli_search_takes_a_face_number(tmp_path, capsys, monkeypatch):
+    from .test_cli import run
+    home = tmp_path / "home"
+    run(capsys, monkeypatch, home, "gallery", "create", "g")
+    code, _, err = run(capsys, monkeypatch, home, "enroll", OPEN_FACES / "ardern_2018.jpg", "--gallery", "g",
+                       "--subject", "Jacinda Ardern", "--source", "CC", "--legal-basis", "public record")
+    assert code == 0, err
+    group = tmp_path / "group.jpg"
+    group.write_bytes(group_photo())
+    search = ["search", group, "--gallery", "g", "--purpose", "p", "--case", "c", "--json"]
+    code, _, err = run(capsys, monkeypatch, home, *search)
+    assert code == 2 and "--face N" in err
+    code, out, err = run(capsys, monkeypatch, home, *search, "--face", "2")
+    assert code == 0, err
+    assert '"subject": "Jacinda Ardern"' in out
