@@ -220,3 +220,18 @@ def test_cli_search_takes_a_face_number(tmp_path, capsys, monkeypatch):
     code, out, err = run(capsys, monkeypatch, home, *search, "--face", "2")
     assert code == 0, err
     assert '"subject": "Jacinda Ardern"' in out
+
+
+def test_cli_rotates_a_token(tmp_path, capsys, monkeypatch):
+    import json
+
+    from .test_cli import run
+    home = tmp_path / "home"
+    code, out, err = run(capsys, monkeypatch, home, "user", "add", "ana", "--role", "analyst", "--json")
+    old = json.loads(out)["token"]
+    code, out, err = run(capsys, monkeypatch, home, "user", "rotate-token", "ana", "--json")
+    assert code == 0, err
+    new = json.loads(out)["token"]
+    assert new != old
+    code, _, err = run(capsys, monkeypatch, home, "user", "rotate-token", "nobody")
+    assert code == 2 and "unknown user" in err
