@@ -210,15 +210,19 @@ def test_enroller_finds_merges_and_renames_a_person(server, page):
     assert not page.console_errors
 
 
-def test_analyst_sees_the_faces_of_people(server, page):
+def test_admin_sees_the_faces_of_people_and_the_edit_forms(server, page):
     base, tokens, _ = server
-    sign_in(page, base, tokens["analyst"])
-    page.goto(base + "/galleries/g?q=Ardern")
+    sign_in(page, base, tokens["admin"])
+    page.goto(base + "/galleries/g?q=Merkel")
     thumb = page.locator("article.person img.thumb").first
     thumb.wait_for()
     page.wait_for_function("() => [...document.querySelectorAll('img.thumb')].every(i => i.complete)")
     assert thumb.evaluate("i => i.naturalWidth > 0")
     page.click("article.person h3 a")
-    assert "legal basis: public record" in page.inner_text("main") and "rename-form" not in page.content()
+    page.wait_for_function("() => [...document.querySelectorAll('img.face')].every(i => i.complete)")
+    main = page.inner_text("main")
+    assert main.count("legal basis: research") == 3 and page.locator("#rename-form").is_visible()
+    assert page.locator("form.face-form button:has-text('Remove')").count() == 3
     fits(page)
     shoot(page, "1-person")
+    assert not page.console_errors
