@@ -190,7 +190,7 @@ def test_verify_error_keeps_the_values(world):
 @pytest.mark.parametrize("message, expected", [
     ("a purpose is required (--purpose); every search must state it", "(the Purpose field)"),
     ("x.jpg: 2 faces of similar size found; use one face per image, or choose --face N (search), --largest-face "
-     "or --allow-multiple (enrol)", "choose the face to search with"),
+     "or --allow-multiple (enrol)", "use a photo that shows one person"),
     ("unknown gallery 'x' (known galleries: g); create it with `faceledger gallery create`", "unknown gallery 'x'"),
     ("its policy must be changed by an admin (`faceledger gallery update NAME --investigative`)", "by an admin"),
 ])
@@ -235,3 +235,13 @@ def test_cli_rotates_a_token(tmp_path, capsys, monkeypatch):
     assert new != old
     code, _, err = run(capsys, monkeypatch, home, "user", "rotate-token", "nobody")
     assert code == 2 and "unknown user" in err
+
+
+def test_verify_with_a_group_photo_says_so_in_plain_words(world):
+    client, csrf = browser_for(world, "analyst")
+    one = held_out_probes()[0].read_bytes()
+    page = client.post("/verify", data={"purpose": "fraud", "case": "V-2", "csrf": csrf},
+                       files={"image_a": ("group.jpg", group_photo(), "image/jpeg"),
+                              "image_b": ("one.jpg", one, "image/jpeg")})
+    assert page.status_code == 400 and "one person" in page.text
+    assert "--" not in page.text.split("<main>")[1] and 'value="V-2"' in page.text

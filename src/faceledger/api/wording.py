@@ -30,7 +30,8 @@ def _field(match: re.Match) -> str:
 
 def plain_words(message: str) -> str:
     """The message with CLI flags and commands replaced by what a web user sees."""
-    text = _MULTIPLE.sub("faces of similar size found; choose the face to search with", message)
+    text = _MULTIPLE.sub("faces of similar size found; use a photo that shows one person (a search lets you "
+                          "choose the face)", message)
     text = _CLI_CLAUSE.sub("", text)
     text = _COMMAND.sub("", text)
     text = _PAREN_FLAG.sub(lambda m: f" ({_field(re.match(r'--([a-z-]+)', m.group(1)))})", text)
