@@ -83,14 +83,15 @@ class FacePipeline:
     def single_face(self, rgb: np.ndarray, *, name: str, on_multiple: str = "refuse") -> Face:
         """The one usable face of an image (probe or enrolment photo), with its embedding, or a clear error.
 
-        on_multiple: "refuse" (MultipleFaces when more than one usable face), "largest" (take it),
-        "index:N" (face N, counting from 1 in the order of `faces`: largest first).
+        on_multiple: "refuse" (MultipleFaces when more than one usable face), "largest" (take it).
         """
         chosen = choose_face(self.faces(rgb, embed=False), name=name, on_multiple=on_multiple)
         return self.with_embeddings(rgb, [chosen])[0]
 
 
 def choose_face(faces: list[Face], *, name: str, on_multiple: str = "refuse") -> Face:
+    """on_multiple: "refuse", "largest", or "index:N": face N of `faces` (from 1; largest first, as
+    `FacePipeline.faces` numbers them), which must be usable."""
     if on_multiple.startswith("index:"):
         return _face_number(faces, name=name, number=on_multiple[len("index:"):])
     if on_multiple not in ("refuse", "largest"):
