@@ -160,15 +160,20 @@ def search(
     case: CaseOpt = None,
     top_k: Annotated[int, typer.Option(help="at most this many candidates")] = 10,
     largest_face: Annotated[bool, typer.Option(help="probe with the largest face if there are several")] = False,
+    face: Annotated[Optional[int], typer.Option(
+        min=1, help="probe with face N of the photo (1 is the largest; `faceledger faces IMAGE` numbers them)")] = None,
     investigative: Annotated[bool, typer.Option(
         help="return the top-k as leads even below the threshold (only where the gallery allows it)")] = False,
     authorisation: Annotated[str | None, typer.Option(help="warrant or authorisation id, if any")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Search one or more galleries for the face in IMAGE. Answers "no match" when nobody clears the threshold."""
+    if face is not None and largest_face:
+        raise FaceledgerError("choose one of --face and --largest-face")
+    on_multiple = f"index:{face}" if face is not None else "largest" if largest_face else "refuse"
     result = engine().search(image, gallery=gallery if len(gallery) > 1 else gallery[0], purpose=purpose,
                              case=case, top_k=top_k, investigative=investigative, authorisation=authorisation,
-                             on_multiple="largest" if largest_face else "refuse", by=me())
+                             on_multiple=on_multiple, by=me())
     if as_json:
         print_json(result.as_json())
         return

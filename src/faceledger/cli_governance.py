@@ -140,6 +140,16 @@ def user_disable(name: str) -> None:
     out.print(f"disabled user {name}")
 
 
+@user_app.command("rotate-token")
+def user_rotate_token(name: str, as_json: JsonFlag = False) -> None:
+    """Give a user a new token, printed once; their old token stops working at once."""
+    user, token = engine().rotate_token(name, by=me())
+    if as_json:
+        print_json({**user, "token": token})
+        return
+    out.print(f"new token for [bold]{user['user']}[/] (shown once, store it safely):\n{token}")
+
+
 # -- retention and erasure --------------------------------------------------------------------------
 
 def purge(as_json: JsonFlag = False) -> None:

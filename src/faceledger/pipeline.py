@@ -13,7 +13,7 @@ from .config import Settings
 from .detect import Detector, create_detector
 from .embed import Embedder, create_embedder
 from .embed.alignment import ARCFACE_112_V1, similarity_transform
-from .errors import MultipleFaces, NoFaceFound
+from .errors import FaceNotChosen, MultipleFaces, NoFaceFound
 from .faces import Detection, Face
 from .imaging import LoadedImage, from_array
 from .quality import QualityThresholds, assess
@@ -152,11 +152,12 @@ class FacePipeline:
     def single_face(self, image: ImageInput, *, name: str, on_multiple: str = "refuse") -> Face:
         """The one usable face of an image (probe or enrolment photo), with its embedding, or a clear error.
 
-        on_multiple: "refuse" (MultipleFaces when more than one usable face), "largest" (take it).
+        on_multiple: "refuse" (MultipleFaces when more than one usable face), "largest" (take it),
+        "index:N" (face N as numbered by `faces`: the full detection pass, so the numbers agree).
         """
         image = self.image(image)
         with self._lock:
-            found = self._coarse_faces(image)
+            found = None if on_multiple.startswith("index:") else self._coarse_faces(image)
             if found is None:
                 found = self._faces(image, embed=False)
         chosen = choose_face(found, name=name, on_multiple=on_multiple)
@@ -206,8 +207,12 @@ class FacePipeline:
 
 
 def choose_face(faces: list[Face], *, name: str, on_multiple: str = "refuse") -> Face:
+    """on_multiple: "refuse", "largest", or "index:N": face N of `faces` (from 1; largest first, as
+    `FacePipeline.faces` numbers them), which must be usable."""
+    if on_multiple.startswith("index:"):
+        return _face_number(faces, name=name, number=on_multiple[len("index:"):])
     if on_multiple not in ("refuse", "largest"):
-        raise ValueError(f"on_multiple must be 'refuse' or 'largest', not {on_multiple!r}")
+        raise ValueError(f"on_multiple must be 'refuse', 'largest' or 'index:N', not {on_multiple!r}")
     if not faces:
         raise NoFaceFound(f"{name}: no face found")
     usable = [f for f in faces if f.quality.usable]
@@ -217,9 +222,21 @@ def choose_face(faces: list[Face], *, name: str, on_multiple: str = "refuse") ->
     if on_multiple == "refuse" and competing_faces(usable):
         raise MultipleFaces(
             f"{name}: {1 + len(competing_faces(usable))} faces of similar size found; use one face per image, "
-            "or choose --largest-face / --allow-multiple"
+            "or choose --face N (search), --largest-face or --allow-multiple (enrol)"
         )
     return usable[0]
+
+
+def _face_number(faces: list[Face], *, name: str, number: str) -> Face:
+    """Face N (from 1, largest first) of the image, if it is usable."""
+    if not number.isdigit() or int(number) < 1:
+        raise FaceNotChosen(f"{name}: choose a face by its number (1 is the largest), not {number!r}")
+    if int(number) > len(faces):
+        raise FaceNotChosen(f"{name}: there is no face {number}; {len(faces)} face(s) found")
+    face = faces[int(number) - 1]
+    if not face.quality.usable:
+        raise NoFaceFound(f"{name}: face {number} is not usable ({'; '.join(face.quality.reasons)})")
+    return face
 
 
 def competing_faces(usable: list[Face]) -> list[Face]:

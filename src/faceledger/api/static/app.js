@@ -1,3 +1,24 @@
+// Small behaviours of the pages, from this static file (the pages carry no inline script or style):
+// a face crop that cannot be shown becomes a plain "image not available" box, and "Back" links go back.
+function faceMissing(img) {
+  const box = document.createElement("div");
+  box.className = img.className + " missing";
+  box.textContent = "image not available";
+  img.replaceWith(box);
+}
+document.addEventListener("error", (event) => {
+  const img = event.target;
+  if (img instanceof HTMLImageElement && img.hasAttribute("data-fallback")) faceMissing(img);
+}, true);
+// This script is deferred: an image may have failed before it ran.
+document.querySelectorAll("img[data-fallback]").forEach((img) => {
+  if (img.complete && img.naturalWidth === 0) faceMissing(img);
+});
+document.addEventListener("click", (event) => {
+  const link = event.target.closest && event.target.closest("a.back-link");
+  if (link && history.length > 1) { event.preventDefault(); history.back(); }
+});
+
 // Camera capture for the search form: getUserMedia -> <video> -> canvas -> JPEG blob -> the form's file
 // input (so the form posts it like a chosen file). No build step, no library.
 (function () {
