@@ -160,7 +160,7 @@ def search(
     case: CaseOpt = None,
     top_k: Annotated[int, typer.Option(help="at most this many candidates")] = 10,
     largest_face: Annotated[bool, typer.Option(help="probe with the largest face if there are several")] = False,
-    face: Annotated[Optional[int], typer.Option(
+    face: Annotated[int | None, typer.Option(
         min=1, help="probe with face N of the photo (1 is the largest; `faceledger faces IMAGE` numbers them)")] = None,
     investigative: Annotated[bool, typer.Option(
         help="return the top-k as leads even below the threshold (only where the gallery allows it)")] = False,

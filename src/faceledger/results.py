@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-
 LEAD_LABEL = "lead, not an identification"
 CANDIDATE_LABEL = "candidate, not an identification"
 

@@ -44,7 +44,7 @@ class RetentionKeeper:
         while not self._stop.wait(self.every):
             try:
                 self.engine.purge_if_overdue()
-            except Exception:  # noqa: BLE001 - keep serving; the next round tries again
+            except Exception:
                 log.exception("scheduled purge failed; retrying in %.0f s", self.every)
 
 

@@ -15,16 +15,23 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from ..engine import Engine
 from ..enrollment import face_crop_jpeg, load_with
-from ..errors import AuthenticationFailed, FaceledgerError, FaceNotChosen, ImageError, MultipleFaces, NoFaceFound, \
-    PermissionDenied
+from ..errors import (
+    AuthenticationFailed,
+    FaceledgerError,
+    FaceNotChosen,
+    ImageError,
+    MultipleFaces,
+    NoFaceFound,
+    PermissionDenied,
+)
 from ..policy import DECISIONS
+from . import web_admin, web_people
 from .deps import EngineDep, Me, as_utc, check_csrf, read_upload
 from .pages import TEMPLATES, render
 from .problems import classify
-from . import web_admin, web_people
+from .session import COOKIE
 from .web_probe import data_url, decode_upload, encode_upload, overview
 from .wording import plain_words
-from .session import COOKIE
 
 router = APIRouter(include_in_schema=False)
 TEMPLATES.env.filters["plain"] = plain_words  # error pages in the web app's words (wording.py)
