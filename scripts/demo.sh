@@ -73,3 +73,6 @@ say "10. The transparency report: searches by purpose and user, 'no match' share
 run $FL report transparency --out "$FACELEDGER_HOME/report"
 
 printf '\nOpen %s/report/transparency.html in a browser. The demo data directory is %s/ (delete it freely).\nTry: %s --help\n' "$FACELEDGER_HOME" "$FACELEDGER_HOME" "$FL"
+printf 'The web app on this data directory, in two lines (sign in with the token the first line prints):\n'
+printf '  FACELEDGER_HOME=%q %s user add you --role admin\n' "$FACELEDGER_HOME" "$FL"
+printf '  FACELEDGER_HOME=%q %s serve    # then open http://127.0.0.1:8000\n' "$FACELEDGER_HOME" "$FL"

@@ -84,6 +84,11 @@ class PgServer:
 
     def stop(self) -> None:
         try:
-            self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+            self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "-t", "10", "stop")
+        except (RuntimeError, subprocess.SubprocessError):  # still shutting down after 10 s: end it
+            try:
+                os.kill(int((self.data / "postmaster.pid").read_text().split()[0]), 9)
+            except (OSError, ValueError, IndexError):
+                pass
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)

@@ -163,3 +163,24 @@ def test_tokens_roles_review_and_reports_through_the_cli(home, capsys, monkeypat
     code, _, err = run(capsys, monkeypatch, home, "erase", "--face", OPEN_FACES / "sunak_portrait.jpg",
                        "--reason", "request 1")
     assert code == 2 and "nothing was removed" in err
+
+
+def test_a_named_user_cannot_be_claimed_at_the_cli_without_their_token(home, capsys, monkeypatch):
+    """FACELEDGER_OPERATOR=<a reviewer's name> must not let the searcher review their own search."""
+    code, out, _ = run(capsys, monkeypatch, home, "user", "add", "reviewer2", "--role", "reviewer", "--json")
+    token = json.loads(out)["token"]
+    probe = held_out_probes()[0]
+    code, out, _ = run(capsys, monkeypatch, home, "search", probe, "--gallery", "g", "--purpose", "p", "--case", "c",
+                       "--json")
+    entry = json.loads(out)["ledger_entry"]
+    monkeypatch.setattr("sys.argv", ["faceledger", "--home", str(home), "review", entry, "--candidate", "1",
+                                     "--decision", "confirm"])
+    monkeypatch.setenv("FACELEDGER_OPERATOR", "reviewer2")
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == 2 and "token" in capsys.readouterr().err
+    monkeypatch.setenv("FACELEDGER_TOKEN", token)  # with the reviewer's own token it is their review
+    monkeypatch.delenv("FACELEDGER_OPERATOR")
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code in (0, None), capsys.readouterr().err

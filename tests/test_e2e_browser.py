@@ -109,6 +109,8 @@ def test_sign_in_search_result_review(server, browser, viewport, tmp_path):
     assert probe.parent.name in text and "false-match rate" in text
     assert page.locator("section.candidate img.face").first.get_attribute("src").startswith("data:image/jpeg")
     crop = page.locator(f"section.candidate img[alt='{probe.parent.name}']").first
+    # the crop is a separate request: on a busy machine it may still be on its way (bounded wait, then judged)
+    crop.evaluate("img => img.complete ? true : new Promise(done => { img.onload = img.onerror = done; })")
     assert crop.evaluate("img => img.complete && img.naturalWidth > 0"), "the candidate's face crop did not load"
     page.screenshot(path=str(shots / "2-result.png"), full_page=True)
     entry = re.search(r"/searches/([0-9a-f-]{36})", page.content()).group(1)

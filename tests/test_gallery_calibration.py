@@ -128,3 +128,28 @@ def test_calibration_show_cli(tmp_path, monkeypatch, capsys):
     info = json.loads(result.output)
     assert info["gallery_faces"] == 120 and info["gallery_sample"]["pairs"] == 120 * 119 // 2 - 60
     assert {r["target_fpir"] for r in info["thresholds"]} >= {0.1, 0.01, 0.001}
+
+
+def test_calibration_duplicates_and_several_galleries_through_the_api(eng):
+    from fastapi.testclient import TestClient
+
+    from faceledger.api import create_app
+
+    eng.create_gallery("a")
+    eng.create_gallery("b")
+    eng.enroll([OPEN_FACES / "ardern_2018.jpg"], gallery="a", subject="Ardern", source="s", legal_basis="b")
+    eng.enroll([OPEN_FACES / "ardern_2022.jpg"], gallery="b", subject="Ardern (b)", source="s", legal_basis="b")
+    _, token = eng.add_user("ana", role="admin")
+    client = TestClient(create_app(engine=eng))
+    auth = {"Authorization": f"Bearer {token}"}
+    shown = client.get("/api/v1/galleries/a/calibration", headers=auth)
+    assert shown.status_code == 200 and shown.json()["source"] == "packaged"
+    dups = client.get("/api/v1/galleries/a/duplicates", params={"against": "b", "min_score": 0.4}, headers=auth)
+    assert dups.status_code == 200 and dups.json()["pairs"][0]["subject_b"] == "Ardern (b)"
+    probe = OPEN_FACES / "ardern_2022.jpg"
+    both = client.post("/api/v1/search", headers=auth, files={"image": (probe.name, probe.read_bytes(), "image/jpeg")},
+                       data={"gallery": ["a", "b"], "purpose": "p", "case": "c"})
+    assert both.status_code == 200, both.text
+    assert both.json()["galleries"] == ["a", "b"] and both.json()["gallery_size"] == 2
+    assert {c["gallery"] for c in both.json()["candidates"]} == {"a", "b"}
+    assert client.get("/api/v1/galleries/nope/calibration", headers=auth).status_code == 404

@@ -241,7 +241,9 @@ def test_group_photo(images, faces, pipeline):
         pipeline.single_face(group, name="group.jpg", on_multiple="refuse")
 
     largest = pipeline.single_face(group, name="group.jpg", on_multiple="largest")
-    assert largest.detection.area == max(f.detection.area for f in usable)
+    # single_face detects on a coarse copy and refines the chosen face on its region, so its box is the
+    # largest face's box within a few pixels rather than bit-identical to the full pass
+    np.testing.assert_allclose(largest.box, usable[0].box, atol=0.08 * usable[0].quality.face_size)
     assert largest.box[0] > group.shape[1] / 2  # Obama, on the right, is shown larger
     assert _cos(largest.embedding, faces["obama_senate_portrait"].embedding) > 0.6
     assert _cos(largest.embedding, faces["sunak_portrait"].embedding) < 0.3

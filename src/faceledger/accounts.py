@@ -14,7 +14,7 @@ import hashlib
 import os
 import secrets
 import socket
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -46,7 +46,7 @@ def add_user(session: Session, *, name: str, role: str, created_by: str, with_to
         raise AlreadyExists(f"user {name!r} already exists")
     token = new_token() if with_token else None
     user = User(name=name, role=role, token_sha256=token_digest(token) if token else None,
-                created_at=datetime.now(timezone.utc), created_by=created_by, disabled=False)
+                created_at=datetime.now(UTC), created_by=created_by, disabled=False)
     session.add(user)
     session.flush()
     return user, token

@@ -14,7 +14,6 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-
 err = Console(stderr=True, soft_wrap=True)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.progress import (
@@ -20,6 +20,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from .cli_calibration import calibration_app, gallery_duplicates
 from .cli_common import (
     JsonFlag,
     engine,
@@ -33,8 +34,8 @@ from .cli_common import (
     settings,
 )
 from .cli_common import run as run_app
+from .cli_galleries import gallery_app
 from .cli_governance import audit_app, erase, purge, report_app, user_app
-from .cli_calibration import calibration_app, gallery_duplicates
 from .db_cli import db_app
 from .errors import FaceledgerError
 from .evaluate.cli import (
@@ -45,7 +46,6 @@ from .video_cli import video_app, watch
 
 app = typer.Typer(help="Accountable face search and verification.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
-gallery_app = typer.Typer(help="Create and list galleries.", no_args_is_help=True)
 app.add_typer(gallery_app, name="gallery")
 app.add_typer(audit_app, name="audit")
 app.add_typer(user_app, name="user")
@@ -57,92 +57,17 @@ gallery_app.command("duplicates")(gallery_duplicates)
 app.add_typer(video_app, name="video")
 app.command()(watch)
 
-PurposeOpt = Annotated[Optional[str], typer.Option("--purpose", help="why this search is made (required)")]
-CaseOpt = Annotated[Optional[str], typer.Option("--case", help="case or ticket reference (required)")]
+PurposeOpt = Annotated[str | None, typer.Option("--purpose", help="why this search is made (required)")]
+CaseOpt = Annotated[str | None, typer.Option("--case", help="case or ticket reference (required)")]
 
 
 @app.callback()
 def main_options(
-    home: Annotated[Optional[Path], typer.Option("--home", envvar="FACELEDGER_HOME",
+    home: Annotated[Path | None, typer.Option("--home", envvar="FACELEDGER_HOME",
                                                  help="data directory [default: ./faceledger-data]")] = None,
 ) -> None:
     """faceledger: enrol galleries, search and verify faces, and keep a tamper-evident ledger of it all."""
     set_home(home)
-
-
-# -- galleries -------------------------------------------------------------------------------------
-
-PurposeList = Annotated[Optional[list[str]], typer.Option(
-    "--purpose", help="a purpose searches may state (repeat); none: any stated purpose")]
-RetainDays = Annotated[Optional[int], typer.Option(help="keep enrolled records this many days")]
-ProbeDays = Annotated[Optional[int], typer.Option(help="keep a probe's hash and embedding this many days [30]")]
-FpirOpt = Annotated[Optional[float], typer.Option(
-    help="target false-positive identification rate for open-set search [0.01]")]
-
-
-@gallery_app.command("create")
-def gallery_create(
-    name: str,
-    purpose: PurposeList = None,
-    investigative: Annotated[bool, typer.Option(help="allow investigative (always top-k) searches")] = False,
-    target_fpir: FpirOpt = None,
-    retain_days: RetainDays = None,
-    probe_retain_days: ProbeDays = None,
-    keep_probe_images: Annotated[bool, typer.Option(help="keep probe images (default: only hash + embedding)")] = False,
-    as_json: JsonFlag = False,
-) -> None:
-    """Create a gallery (a named set of enrolled people) and its policy."""
-    info = engine().create_gallery(name, purposes=purpose or (), allow_investigative=investigative,
-                                   target_fpir=target_fpir, retain_days=retain_days,
-                                   probe_retain_days=probe_retain_days, keep_probe_images=keep_probe_images, by=me())
-    _print_gallery(info, "created", as_json)
-
-
-@gallery_app.command("update")
-def gallery_update(
-    name: str,
-    purpose: PurposeList = None,
-    any_purpose: Annotated[bool, typer.Option(help="accept any stated purpose (clears the list)")] = False,
-    investigative: Annotated[Optional[bool], typer.Option("--investigative/--no-investigative")] = None,
-    target_fpir: FpirOpt = None,
-    retain_days: RetainDays = None,
-    probe_retain_days: ProbeDays = None,
-    keep_probe_images: Annotated[Optional[bool], typer.Option("--keep-probe-images/--no-keep-probe-images")] = None,
-    as_json: JsonFlag = False,
-) -> None:
-    """Change a gallery's policy (admin). Every change is ledgered with the before and after."""
-    purposes = [] if any_purpose else purpose
-    info = engine().update_gallery(name, purposes=purposes, allow_investigative=investigative,
-                                   target_fpir=target_fpir, retain_days=retain_days,
-                                   probe_retain_days=probe_retain_days, keep_probe_images=keep_probe_images, by=me())
-    _print_gallery(info, "updated", as_json)
-
-
-def _print_gallery(info: dict, verb: str, as_json: bool) -> None:
-    if as_json:
-        print_json(info)
-        return
-    purposes = ", ".join(info["purposes"]) or "any stated purpose"
-    out.print(f"{verb} gallery [bold]{info['name']}[/]: purposes: {purposes}; investigative search "
-              f"{'allowed' if info['allow_investigative'] else 'not allowed'}; target FPIR {info['target_fpir']:g}; "
-              f"records kept {info['retain_days'] or 'indefinitely'} days; probes kept {info['probe_retain_days']} days"
-              f" ({'with' if info['keep_probe_images'] else 'without'} the image)")
-
-
-@gallery_app.command("list")
-def gallery_list(as_json: JsonFlag = False) -> None:
-    """List galleries with their sizes and policy."""
-    galleries = engine().list_galleries(by=me())
-    if as_json:
-        print_json(galleries)
-        return
-    table = Table("gallery", "subjects", "images", "faces", "target FPIR", "retention (days)", "purposes",
-                  "investigative", "model")
-    for g in galleries:
-        table.add_row(g["name"], str(g["subjects"]), str(g["images"]), str(g["faces"]), f"{g['target_fpir']:g}",
-                      str(g["retain_days"] or "-"), ", ".join(g["purposes"]) or "any",
-                      "yes" if g["allow_investigative"] else "no", g["model_id"])
-    out.print(table if galleries else "no galleries yet: faceledger gallery create NAME")
 
 
 # -- enrolment -------------------------------------------------------------------------------------
@@ -151,17 +76,17 @@ def gallery_list(as_json: JsonFlag = False) -> None:
 def enroll(
     paths: Annotated[list[Path], typer.Argument(help="image files or folders")],
     gallery: Annotated[str, typer.Option(help="gallery to enrol into")],
-    source: Annotated[Optional[str], typer.Option(help="where the images come from (provenance)")] = None,
-    legal_basis: Annotated[Optional[str], typer.Option(
+    source: Annotated[str | None, typer.Option(help="where the images come from (provenance)")] = None,
+    legal_basis: Annotated[str | None, typer.Option(
         help="why you may hold them: consent, court order, public record, ...")] = None,
-    subject: Annotated[Optional[str], typer.Option(help="the person in every image")] = None,
+    subject: Annotated[str | None, typer.Option(help="the person in every image")] = None,
     subject_from_folder: Annotated[bool, typer.Option(help="name each subject after the image's folder")] = False,
-    retain_until: Annotated[Optional[str], typer.Option(help="delete on this date (YYYY-MM-DD)")] = None,
+    retain_until: Annotated[str | None, typer.Option(help="delete on this date (YYYY-MM-DD)")] = None,
     workers: Annotated[int, typer.Option(help="processes for detection and embedding")] = 1,
     largest_face: Annotated[bool, typer.Option(help="in a photo with several faces, take the largest")] = False,
     allow_multiple: Annotated[bool, typer.Option(
         help="enrol every face of a group photo, each as its own subject (NAME, NAME-face2, ...)")] = False,
-    failures_csv: Annotated[Optional[Path], typer.Option("--failures-csv", help="write failed files here")] = None,
+    failures_csv: Annotated[Path | None, typer.Option("--failures-csv", help="write failed files here")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Enrol images with their provenance. Re-enrolling an image is a no-op, so a killed run resumes."""
@@ -235,15 +160,20 @@ def search(
     case: CaseOpt = None,
     top_k: Annotated[int, typer.Option(help="at most this many candidates")] = 10,
     largest_face: Annotated[bool, typer.Option(help="probe with the largest face if there are several")] = False,
+    face: Annotated[int | None, typer.Option(
+        min=1, help="probe with face N of the photo (1 is the largest; `faceledger faces IMAGE` numbers them)")] = None,
     investigative: Annotated[bool, typer.Option(
         help="return the top-k as leads even below the threshold (only where the gallery allows it)")] = False,
-    authorisation: Annotated[Optional[str], typer.Option(help="warrant or authorisation id, if any")] = None,
+    authorisation: Annotated[str | None, typer.Option(help="warrant or authorisation id, if any")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Search one or more galleries for the face in IMAGE. Answers "no match" when nobody clears the threshold."""
+    if face is not None and largest_face:
+        raise FaceledgerError("choose one of --face and --largest-face")
+    on_multiple = f"index:{face}" if face is not None else "largest" if largest_face else "refuse"
     result = engine().search(image, gallery=gallery if len(gallery) > 1 else gallery[0], purpose=purpose,
                              case=case, top_k=top_k, investigative=investigative, authorisation=authorisation,
-                             on_multiple="largest" if largest_face else "refuse", by=me())
+                             on_multiple=on_multiple, by=me())
     if as_json:
         print_json(result.as_json())
         return
@@ -278,7 +208,7 @@ def verify(
     image_b: Path,
     purpose: PurposeOpt = None,
     case: CaseOpt = None,
-    authorisation: Annotated[Optional[str], typer.Option(help="warrant or authorisation id, if any")] = None,
+    authorisation: Annotated[str | None, typer.Option(help="warrant or authorisation id, if any")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """1:1 verification: is the face in IMAGE_A the same person as the face in IMAGE_B?"""
@@ -316,8 +246,8 @@ def faces(image: Path, as_json: JsonFlag = False) -> None:
 
 @app.command()
 def reindex(
-    gallery: Annotated[Optional[str], typer.Option(help="only this gallery")] = None,
-    index: Annotated[Optional[str], typer.Option(
+    gallery: Annotated[str | None, typer.Option(help="only this gallery")] = None,
+    index: Annotated[str | None, typer.Option(
         "--index", help="index to build: auto, a FAISS factory string (e.g. 'PQ32x4fs;rerank=100'), "
                         "milvus://HOST:PORT or milvus-lite:///path.db [default: FACELEDGER_INDEX]")] = None,
 ) -> None:
@@ -342,10 +272,10 @@ def reindex(
 def migrate(
     to_db: Annotated[str, typer.Option("--to-db", help="SQLAlchemy URL of the new, empty database "
                                        "(e.g. postgresql+psycopg://user:pw@host/db)")],
-    to_index: Annotated[Optional[str], typer.Option(
+    to_index: Annotated[str | None, typer.Option(
         "--to-index", help="index for the new store: auto, a FAISS string, milvus://HOST:PORT or "
                            "milvus-lite:///path.db [default: FACELEDGER_INDEX]")] = None,
-    to_home: Annotated[Optional[Path], typer.Option(
+    to_home: Annotated[Path | None, typer.Option(
         "--to-home", help="data directory for the new setup (index files, ledger head) [default: --home]")] = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -395,7 +325,7 @@ def review(
     entry: Annotated[str, typer.Argument(help="the search's ledger entry id")],
     candidate: Annotated[int, typer.Option(help="candidate rank (1 = best)")],
     decision: Annotated[str, typer.Option(help=" | ".join(DECISIONS))],
-    note: Annotated[Optional[str], typer.Option(help="why")] = None,
+    note: Annotated[str | None, typer.Option(help="why")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Record a reviewer's decision on a search candidate (reviewer role; never your own search)."""
@@ -430,7 +360,7 @@ app.command()(erase)
 def calibrate(
     dataset: Annotated[Path, typer.Option(help="folder with one sub-folder of images per identity")],
     workers: Annotated[int, typer.Option(help="processes for detection and embedding")] = 2,
-    max_identities: Annotated[Optional[int], typer.Option(help="use at most this many identities")] = None,
+    max_identities: Annotated[int | None, typer.Option(help="use at most this many identities")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Fit the active model's false-match calibration on your own data (one image per identity)."""

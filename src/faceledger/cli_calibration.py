@@ -3,7 +3,7 @@ rests on, and the cross-subject pairs that score like one person."""
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -53,9 +53,9 @@ def calibration_show(
 
 def gallery_duplicates(
     gallery: Annotated[str, typer.Argument(help="the gallery")],
-    against: Annotated[Optional[str], typer.Option(help="compare with this gallery instead (e.g. a watch list "
+    against: Annotated[str | None, typer.Option(help="compare with this gallery instead (e.g. a watch list "
                                                         "against a visa gallery)")] = None,
-    min_score: Annotated[Optional[float], typer.Option(help="report pairs at or above this score (default: the "
+    min_score: Annotated[float | None, typer.Option(help="report pairs at or above this score (default: the "
                                                             "strict erasure threshold)")] = None,
     limit: Annotated[int, typer.Option(help="at most this many pairs")] = 200,
     as_json: JsonFlag = False,

@@ -11,9 +11,9 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -33,7 +33,7 @@ state: dict = {}
 JsonFlag = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
 
 
-def set_home(home: Optional[Path]) -> None:
+def set_home(home: Path | None) -> None:
     """Remember --home (or FACELEDGER_HOME); Settings are built from it when first needed."""
     state.pop("settings", None)
     state["home"] = home
@@ -58,7 +58,7 @@ def engine() -> Engine:
     return state["engine"]
 
 
-def me() -> Optional[Principal]:
+def me() -> Principal | None:
     """The user the CLI acts as: FACELEDGER_TOKEN's holder, else the local operator (None)."""
     if "principal" not in state:
         token = os.environ.get("FACELEDGER_TOKEN")
@@ -71,7 +71,7 @@ def print_json(value) -> None:
     out.print_json(json.dumps(value, default=str))
 
 
-def parse_date(value: Optional[str], flag: str = "--retain-until") -> Optional[datetime]:
+def parse_date(value: str | None, flag: str = "--retain-until") -> datetime | None:
     """A YYYY-MM-DD option as an aware UTC datetime; a malformed one is a FaceledgerError naming `flag`."""
     if value is None:
         return None
@@ -79,7 +79,7 @@ def parse_date(value: Optional[str], flag: str = "--retain-until") -> Optional[d
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise FaceledgerError(f"{flag} {value!r} is not a date (use YYYY-MM-DD)") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def fmt_rate(rate: float) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -30,9 +30,9 @@ register_anchor_commands(audit_app, engine, me)
 @audit_app.command("verify")
 def audit_verify(
     as_json: JsonFlag = False,
-    anchors: Annotated[Optional[Path], typer.Option(help="also check against these signed anchors (JSON lines "
+    anchors: Annotated[Path | None, typer.Option(help="also check against these signed anchors (JSON lines "
                                                          "from `audit anchor`)")] = None,
-    public_key: Annotated[Optional[Path], typer.Option("--public-key", help="the anchors' public key")] = None,
+    public_key: Annotated[Path | None, typer.Option("--public-key", help="the anchors' public key")] = None,
 ) -> None:
     """Check the ledger's hash chain; exit code 2 when any entry was edited, removed or reordered.
     With --anchors and --public-key, also detects truncation, deletion and a recomputed chain."""
@@ -54,11 +54,11 @@ def audit_verify(
 
 @audit_app.command("list")
 def audit_list(
-    user: Annotated[Optional[str], typer.Option(help="only this user's entries")] = None,
-    action: Annotated[Optional[str], typer.Option(help="search, verify, review, denied, erase, ...")] = None,
-    purpose: Annotated[Optional[str], typer.Option()] = None,
-    case: Annotated[Optional[str], typer.Option()] = None,
-    since: Annotated[Optional[str], typer.Option(help="YYYY-MM-DD")] = None,
+    user: Annotated[str | None, typer.Option(help="only this user's entries")] = None,
+    action: Annotated[str | None, typer.Option(help="search, verify, review, denied, erase, ...")] = None,
+    purpose: Annotated[str | None, typer.Option()] = None,
+    case: Annotated[str | None, typer.Option()] = None,
+    since: Annotated[str | None, typer.Option(help="YYYY-MM-DD")] = None,
     limit: Annotated[int, typer.Option(help="newest N entries")] = 50,
     as_json: JsonFlag = False,
 ) -> None:
@@ -80,8 +80,8 @@ def audit_list(
 @audit_app.command("export")
 def audit_export(
     format: Annotated[str, typer.Option("--format", help="jsonl | csv")] = "jsonl",
-    since: Annotated[Optional[str], typer.Option(help="YYYY-MM-DD")] = None,
-    output: Annotated[Optional[Path], typer.Option("--out", help="write here instead of stdout")] = None,
+    since: Annotated[str | None, typer.Option(help="YYYY-MM-DD")] = None,
+    output: Annotated[Path | None, typer.Option("--out", help="write here instead of stdout")] = None,
 ) -> None:
     """Export the ledger (hashes included, so the copy can be verified elsewhere). The export is ledgered."""
     text = engine().audit_export(format, since=parse_date(since, "--since"), by=me())
@@ -95,7 +95,7 @@ def audit_export(
 @report_app.command("transparency")
 def report_transparency(
     output: Annotated[Path, typer.Option("--out", help="folder for transparency.json/.html and charts")],
-    since: Annotated[Optional[str], typer.Option(help="YYYY-MM-DD")] = None,
+    since: Annotated[str | None, typer.Option(help="YYYY-MM-DD")] = None,
 ) -> None:
     """Write the transparency report: searches by purpose and user, no-match share, reviews, denials, erasures."""
     written = engine().transparency_report(output, since=parse_date(since, "--since"), by=me())
@@ -140,6 +140,16 @@ def user_disable(name: str) -> None:
     out.print(f"disabled user {name}")
 
 
+@user_app.command("rotate-token")
+def user_rotate_token(name: str, as_json: JsonFlag = False) -> None:
+    """Give a user a new token, printed once; their old token stops working at once."""
+    user, token = engine().rotate_token(name, by=me())
+    if as_json:
+        print_json({**user, "token": token})
+        return
+    out.print(f"new token for [bold]{user['user']}[/] (shown once, store it safely):\n{token}")
+
+
 # -- retention and erasure --------------------------------------------------------------------------
 
 def purge(as_json: JsonFlag = False) -> None:
@@ -153,10 +163,10 @@ def purge(as_json: JsonFlag = False) -> None:
 
 
 def erase(
-    reason: Annotated[Optional[str], typer.Option(help="why (e.g. erasure request reference)")] = None,
-    face: Annotated[Optional[Path], typer.Option(help="a photo of the person to erase")] = None,
-    subject: Annotated[Optional[str], typer.Option(help="subject name or id (with --gallery)")] = None,
-    gallery: Annotated[Optional[str], typer.Option(help="only this gallery (default: all)")] = None,
+    reason: Annotated[str | None, typer.Option(help="why (e.g. erasure request reference)")] = None,
+    face: Annotated[Path | None, typer.Option(help="a photo of the person to erase")] = None,
+    subject: Annotated[str | None, typer.Option(help="subject name or id (with --gallery)")] = None,
+    gallery: Annotated[str | None, typer.Option(help="only this gallery (default: all)")] = None,
     dry_run: Annotated[bool, typer.Option(help="only list what would be removed")] = False,
     as_json: JsonFlag = False,
 ) -> None:

@@ -36,10 +36,15 @@ class Settings(BaseSettings):
         0.7, ge=0.0, le=1.0, description="YuNet score threshold (0.7: no LFW image fails, see docs/accuracy.md)"
     )
     detect_max_side: int = Field(1280, ge=160, description="images are downscaled to this side for detection")
+    detect_coarse_side: int = Field(
+        640, ge=0, description="single-face search and enrolment detect on this side first and use the full "
+                               "detect_max_side only when a competing face could be missed there (0: off)")
     flip_average: bool = Field(False, description="average the embedding of the face and its mirror image")
 
     max_image_bytes: int = Field(50 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(60_000_000, ge=1)
+    max_image_side: int = Field(20_000, ge=16, description="longest image side accepted (checked from the header)")
+    max_image_aspect: float = Field(10.0, ge=1.0, description="largest long/short side ratio accepted")
 
     min_face_size: float = Field(40.0, description="smallest usable face: shorter side of the face box, in pixels")
     min_sharpness: float = Field(25.0, description="smallest usable Laplacian variance of the aligned crop")

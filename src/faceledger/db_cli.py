@@ -31,7 +31,9 @@ HINTS = {
 
 def _settings(ctx: typer.Context):
     """Settings as the root command builds them: its --home (or FACELEDGER_HOME), then the environment."""
-    from .config import Settings  # imported when a db command runs, so `faceledger --help` stays light
+    from .config import (
+        Settings,  # imported when a db command runs, so `faceledger --help` stays light
+    )
 
     home = ctx.find_root().params.get("home")
     return Settings(home=home) if home else Settings()

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .accounts import local_seat
 from .calibration import Calibration
 from .config import Settings
 from .ledger import Ledger
@@ -24,13 +25,13 @@ from .services.enrolment import Enrolment
 from .services.galleries import Galleries
 from .services.governance import Governance
 from .services.indexes import IndexCache
+from .services.people import People
 from .services.reports import Reports
 from .services.review import Reviews
 from .services.search import Searching
 from .services.users import Users
 from .services.video import VideoSearch
 from .services.watch import Watching
-from .accounts import local_seat
 from .store import dispose_writer, open_store, writer_sessions
 
 
@@ -79,6 +80,7 @@ class Engine:
         self.reviews = Reviews(ctx, self.access)
         self.governance = Governance(ctx, self.access, self.indexes, self.calibrations)
         self.users = Users(ctx, self.access)
+        self.people = People(ctx, self.access, self.indexes, self.calibrations)
         self.reports = Reports(ctx, self.access, self.calibrations, self.searching)
         self.video = VideoSearch(ctx, self.access, self.searching)
         self.watching = Watching(ctx, self.access, self.video)
@@ -129,6 +131,14 @@ class Engine:
     gallery_images = via("galleries")
     face_crop = via("galleries")
 
+    # the people of a gallery
+    list_subjects = via("people")
+    subject = via("people")
+    rename_subject = via("people")
+    merge_subjects = via("people")
+    move_face = via("people")
+    remove_face = via("people")
+
     # enrolment and the index cache
     enroll = via("enrolment")
     enroll_embeddings = via("enrolment")
@@ -163,6 +173,7 @@ class Engine:
     add_user = via("users")
     set_user_disabled = via("users")
     list_users = via("users")
+    rotate_token = via("users")
     authenticate = via("users")
 
     # retention and erasure

@@ -17,7 +17,7 @@ import numpy as np
 from .config import Settings
 from .errors import FaceledgerError, ImageError
 from .faces import Face
-from .imaging import load_image, read_bytes
+from .imaging import LoadedImage, load_image, read_bytes
 from .pipeline import FacePipeline, choose_face
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".pgm", ".ppm"}
@@ -44,7 +44,7 @@ class FaceRow:
     """A small JPEG of the face, made only for uploads (which leave no file behind to crop from)."""
 
     @classmethod
-    def from_face(cls, face: Face, *, crop: bytes | None = None) -> "FaceRow":
+    def from_face(cls, face: Face, *, crop: bytes | None = None) -> FaceRow:
         return cls(box=tuple(float(v) for v in face.box),
                    landmarks=tuple(tuple(float(c) for c in p) for p in face.detection.landmarks),
                    detector_score=float(face.detection.score), quality=face.quality.as_dict(),
@@ -99,7 +99,7 @@ def identity_sample(dataset: Path, *, max_identities: int | None, max_bytes: int
         raise FaceledgerError(f"{dataset}: not a folder (expected one sub-folder of images per identity)")
     items = []
     for folder in sorted(p for p in dataset.iterdir() if p.is_dir()):
-        images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        images = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if images:
             items.append(WorkItem(path=str(images[0]), subject=folder.name,
                                   sha256=file_sha256(images[0], max_bytes=max_bytes)))
@@ -130,30 +130,57 @@ def select_faces(faces: list[Face], *, name: str, on_multiple: str) -> tuple[Fac
     return (choose_face(faces, name=name, on_multiple=on_multiple),)
 
 
+def load_with(settings: Settings, source, *, name: str | None = None) -> LoadedImage:
+    """load_image with every image limit of these settings (bytes, pixels, side, aspect) and the pipeline's
+    sizes (a JPEG is first decoded just large enough for the coarse detection pass)."""
+    return load_image(source, name=name, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels,
+                      max_side=settings.max_image_side, max_aspect=settings.max_image_aspect,
+                      work_side=settings.detect_max_side, decode_side=settings.detect_max_side)
+
+
+def failure(item: WorkItem, exc: BaseException) -> Analysis:
+    """One file's failure as its Analysis: a bad file fails alone, whatever went wrong inside."""
+    if isinstance(exc, FaceledgerError):
+        return Analysis(item=item, error=str(exc))
+    if isinstance(exc, MemoryError):
+        return Analysis(item=item, error=f"{item.path}: the image needs more memory than is available")
+    return Analysis(item=item, error=f"{item.path}: the image could not be analysed ({type(exc).__name__}: "
+                                     f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else 'no detail'})")
+
+
 def analyse_upload(pipeline: FacePipeline, item: WorkItem, data: bytes, *, settings: Settings,
                    on_multiple: str) -> Analysis:
     """Like `analyse`, from bytes already in memory; each chosen face also gets a small JPEG crop."""
     try:
-        image = load_image(data, name=item.path, max_bytes=settings.max_image_bytes,
-                           max_pixels=settings.max_image_pixels)
-        faces = pipeline.with_embeddings(image.rgb, select_faces(
-            pipeline.faces(image.rgb, embed=False), name=item.path, on_multiple=on_multiple))
+        image = load_with(settings, data, name=item.path)
+        faces = pipeline.with_embeddings(image, select_faces(
+            pipeline.faces(image, embed=False), name=item.path, on_multiple=on_multiple))
         return Analysis(item=item, width=image.width, height=image.height,
-                        faces=tuple(FaceRow.from_face(f, crop=face_crop_jpeg(image.rgb, f.box)) for f in faces))
-    except FaceledgerError as exc:
-        return Analysis(item=item, error=str(exc))
+                        faces=tuple(FaceRow.from_face(f, crop=face_crop_jpeg(image, f.box)) for f in faces))
+    except Exception as exc:  # noqa: BLE001 - every per-file failure becomes that file's error
+        return failure(item, exc)
 
 
 CROP_MARGIN = 0.25
 CROP_MAX_SIDE = 160
 
 
-def face_crop_jpeg(rgb: np.ndarray, box, *, margin: float = CROP_MARGIN, max_side: int = CROP_MAX_SIDE) -> bytes:
-    """The face box widened by `margin` on each side, at most `max_side` pixels, as JPEG bytes."""
+def face_crop_jpeg(rgb: np.ndarray | LoadedImage, box, *, margin: float = CROP_MARGIN,
+                   max_side: int = CROP_MAX_SIDE) -> bytes:
+    """The face box widened by `margin` on each side, at most `max_side` pixels, as JPEG bytes.
+
+    Given a LoadedImage, only the region is decoded, at the coarsest scale that still gives max_side."""
     from PIL import Image
 
     x0, y0, x1, y1 = (float(v) for v in box)
     pad_x, pad_y = (x1 - x0) * margin, (y1 - y0) * margin
+    if isinstance(rgb, LoadedImage):
+        region_box = (x0 - pad_x, y0 - pad_y, x1 + pad_x, y1 + pad_y)
+        longest = max(1.0, region_box[2] - region_box[0], region_box[3] - region_box[1])
+        region = rgb.region(region_box, min_scale=min(1.0, max_side / longest))
+        rgb, (x0, y0, x1, y1) = region.rgb, ((x0 - region.x0) * region.scale, (y0 - region.y0) * region.scale,
+                                             (x1 - region.x0) * region.scale, (y1 - region.y0) * region.scale)
+        pad_x, pad_y = (x1 - x0) * margin, (y1 - y0) * margin
     height, width = rgb.shape[:2]
     left, top = max(0, int(x0 - pad_x)), max(0, int(y0 - pad_y))
     right, bottom = min(width, int(round(x1 + pad_x))), min(height, int(round(y1 + pad_y)))
@@ -168,15 +195,15 @@ def face_crop_jpeg(rgb: np.ndarray, box, *, margin: float = CROP_MARGIN, max_sid
 
 def analyse(pipeline: FacePipeline, item: WorkItem, *, settings: Settings, on_multiple: str) -> Analysis:
     try:
-        image = load_image(item.path, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
+        image = load_with(settings, item.path)
         if image.sha256 != item.sha256:
             raise ImageError(f"{item.path}: the file changed while it was being enrolled")
-        faces = pipeline.with_embeddings(image.rgb, select_faces(
-            pipeline.faces(image.rgb, embed=False), name=item.path, on_multiple=on_multiple))
+        faces = pipeline.with_embeddings(image, select_faces(
+            pipeline.faces(image, embed=False), name=item.path, on_multiple=on_multiple))
         return Analysis(item=item, width=image.width, height=image.height,
                         faces=tuple(FaceRow.from_face(f) for f in faces))
-    except FaceledgerError as exc:
-        return Analysis(item=item, error=str(exc))
+    except Exception as exc:  # noqa: BLE001 - every per-file failure becomes that file's error
+        return failure(item, exc)
 
 
 # Worker processes: each loads its own models once.
@@ -194,6 +221,15 @@ def _init_worker(settings_json: str, on_multiple: str) -> None:
 
 
 def _analyse_in_worker(item: WorkItem) -> Analysis:
+    try:
+        return _analyse_safely(item)
+    except BaseException as exc:  # never let one file break the pool
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        return failure(item, exc)
+
+
+def _analyse_safely(item: WorkItem) -> Analysis:
     return analyse(_worker_state["pipeline"], item, settings=_worker_state["settings"],
                    on_multiple=_worker_state["on_multiple"])
 

@@ -27,6 +27,10 @@ class MultipleFaces(FaceledgerError):
     """More than one face was found where exactly one was expected."""
 
 
+class FaceNotChosen(FaceledgerError):
+    """The face chosen by its number is not in the image (numbers count from 1, the largest face first)."""
+
+
 class NotFound(FaceledgerError):
     """A named gallery, subject, entry or file does not exist."""
 

@@ -21,7 +21,7 @@ import threading
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import select
@@ -85,7 +85,7 @@ class Ledger:
         seq = (last.seq + 1) if last else 1
         prev = last.hash if last else GENESIS
         entry_id = str(uuid.uuid4())
-        created_at = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+        created_at = datetime.now(UTC).isoformat(timespec="microseconds")
         body = canonical_json(payload)
         entry = LedgerEntry(
             seq=seq, entry_id=entry_id, created_at=created_at, actor=actor, action=action, payload=body,
@@ -199,8 +199,8 @@ class Ledger:
         if actor:
             query = query.where(LedgerEntry.actor == actor)
         if since is not None:
-            since = since if since.tzinfo else since.replace(tzinfo=timezone.utc)
-            query = query.where(LedgerEntry.created_at >= since.astimezone(timezone.utc).isoformat())
+            since = since if since.tzinfo else since.replace(tzinfo=UTC)
+            query = query.where(LedgerEntry.created_at >= since.astimezone(UTC).isoformat())
         with self._sessions() as session:
             rows = [entry_as_dict(row) for row in session.execute(query).scalars()]
         if purpose:

@@ -16,6 +16,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "gallery.read": frozenset(ROLES),
     "user.manage": frozenset({"admin"}),
     "enroll": frozenset({"admin", "enroller"}),
+    "subject.edit": frozenset({"admin", "enroller"}),
     "search": frozenset({"admin", "analyst"}),
     "verify": frozenset({"admin", "analyst"}),
     "review": frozenset({"reviewer"}),

@@ -139,7 +139,9 @@ def _html(summary: dict, charts: dict) -> str:
     points = "".join(
         f"<tr><td>{html.escape(p['gallery'])}</td><td>{p['gallery_size']}</td><td>{p['target_fpir']:g}</td>"
         f"<td>{p['threshold']:.3f}</td><td>{p['predicted_fmr']:.2e}</td>"
-        f"<td>{'yes' if p['supported'] else 'no: the calibration sample is too small'}</td></tr>"
+        f"<td>{html.escape(str(p.get('calibration_source', 'packaged')))}</td>"
+        f"<td>{'extrapolated' if p.get('extrapolated') else 'within the data'}</td>"
+        f"<td>{'yes' if p['supported'] else 'no: beyond what the calibration data can support'}</td></tr>"
         for p in summary["operating_points"])
     figures = "".join(f'<figure><img src="{html.escape(f)}" alt="{html.escape(n)}"></figure>' for n, f in charts.items())
     period = summary["period"]
@@ -159,7 +161,10 @@ and {html.escape(str(period['last_entry']))}{' (since ' + html.escape(period['si
 ({summary['purges']['images_removed']} images, {summary['purges']['probes_removed']} probes removed).</p>
 <h2>Operating thresholds now</h2>
 <table><tr><th>gallery</th><th>faces</th><th>target FPIR</th><th>threshold</th><th>predicted FMR per comparison</th>
-<th>supported by calibration</th></tr>{points}</table>
+<th>calibration</th><th>estimate</th><th>supported by calibration</th></tr>{points}</table>
+<p>"packaged": the impostor sample shipped with the model; "combined": that sample and the gallery's own
+cross-subject pairs, whichever asks for the higher threshold; `faceledger calibration show --gallery G` tells
+which samples, how many pairs, and how far each figure is extrapolated.</p>
 <h2>Charts</h2>{figures}
 <h2>All figures</h2><pre>{html.escape(json.dumps(summary, indent=2, default=str))}</pre>
 </body></html>"""

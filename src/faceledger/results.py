@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-
 LEAD_LABEL = "lead, not an identification"
 CANDIDATE_LABEL = "candidate, not an identification"
 
@@ -82,6 +81,8 @@ class SearchResult:
     threshold_explanation: str = ""
     meaning: str = ""
     """What this answer means at this gallery size, in words (what "no match" promises)."""
+    probe_evidence: dict | None = None
+    """How the top score stands out from this probe's next-best subjects (margin, z); reported, not a gate."""
 
     def as_json(self) -> dict:
         return {
@@ -107,6 +108,7 @@ class SearchResult:
             "predicted_fpir": self.predicted_fpir,
             "threshold_explanation": self.threshold_explanation,
             "meaning": self.meaning,
+            "probe_evidence": self.probe_evidence,
         }
 
 

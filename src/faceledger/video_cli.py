@@ -18,9 +18,10 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="print machine-readable J
 
 
 def _shell():
-    from . import cli  # imported late: cli.py imports this module to add it
+    """The CLI's shared state: one engine per process, the acting user, the consoles."""
+    from . import cli_common
 
-    return cli
+    return cli_common
 
 
 def _fmt_t(seconds: float) -> str:
@@ -63,7 +64,7 @@ def video_search(
         for track in hits:
             for c in track.candidates:
                 table.add_row(str(track.track), _fmt_t(track.first_s), _fmt_t(track.last_s), str(track.frames),
-                              c.subject, f"{c.score:.3f}", cli._fmt_rate(c.false_match_rate))
+                              c.subject, f"{c.score:.3f}", cli.fmt_rate(c.false_match_rate))
         out.print(table)
         out.print("candidates are not identifications: a reviewer must confirm one before anyone acts on it")
     out.print(f"bystanders: {result.bystanders['tracks']} track(s), kept as {result.bystanders['kept']}")

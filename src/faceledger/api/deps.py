@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request, UploadFile
@@ -91,7 +91,7 @@ def as_utc(value: date | datetime | None) -> datetime | None:
         return None
     if not isinstance(value, datetime):
         value = datetime(value.year, value.month, value.day)
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 # -- errors at the edge ----------------------------------------------------------------------------------

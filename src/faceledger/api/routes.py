@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, File, Form, Path, Query, UploadFile
 from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, Field
 
+from ..errors import FaceledgerError
 from ..policy import DECISIONS
 from .deps import MAX_DAYS, MAX_ID, EngineDep, Me, as_utc, bearer, read_upload
 
@@ -29,21 +30,39 @@ def me(by: Me) -> dict:
 def search(
     engine: EngineDep, by: Me,
     image: Annotated[UploadFile, File(description="the probe photo")],
-    gallery: Annotated[str, Form()],
+    gallery: Annotated[list[str], Form(description="gallery to search; repeat the field to search several "
+                                                 "as one (N = every face compared)")],
     purpose: Annotated[str | None, Form(description="why this search is made (required, ledgered)")] = None,
     case: Annotated[str | None, Form(description="case or ticket reference (required, ledgered)")] = None,
     top_k: Annotated[int, Form(ge=1, le=100)] = 10,
     investigative: Annotated[bool, Form()] = False,
     authorisation: Annotated[str | None, Form()] = None,
     largest_face: Annotated[bool, Form(description="probe with the largest of several faces")] = False,
+    face: Annotated[int | None, Form(ge=1, description="probe with face N of the photo (numbers as "
+                                     "POST /api/v1/faces gives them: 1 is the largest)")] = None,
 ) -> dict:
     """The body is `faceledger search --json`'s: decision, threshold, candidates with false-match rates,
     and the ledger entry. A missing purpose or case is 422 and is ledgered as a denied attempt."""
     name, data = read_upload(image)
-    result = engine.search(data, image_name=name, gallery=gallery, purpose=purpose, case=case, top_k=top_k,
+    if face is not None and largest_face:
+        raise FaceledgerError("choose one of `face` and `largest_face`")
+    on_multiple = f"index:{face}" if face is not None else "largest" if largest_face else "refuse"
+    result = engine.search(data, image_name=name, gallery=gallery[0] if len(gallery) == 1 else gallery,
+                           purpose=purpose, case=case, top_k=top_k,
                            investigative=investigative, authorisation=authorisation,
-                           on_multiple="largest" if largest_face else "refuse", by=by)
+                           on_multiple=on_multiple, by=by)
     return result.as_json()
+
+
+@router.post("/faces", tags=["search"], summary="Every face in a photo with its number, box and quality")
+def faces(engine: EngineDep, by: Me, image: Annotated[UploadFile, File(description="a photo")]) -> dict:
+    """Nothing is compared, so nothing is ledgered. Pass a face's `number` as `face` to /search to
+    search with that face of a photo holding several."""
+    name, data = read_upload(image)
+    loaded, found = engine.faces(data, name=name, by=by)
+    height, width = loaded.rgb.shape[:2]
+    return {"image": name, "width": width, "height": height, "sha256": loaded.sha256,
+            "faces": [{"number": i, "usable": f.quality.usable, **f.as_dict()} for i, f in enumerate(found, 1)]}
 
 
 @router.post("/verify", tags=["search"], summary="1:1 verification of two photos")

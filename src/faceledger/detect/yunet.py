@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from ..faces import Detection
-from ..models import quiet_opencv, YUNET_2023MAR, locate
+from ..models import YUNET_2023MAR, locate, quiet_opencv
 
 PAD_FRACTION = 0.25
 """Border added on every side when nothing is found: tight face crops have no context for YuNet."""
@@ -41,37 +41,56 @@ class YuNetDetector:
             )
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
-        """Every face, best score first; retries once on a padded copy when nothing is found."""
+        """Every face, best score first; retries once on a padded copy when nothing is found.
+
+        Work and memory are bounded by max_side whatever the input size: the image is downscaled once
+        (its longest side at most max_side) and the retry pads that small copy, never the input."""
         self.load()
-        found = self._detect_scaled(rgb)
+        height, width = rgb.shape[:2]
+        small = _downscaled(rgb, self.max_side)
+        factor = (width / small.shape[1], height / small.shape[0])
+        bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR)
+        found = self._detect_scaled(bgr)
         if not found:
-            found = self._detect_padded(rgb)
+            pad = int(round(PAD_FRACTION * max(bgr.shape[:2])))
+            padded = cv2.copyMakeBorder(bgr, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+            found = [_shift(d, -pad) for d in self._detect_scaled(padded)]
+        found = [_clip(_scaled(d, factor), width, height) for d in found]
         return sorted(found, key=lambda d: d.score, reverse=True)
 
-    def _detect_padded(self, rgb: np.ndarray) -> list[Detection]:
-        pad = int(round(PAD_FRACTION * max(rgb.shape[:2])))
-        padded = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
-        height, width = rgb.shape[:2]
-        return [
-            _clip(_shift(d, -pad), width, height) for d in self._detect_scaled(padded)
-        ]
-
-    def _detect_scaled(self, rgb: np.ndarray) -> list[Detection]:
-        height, width = rgb.shape[:2]
-        scale = min(1.0, self.max_side / max(height, width))
-        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-        if scale < 1.0:
-            bgr = cv2.resize(bgr, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
-        self._net.setInputSize((bgr.shape[1], bgr.shape[0]))
-        _, rows = self._net.detect(bgr)
+    def _detect_scaled(self, bgr: np.ndarray) -> list[Detection]:
+        """Detections in bgr's coordinates; bgr is downscaled to max_side first when larger."""
+        height, width = bgr.shape[:2]
+        small = _downscaled(bgr, self.max_side)
+        self._net.setInputSize((small.shape[1], small.shape[0]))
+        _, rows = self._net.detect(small)
         if rows is None:
             return []
-        return [_row_to_detection(row, 1.0 / scale) for row in rows]
+        factor = (width / small.shape[1], height / small.shape[0])
+        return [_scaled(_row_to_detection(row), factor) for row in rows]
 
 
-def _row_to_detection(row: np.ndarray, factor: float) -> Detection:
-    x, y, w, h = (float(v) * factor for v in row[:4])
-    landmarks = (row[4:14].reshape(5, 2) * factor).astype(np.float32)
+def _downscaled(image: np.ndarray, max_side: int) -> np.ndarray:
+    height, width = image.shape[:2]
+    scale = max_side / max(height, width)
+    if scale >= 1.0:
+        return image
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def _scaled(d: Detection, factor: tuple[float, float]) -> Detection:
+    fx, fy = factor
+    if fx == 1.0 and fy == 1.0:
+        return d
+    x0, y0, x1, y1 = d.box
+    landmarks = (d.landmarks * np.array([fx, fy], dtype=np.float32)).astype(np.float32)
+    return Detection(box=(x0 * fx, y0 * fy, x1 * fx, y1 * fy), landmarks=landmarks, score=d.score)
+
+
+def _row_to_detection(row: np.ndarray) -> Detection:
+    x, y, w, h = (float(v) for v in row[:4])
+    landmarks = row[4:14].reshape(5, 2).astype(np.float32)
     return Detection(box=(x, y, x + w, y + h), landmarks=landmarks, score=float(row[14]))
 
 

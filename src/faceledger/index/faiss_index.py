@@ -62,7 +62,7 @@ class IndexSpec:
         return self.factory.replace(" ", "") in ("Flat", "IDMap,Flat", "IDMap2,Flat")
 
     @classmethod
-    def parse(cls, text: str) -> "IndexSpec":
+    def parse(cls, text: str) -> IndexSpec:
         parts = [p.strip() for p in str(text).split(";")]
         if not parts[0]:
             raise FaceledgerError(f"empty FAISS factory string in index setting {text!r}")
@@ -190,7 +190,7 @@ class RerankVectors:
         os.replace(tmp, self.ids_path)
 
     @classmethod
-    def open(cls, path: Path, dim: int) -> "RerankVectors":
+    def open(cls, path: Path, dim: int) -> RerankVectors:
         try:
             ids = np.load(path.with_name(path.name + ".ids.npy"))
         except (OSError, ValueError) as exc:
@@ -247,7 +247,7 @@ class FaissIndex:
     def trained(self) -> bool:
         return self.spec.exact or bool(self._index.is_trained)
 
-    def __enter__(self) -> "FaissIndex":
+    def __enter__(self) -> FaissIndex:
         """Bulk mode: adds only fill the vectors file; training and coding happen once, on exit."""
         self._deferred = True
         return self
@@ -366,7 +366,7 @@ class FaissIndex:
 
     @classmethod
     def read(cls, path: Path, dim: int, description: str, *, kind: str | None = None,
-             vectors_path: Path | None = None) -> "FaissIndex":
+             vectors_path: Path | None = None) -> FaissIndex:
         index = cls.__new__(cls)
         index.dim = dim
         index.description = description
@@ -421,7 +421,7 @@ class IndexMeta:
     extra: dict = field(default_factory=dict)
 
     @classmethod
-    def read(cls, path: Path) -> "IndexMeta | None":
+    def read(cls, path: Path) -> IndexMeta | None:
         try:
             return cls(**json.loads(path.read_text()))
         except (OSError, ValueError, TypeError):
@@ -430,7 +430,7 @@ class IndexMeta:
     def write(self, path: Path) -> None:
         _atomic_write(path, json.dumps(self.__dict__).encode())
 
-    def with_description(self, description: str) -> "IndexMeta":
+    def with_description(self, description: str) -> IndexMeta:
         return IndexMeta(**{**self.__dict__, "description": description})
 
 

@@ -100,12 +100,12 @@ class MilvusConnection:
             client.load_collection(name)
         return name
 
-    def fresh(self, gallery_id: int, dim: int) -> "MilvusIndex":
+    def fresh(self, gallery_id: int, dim: int) -> MilvusIndex:
         index = MilvusIndex(self, gallery_id, dim)
         index.clear()
         return index
 
-    def existing(self, gallery_id: int, dim: int) -> "MilvusIndex":
+    def existing(self, gallery_id: int, dim: int) -> MilvusIndex:
         return MilvusIndex(self, gallery_id, dim)
 
 

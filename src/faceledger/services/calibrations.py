@@ -18,7 +18,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ..calibration import (
-    Calibration, GallerySample, OpenSetCalibration, find_duplicates, gallery_sample, impostor_histogram,
+    Calibration,
+    GallerySample,
+    OpenSetCalibration,
+    find_duplicates,
+    gallery_sample,
+    impostor_histogram,
     packaged_calibration,
 )
 from ..enrollment import analyse_all, identity_sample

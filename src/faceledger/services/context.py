@@ -6,7 +6,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import select
@@ -14,9 +14,10 @@ from sqlalchemy.engine import Engine as SqlEngine
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..config import Settings
+from ..enrollment import load_with
 from ..errors import IndexMismatch, NotFound
 from ..faces import Face
-from ..imaging import LoadedImage, load_image
+from ..imaging import LoadedImage
 from ..ledger import Ledger
 from ..pipeline import FacePipeline
 from ..store import Gallery
@@ -26,7 +27,7 @@ ImageSource = Path | str | bytes
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def iso(value: datetime | None) -> str | None:
@@ -34,7 +35,7 @@ def iso(value: datetime | None) -> str | None:
     if value is None:
         return None
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
+        value = value.replace(tzinfo=UTC)
     return value.isoformat()
 
 
@@ -103,9 +104,9 @@ class Context:
         return gallery
 
     def load(self, source: ImageSource, name: str | None = None) -> LoadedImage:
-        """Decode an image within the configured byte and pixel limits."""
-        return load_image(source, name=name, max_bytes=self.settings.max_image_bytes,
-                          max_pixels=self.settings.max_image_pixels)
+        """An image within every configured limit (bytes, pixels, side, aspect); decoded lazily, at the
+        size detection needs (see imaging.py)."""
+        return load_with(self.settings, source, name=name)
 
     def probe_face(self, image: LoadedImage, *, on_multiple: str = "refuse") -> Face:
-        return self.pipeline.single_face(image.rgb, name=image.name, on_multiple=on_multiple)
+        return self.pipeline.single_face(image, name=image.name, on_multiple=on_multiple)

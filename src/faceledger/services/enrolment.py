@@ -15,7 +15,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..enrollment import (
-    Analysis, PrecomputedFace, WorkItem, analyse_all, analyse_upload, expand_paths, file_sha256, subject_for,
+    Analysis,
+    PrecomputedFace,
+    WorkItem,
+    analyse_all,
+    analyse_upload,
+    expand_paths,
+    file_sha256,
+    subject_for,
 )
 from ..errors import FaceledgerError, IndexMismatch
 from ..policy import Principal, check_retain_until

@@ -123,7 +123,7 @@ class Galleries:
             raise NotFound(f"the image of face {face_id} is no longer readable at {path}") from None
         if loaded.sha256 != digest:
             raise NotFound(f"the file at {path} changed since face {face_id} was enrolled")
-        return face_crop_jpeg(loaded.rgb, box)
+        return face_crop_jpeg(loaded, box)
 
 
 def describe(session: Session, gallery: Gallery) -> dict:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import func, select
 
+from ..calibration import OpenSetCalibration
 from ..ledger import LedgerCheck
 from ..policy import Principal
 from ..reporting import summarize, write_report
@@ -55,7 +56,7 @@ class Reports:
         """Write the transparency report (JSON + HTML with charts) from the ledger; the report is ledgered."""
         principal = self.access.authorize(by, "report")
         summary = self._summary(since)
-        calibration = self.calibrations.current
+        calibration = OpenSetCalibration(self.calibrations.current)  # the packaged sample with its fitted tail
         curve = [(n, calibration.threshold_for_fpir(0.01, n).score)
                  for n in np.unique(np.logspace(0, 8, 60).astype(int))]
         written = write_report(summary, Path(out_dir), threshold_curve=curve)

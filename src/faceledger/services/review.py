@@ -73,7 +73,9 @@ class Reviews:
         payload = search["payload"]
         fields = ("gallery", "purpose", "case", "authorisation", "mode", "decision", "threshold", "target_fpir",
                   "threshold_supported", "gallery_size", "probe_sha256", "probe_quality", "model_id",
-                  "calibration_id", "probe_expires")
+                  "calibration_id", "probe_expires", "galleries", "refused", "calibration_source",
+                  "threshold_extrapolated", "extrapolation_factor", "predicted_fpir", "threshold_explanation",
+                  "meaning")
         return {"ledger_entry": entry_id, "searched_by": search["actor"], "searched_at": search["created_at"],
                 **{key: payload.get(key) for key in fields}, "candidates": candidates}
 

@@ -24,6 +24,23 @@ from .calibrations import Calibrations
 from .context import Context, ImageSource, iso, optional_text, require_text, utcnow
 from .indexes import IndexCache
 
+EVIDENCE_SUBJECTS = 30
+"""Subjects ranked for a search's own evidence (its top score against the next ones)."""
+
+
+def probe_evidence(ranked: list[SubjectHit]) -> dict | None:
+    """How the best subject's score stands out from this probe's next-best subjects (mostly non-mates):
+    the margin over the second, and a z-score against ranks 2..K. Reported beside the calibrated FMR;
+    not a gate (its error rates are not calibrated)."""
+    if len(ranked) < 6:
+        return None
+    rest = np.array([h.score for h in ranked[1:]], dtype=np.float64)
+    spread = float(rest.std()) or 1e-6
+    return {"top_score": round(ranked[0].score, 6), "second_score": round(ranked[1].score, 6),
+            "margin": round(ranked[0].score - ranked[1].score, 6),
+            "z_against_next": round((ranked[0].score - float(rest.mean())) / spread, 3),
+            "subjects_compared": len(ranked)}
+
 
 @dataclass(frozen=True)
 class Match:
@@ -33,6 +50,8 @@ class Match:
     candidates: list[Candidate]
     gallery_size: int
     calibration_id: str
+    evidence: dict | None = None
+    """The probe's own evidence: its top score against its next-best subjects (see probe_evidence)."""
 
 
 class Searching:
@@ -101,6 +120,7 @@ class Searching:
         """Rank, threshold, and ledger the search together with its probe record, in one transaction."""
         ctx = self.ctx
         mode = "investigative" if investigative else "open-set"
+        self.warm(names)
         now = utcnow()
         with ctx.writing() as session:
             rows = [ctx.gallery(session, name) for name in names]
@@ -121,6 +141,7 @@ class Searching:
                 "predicted_fpir": getattr(threshold, "predicted_fpir", None),
                 "threshold_explanation": getattr(threshold, "explanation", ""),
                 "meaning": meaning(decision, mode, target, size, threshold.score),
+                "probe_evidence": answer.evidence,
             }
             entry = ctx.ledger.append(session, actor=principal.name, action="search", payload={
                 **{k: v for k, v in result_fields.items() if k not in ("galleries", "refused")},
@@ -137,6 +158,15 @@ class Searching:
         ctx.ledger.note_committed(entry)
         return SearchResult(candidates=tuple(candidates), ledger_entry=entry.entry_id,
                             probe_box=tuple(float(v) for v in probe.box), **result_fields)
+
+    def warm(self, names: list[str]) -> None:
+        """Bring the galleries' indexes and calibrations up to date before the write transaction, so a
+        rebuild (seconds on a large gallery) does not hold the database's write lock for every process."""
+        with self.ctx.sessions() as session:
+            for name in names:
+                gallery = self.ctx.gallery(session, name)
+                self.indexes.get(session, gallery)
+                self.calibrations.for_gallery(session, gallery)
 
     def match(self, session: Session, gallery: Gallery, vector: np.ndarray, *, top_k: int,
               investigative: bool = False) -> Match:
@@ -155,14 +185,19 @@ class Searching:
         calibrations = [self.calibrations.for_gallery(session, g) for g in galleries]
         threshold = max((c.threshold_for_fpir(target, max(size, 1)) for c in calibrations), key=lambda t: t.score)
         candidates: list[Candidate] = []
+        evidence = None
         for gallery, index, calibration in zip(galleries, indexes, calibrations):
-            candidates += self._candidates(session, index, vector, None if investigative else threshold.score,
+            found, seen = self._candidates(session, index, vector, None if investigative else threshold.score,
                                            top_k, size, threshold.score, investigative, calibration,
                                            gallery.name if len(galleries) > 1 else None)
+            candidates += found
+            if seen is not None and (evidence is None or seen["top_score"] > evidence["top_score"]):
+                evidence = {**seen, "gallery": gallery.name}
         candidates.sort(key=lambda c: c.score, reverse=True)
         candidates = [replace(c, rank=rank) for rank, c in enumerate(candidates[:top_k], start=1)]
         return Match(threshold=threshold, candidates=candidates, gallery_size=size,
-                     calibration_id="; ".join(dict.fromkeys(c.calibration_id for c in calibrations)))
+                     calibration_id="; ".join(dict.fromkeys(c.calibration_id for c in calibrations)),
+                     evidence=evidence)
 
     def rank(self, gallery: str, vectors: np.ndarray, *, top_k: int = 10) -> list[list[SubjectHit]]:
         """Best face per subject for each query vector, top_k subjects, no threshold and no ledger entry.
@@ -192,9 +227,10 @@ class Searching:
 
     def _candidates(self, session: Session, index: FaissIndex, vector: np.ndarray, minimum: float | None,
                     top_k: int, compared: int, threshold: float, investigative: bool, calibration,
-                    gallery: str | None = None) -> list[Candidate]:
+                    gallery: str | None = None) -> tuple[list[Candidate], dict | None]:
         """Best face per subject (at or above `minimum` when given), ranked, each with its error rates."""
-        hits = self.rank_subjects(session, index, vector, top_k)[0]
+        ranked = self.rank_subjects(session, index, vector, max(top_k, EVIDENCE_SUBJECTS))[0]
+        hits = ranked[:top_k]
         if minimum is not None:
             hits = [h for h in hits if h.score >= minimum]
         candidates = []
@@ -206,7 +242,7 @@ class Searching:
                 gallery_false_positive_chance=fpir_at(estimate.fmr, compared),
                 image=hit.image, face_id=hit.face_id, above_threshold=hit.score >= threshold,
                 label=LEAD_LABEL if investigative else CANDIDATE_LABEL, gallery=gallery))
-        return candidates
+        return candidates, probe_evidence(ranked)
 
     def verify(self, image_a: ImageSource, image_b: ImageSource, *, purpose: str | None, case: str | None,
                authorisation: str | None = None, names: tuple[str | None, str | None] = (None, None),
@@ -245,7 +281,7 @@ class Searching:
         """Every face in an image with its quality (no comparison is made, so nothing is ledgered)."""
         self.access.authorize(by, "faces")
         loaded = self.ctx.load(image, name)
-        return loaded, self.ctx.pipeline.faces(loaded.rgb, embed=False)
+        return loaded, self.ctx.pipeline.faces(loaded, embed=False)
 
     def operating_points(self) -> list[dict]:
         """Each gallery's open-set threshold at its current size, and what it predicts."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import delete, select
 
-from ..accounts import add_user, authenticate, find_user
+from ..accounts import LOCAL_OPERATOR, add_user, authenticate, find_user, new_token, token_digest
+from ..errors import Conflict, FaceledgerError
 from ..policy import Principal
 from ..store import User, WebSession
 from .access import Access
@@ -32,6 +33,8 @@ class Users:
     def set_user_disabled(self, name: str, disabled: bool = True, *, by: Principal | None = None) -> dict:
         ctx = self.ctx
         principal = self.access.authorize(by, "user.manage", user=name)
+        if disabled and name == principal.name:
+            raise Conflict(f"{name!r} may not disable their own account; another admin must")
         with ctx.writing() as session:
             user = find_user(session, name)
             user.disabled = disabled
@@ -42,6 +45,22 @@ class Users:
             session.commit()
         ctx.ledger.note_committed(entry)
         return {"user": name, "disabled": disabled}
+
+    def rotate_token(self, name: str, *, by: Principal | None = None) -> tuple[dict, str]:
+        """A new token for a user (shown once); the old one stops working at once. Ledgered."""
+        ctx = self.ctx
+        principal = self.access.authorize(by, "user.manage", user=name)
+        if name == LOCAL_OPERATOR:
+            raise FaceledgerError(f"{LOCAL_OPERATOR!r} signs in without a token; there is none to rotate")
+        with ctx.writing() as session:
+            user = find_user(session, name)
+            token = new_token()
+            user.token_sha256 = token_digest(token)
+            entry = ctx.ledger.append(session, actor=principal.name, action="user.token.rotate",
+                                      payload={"user": name, "role": user.role})
+            session.commit()
+        ctx.ledger.note_committed(entry)
+        return {"user": name, "role": user.role}, token
 
     def list_users(self, *, by: Principal | None = None) -> list[dict]:
         self.access.authorize(by, "user.manage")

@@ -159,10 +159,11 @@ class VideoSearch:
         results: list[TrackResult] = []
         searches = 0
         threshold = None
-        calibration_id = self.searching.calibrations.current.calibration_id
+        calibration_id = self.searching.calibrations.current.calibration_id  # until a track is matched
         # The models run before the write lock is taken: under it, only index look-ups and the ledger.
         chosen = {track.track_id: select_shots(track, max_shots=max_shots) for track in analysis.tracks}
         templates = {tid: template(shots, analysis.embed) for tid, shots in chosen.items() if shots}
+        self.searching.warm([gallery])
         with ctx.writing() as session:
             gallery_row = ctx.gallery(session, gallery)
             size = len(self.searching.indexes.get(session, gallery_row))

@@ -16,7 +16,12 @@ from .models import (
 )
 from .schema import SchemaChange, prepare
 from .writing import (
-    WriteConflict, _sqlite_pragmas, dispose_writer, hold_write_lock, retry_transaction, writer_sessions,
+    WriteConflict,
+    _sqlite_pragmas,
+    dispose_writer,
+    hold_write_lock,
+    retry_transaction,
+    writer_sessions,
 )
 
 __all__ = [

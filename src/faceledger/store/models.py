@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
-    JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint,
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -35,7 +45,7 @@ class Gallery(Base):
     generation: Mapped[int] = mapped_column(BigInteger, default=0)
     """Bumped on every change of the gallery's faces; the index cache records the generation it holds."""
 
-    subjects: Mapped[list["Subject"]] = relationship(back_populates="gallery", cascade="all, delete-orphan")
+    subjects: Mapped[list[Subject]] = relationship(back_populates="gallery", cascade="all, delete-orphan")
 
 
 class Subject(Base):
@@ -48,7 +58,7 @@ class Subject(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
     gallery: Mapped[Gallery] = relationship(back_populates="subjects")
-    images: Mapped[list["ImageRecord"]] = relationship(back_populates="subject", cascade="all, delete-orphan")
+    images: Mapped[list[ImageRecord]] = relationship(back_populates="subject", cascade="all, delete-orphan")
 
 
 class ImageRecord(Base):
@@ -71,7 +81,7 @@ class ImageRecord(Base):
     retain_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True, index=True)
 
     subject: Mapped[Subject] = relationship(back_populates="images")
-    faces: Mapped[list["FaceRecord"]] = relationship(back_populates="image", cascade="all, delete-orphan")
+    faces: Mapped[list[FaceRecord]] = relationship(back_populates="image", cascade="all, delete-orphan")
 
 
 class FaceRecord(Base):

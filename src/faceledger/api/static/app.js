@@ -1,29 +1,23 @@
-// The page's behaviour lives here, never inline: the Content-Security-Policy allows scripts from this
-// origin only ("script-src 'self'"), so inline handlers and javascript: links would not run.
-
-// A face crop that cannot be shown (file moved or changed, no stored crop): a placeholder, not a broken image.
-(function () {
-  function placeholder(img) {
-    const missing = document.createElement("div");
-    missing.className = "face missing";
-    missing.textContent = "image not available";
-    img.replaceWith(missing);
-  }
-  document.addEventListener("error", (event) => {
-    const img = event.target;
-    if (img instanceof HTMLImageElement && img.classList.contains("face")) placeholder(img);
-  }, true);
-  // crops that failed before this (deferred) script ran
-  document.querySelectorAll("img.face").forEach((img) => {
-    if (img.complete && img.naturalWidth === 0 && img.getAttribute("src")) placeholder(img);
-  });
-  // "Back" on the error page
-  document.querySelectorAll("a[data-back]").forEach((link) => {
-    link.addEventListener("click", (event) => {
-      if (history.length > 1) { event.preventDefault(); history.back(); }
-    });
-  });
-})();
+// Small behaviours of the pages, from this static file (the pages carry no inline script or style):
+// a face crop that cannot be shown becomes a plain "image not available" box, and "Back" links go back.
+function faceMissing(img) {
+  const box = document.createElement("div");
+  box.className = img.className + " missing";
+  box.textContent = "image not available";
+  img.replaceWith(box);
+}
+document.addEventListener("error", (event) => {
+  const img = event.target;
+  if (img instanceof HTMLImageElement && img.hasAttribute("data-fallback")) faceMissing(img);
+}, true);
+// This script is deferred: an image may have failed before it ran.
+document.querySelectorAll("img[data-fallback]").forEach((img) => {
+  if (img.complete && img.naturalWidth === 0) faceMissing(img);
+});
+document.addEventListener("click", (event) => {
+  const link = event.target.closest && event.target.closest("a.back-link");
+  if (link && history.length > 1) { event.preventDefault(); history.back(); }
+});
 
 // Camera capture for the search form: getUserMedia -> <video> -> canvas -> JPEG blob -> the form's file
 // input (so the form posts it like a chosen file). No build step, no library.
