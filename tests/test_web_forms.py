@@ -46,7 +46,8 @@ def browser_for(world, role: str) -> tuple[TestClient, str]:
     """A TestClient signed in through /login like a browser, and its CSRF token (from a page)."""
     engine, tokens = world
     client = TestClient(create_app(engine=engine), headers=HTML)
-    client.post("/login", data={"token": tokens[role]}, follow_redirects=False)
+    login_csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)
+    client.post("/login", data={"token": tokens[role], "csrf": login_csrf}, follow_redirects=False)
     page = client.get("/galleries").text
     return client, re.search(r'name="csrf" value="([^"]+)"', page).group(1)
 

@@ -114,7 +114,8 @@ def test_move_and_remove_a_face(world):
 def browser_for(world, role: str) -> tuple[TestClient, str]:
     engine, tokens = world
     client = TestClient(create_app(engine=engine), headers=HTML)
-    client.post("/login", data={"token": tokens[role]}, follow_redirects=False)
+    login_csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)
+    client.post("/login", data={"token": tokens[role], "csrf": login_csrf}, follow_redirects=False)
     page = client.get("/galleries").text
     return client, re.search(r'name="csrf" value="([^"]+)"', page).group(1)
 
