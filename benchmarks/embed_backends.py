@@ -11,6 +11,11 @@ faces, the largest is aligned and passed through the quality checks, and its cro
 both backends, in alternating order so that a busy machine slows both alike. Each stage is timed
 in wall and CPU time; the first --warmup images are left out of the medians.
 
+Variants: CPU ms per face of the forward pass through OpenCV and through ONNX Runtime with the
+graph prepared in other ways (PRelu kept, with and without the blocked layout; PRelu as
+Relu(x) - s*Relu(-x); the shipped Relu(x)*(1-s) + x*s), on the first --variant-faces crops,
+interleaved over --variant-rounds rounds.
+
 Numerics: max abs difference and min cosine between the two backends' unit vectors of the same
 crops; the cosine score of every pair of those faces under each backend, the largest score
 difference, and how many pairs land on different sides of a few thresholds.
@@ -40,7 +45,7 @@ THRESHOLDS = (0.363, 0.5, 0.6805)
 BATCH_SIZES = (1, 2, 4, 8)
 
 
-def profile(paths: list[Path], warmup: int) -> dict:
+def profile(paths: list[Path], warmup: int, variant_faces: int = 32, variant_rounds: int = 12) -> dict:
     import cv2
 
     from faceledger import Settings
@@ -90,11 +95,13 @@ def profile(paths: list[Path], warmup: int) -> dict:
         names.append(str(path.relative_to(path.parent.parent)))
 
     batch = batch_timings(backends["onnxruntime"], crops[:256])
+    variant_ms = variants(crops[:variant_faces], variant_rounds) if variant_faces else None
     medians = {s: {"wall_ms": 1000 * float(np.median(wall[s])), "cpu_ms": 1000 * float(np.median(cpu[s]))}
                for s in stages}
     return {"images": len(paths), "warmup": warmup, "faces": len(crops), "skipped": skipped,
             "cv2_threads": 1, "onnxruntime_intra_op_threads": 1, "medians": medians,
-            "batch_onnxruntime_ms_per_face": batch, "names": names,
+            "batch_onnxruntime_ms_per_face": batch, "variants_cpu_ms_per_face": variant_ms,
+            "variant_faces": variant_faces, "variant_rounds": variant_rounds, "names": names,
             "vectors": {k: np.stack(v) for k, v in vectors.items()}}
 
 
@@ -108,6 +115,77 @@ def batch_timings(embedder, crops: list[np.ndarray], rounds: int = 5) -> dict:
                 embedder.embed_aligned_batch(crops[i:i + b])
             found[b].append(1000 * (time.process_time() - c0) / (len(crops) - len(crops) % b))
     return {str(b): float(np.median(v)) for b, v in found.items()}
+
+
+def variant_sessions() -> dict:
+    """ONNX Runtime sessions on the SFace graph prepared in each of the ways compared in the docs."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+
+    from faceledger.embed.sface_ort import prepare_graph, verified_bytes
+    from faceledger.models import SFACE_2021DEC
+
+    data = verified_bytes(SFACE_2021DEC)
+
+    def weights_as_constants(prelu: str) -> bytes:
+        model = onnx.load_from_string(data)
+        graph = model.graph
+        weights = {w.name: w for w in graph.initializer}
+        inputs = [v for v in graph.input if v.name not in weights]
+        del graph.input[:]
+        graph.input.extend(inputs)
+        if prelu == "negative-relu":  # Relu(x) - s * Relu(-x)
+            nodes = []
+            for node in graph.node:
+                if node.op_type != "PRelu":
+                    nodes.append(node)
+                    continue
+                (x, slope), y = node.input, node.output[0]
+                graph.initializer.append(numpy_helper.from_array(-numpy_helper.to_array(weights[slope]), f"{slope}__neg"))
+                nodes += [helper.make_node("Relu", [x], [f"{y}__r"]), helper.make_node("Neg", [x], [f"{y}__n"]),
+                          helper.make_node("Relu", [f"{y}__n"], [f"{y}__rn"]),
+                          helper.make_node("Mul", [f"{y}__rn", f"{slope}__neg"], [f"{y}__m"]),
+                          helper.make_node("Add", [f"{y}__r", f"{y}__m"], [y])]
+            del graph.node[:]
+            graph.node.extend(nodes)
+        return model.SerializeToString()
+
+    def session(graph: bytes, level) -> object:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
+        options.graph_optimization_level = level
+        options.log_severity_level = 3
+        return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+
+    full, extended = ort.GraphOptimizationLevel.ORT_ENABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    return {
+        "onnxruntime, weights as initialisers, PRelu kept": session(weights_as_constants("keep"), full),
+        "onnxruntime, as above, ORT_ENABLE_EXTENDED (no blocked layout)": session(weights_as_constants("keep"), extended),
+        "onnxruntime, PRelu as Relu(x) - s*Relu(-x)": session(weights_as_constants("negative-relu"), full),
+        "onnxruntime, PRelu as Relu(x)*(1-s) + x*s (shipped)": session(prepare_graph(data), full),
+    }
+
+
+def variants(crops: list[np.ndarray], rounds: int) -> dict:
+    """CPU ms per face of one forward pass, OpenCV against each ONNX Runtime variant, interleaved."""
+    import cv2
+
+    from faceledger.models import SFACE_2021DEC, locate
+
+    net = cv2.FaceRecognizerSF.create(str(locate(SFACE_2021DEC)), "")
+    bgr = [cv2.cvtColor(c, cv2.COLOR_RGB2BGR) for c in crops]
+    blobs = [np.ascontiguousarray(c.transpose(2, 0, 1)[None], dtype=np.float32) for c in crops]
+    runs = {"opencv DNN (FaceRecognizerSF.feature)": lambda: [net.feature(b) for b in bgr]}
+    for name, session in variant_sessions().items():
+        runs[name] = lambda s=session: [s.run(None, {"data": b}) for b in blobs]
+    found = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            c0 = time.process_time()
+            run()
+            found[name].append(1000 * (time.process_time() - c0) / len(crops))
+    return {name: float(np.median(v)) for name, v in found.items()}
 
 
 def numerics(a: np.ndarray, b: np.ndarray) -> dict:
@@ -145,6 +223,11 @@ def markdown(result: dict) -> str:
               "|---|" + "---:|" * len(p["batch_onnxruntime_ms_per_face"]),
               "| CPU ms / face | " + " | ".join(f"{v:.2f}" for v in p["batch_onnxruntime_ms_per_face"].values()) + " |",
               "", numbers]
+    if p.get("variants_cpu_ms_per_face"):
+        heading = (f"Forward pass only, CPU ms per face ({p['variant_faces']} faces, {p['variant_rounds']} "
+                   "interleaved rounds, medians)")
+        lines += ["", heading, "", "| SFace through | CPU ms / face |", "|---|---:|"]
+        lines += [f"| {name} | {ms:.2f} |" for name, ms in p["variants_cpu_ms_per_face"].items()]
     return "\n".join(lines)
 
 
@@ -154,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=2000, help="images (default 2000)")
     parser.add_argument("--seed", type=int, default=0, help="sample seed (default 0, the enrolment sample)")
     parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--variant-faces", type=int, default=32, help="crops for the variants table (0: skip)")
+    parser.add_argument("--variant-rounds", type=int, default=12)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
@@ -163,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = seeded_sample(lfw_images(folder), args.limit, args.seed)
     print(f"{len(paths)} images from {folder}", file=sys.stderr)
     contention = Contention()
-    found = profile(paths, args.warmup)
+    found = profile(paths, args.warmup, args.variant_faces, args.variant_rounds)
     other = contention.other_cores()
     vectors = found.pop("vectors")
     names = found.pop("names")
