@@ -8,10 +8,13 @@ The images: a seeded random sample (numpy default_rng(--seed), default seed 0) o
 then put back into sorted path order (so each person's images sit together, as a folder would).
 
 Rows:
-- faceledger enroll, workers=1 and workers=2: one engine.enroll call on a fresh temporary data
+- faceledger enroll, for each embedder backend (--backends, default: onnxruntime, the default, and
+  opencv, the old one), workers=1 and workers=2: one engine.enroll call on a fresh temporary data
   directory each time (SQLite store, subject_from_folder=True, on_multiple="largest"), timed
   end to end: hashing, decode, detect, quality, align, embed, store transactions, ledger entries,
-  the worker pool's start-up and model loading, and the index save at the end.
+  the worker pool's start-up and model loading, and the index save at the end. The rows run
+  backend by backend in alternation (onnxruntime w1, opencv w1, onnxruntime w2, opencv w2), so
+  that drifting load on a shared machine hits both backends alike.
 - dlib peer, 1 process (in this process) and 2 processes (multiprocessing Pool, spawn, each
   process loads its models once): decode + HOG detect + 5-point landmarks + ResNet embedding of
   every face (face_recognition.face_encodings(load_image_file(path))), nothing stored. The pool's
@@ -25,10 +28,11 @@ The machine may be shared: each row records how many cores *other* processes kep
 --max-other cores is rerun (--retries) and the least disturbed attempt is reported, every attempt
 being kept in the JSON.
 
-Per-stage medians (faceledger, single process, cv2 set to 1 thread, --stage-images images after 10
-warm-up images, the same protocol as ../shared/reference/lfw-baseline.md): decode (read + sha256 +
-Pillow decode + EXIF + RGB), detect per image (YuNet incl. the padded retry), embed per face
-(ArcFace alignment + SFace forward + L2 norm), quality per face. The dlib per-stage medians come
+Per-stage medians (faceledger with the default backend, single process, cv2 set to 1 thread, ONNX
+Runtime on 1 intra-op thread, --stage-images images after 10 warm-up images, the same protocol as
+../shared/reference/lfw-baseline.md): decode (read + sha256 + Pillow decode + EXIF + RGB), detect per
+image (YuNet incl. the padded retry), embed per face (ArcFace alignment + SFace forward + L2 norm),
+quality per face. benchmarks/embed_backends.py gives both backends' stages side by side. The dlib per-stage medians come
 from the timed 1-process dlib row itself (detect per image; landmarks + descriptor per face).
 
 Prints a markdown table and writes benchmarks/results/enroll_throughput.json.
@@ -102,7 +106,7 @@ def machine_info() -> dict:
     except OSError:
         pass
     versions = {"python": platform.python_version()}
-    for module in ("numpy", "cv2", "faiss", "sqlalchemy", "PIL"):
+    for module in ("numpy", "cv2", "onnxruntime", "onnx", "faiss", "sqlalchemy", "PIL"):
         try:
             versions[module] = str(__import__(module).__version__)
         except Exception:  # noqa: BLE001 - a missing module is recorded, not fatal
@@ -202,12 +206,12 @@ def fmt(value, digits: int = 1) -> str:
 
 # -- faceledger -------------------------------------------------------------------------------
 
-def run_faceledger(paths: list[Path], workers: int) -> dict:
+def run_faceledger(paths: list[Path], workers: int, backend: str = "onnxruntime") -> dict:
     from faceledger import Settings, open_engine
 
     home = Path(tempfile.mkdtemp(prefix="faceledger-bench-"))
     try:
-        engine = open_engine(Settings(home=home))
+        engine = open_engine(Settings(home=home, embed_backend=backend))
         engine.create_gallery("bench")
         contention = Contention()
         cpu0, t0 = cpu_seconds(), time.perf_counter()
@@ -221,7 +225,8 @@ def run_faceledger(paths: list[Path], workers: int) -> dict:
     finally:
         shutil.rmtree(home, ignore_errors=True)
     return {
-        "row": f"faceledger enroll, workers={workers}", "pipeline": "faceledger", "processes": workers,
+        "row": f"faceledger enroll ({backend}), workers={workers}", "pipeline": f"faceledger/{backend}",
+        "backend": backend, "processes": workers,
         "images": len(paths), "seconds": wall, "images_per_s": len(paths) / wall, "cpu_s": cpu,
         "cores_busy": cpu / wall, "other_cores_busy": other, "enrolled": summary["enrolled"], "duplicates": summary["duplicates"],
         "failed": summary["failed"], "faces": summary["faces_added"],
@@ -267,7 +272,7 @@ def faceledger_stages(paths: list[Path], warmup: int = 10) -> dict:
     finally:
         cv2.setNumThreads(previous)
     return {
-        "images": len(decode), "warmup_images": warmup, "cv2_threads": 1,
+        "images": len(decode), "warmup_images": warmup, "cv2_threads": 1, "embed_backend": pipeline.embedder.backend,
         "faces": int(sum(faces_per_image)), "mean_faces_per_image": float(np.mean(faces_per_image)),
         "decode_ms_per_image": 1000 * median(decode), "detect_ms_per_image": 1000 * median(detect),
         "embed_ms_per_face": 1000 * median(embed), "quality_ms_per_face": 1000 * median(quality),
@@ -347,7 +352,7 @@ def markdown(result: dict) -> str:
     if result["ratios"]:
         lines += ["", "| ratio | value | target |", "|---|---:|---|"]
         for name, value in result["ratios"].items():
-            lines.append(f"| {name} | {fmt(value, 2)}× | ≥ {TARGET_RATIO:g}× |")
+            lines.append(f"| {name} | {fmt(value, 2)}× | {f'≥ {TARGET_RATIO:g}×' if 'dlib' in name else '–'} |")
     targets = result["targets"]
     ratio_word = {True: "met", False: "NOT met", None: "not measured"}[targets["ratio_met"]]
     lines += ["", (f"Target ≥ {TARGET_IMAGES_PER_S:g} images/s ({targets['best_faceledger_row']}): "
@@ -379,6 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="sample seed (default 0)")
     parser.add_argument("--stage-images", type=int, default=300, help="images for per-stage medians (0: skip)")
     parser.add_argument("--skip-peer", action="store_true", help="faceledger rows only")
+    parser.add_argument("--backends", default="onnxruntime,opencv",
+                        help="embedder backends to measure, the default first (default onnxruntime,opencv)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="JSON output path")
     parser.add_argument("--no-write", action="store_true", help="print only, write no JSON")
     parser.add_argument("--peer-limit", type=int, default=1000,
@@ -421,7 +428,9 @@ def main(argv: list[str] | None = None) -> int:
                                                     "other_cores_before")} for r in attempts]
         return best
 
-    rows = [measure(f"faceledger enroll, workers={w}", lambda w=w: run_faceledger(paths, w)) for w in (1, 2)]
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    rows = [measure(f"faceledger enroll ({b}), workers={w}", lambda w=w, b=b: run_faceledger(paths, w, b))
+            for w in (1, 2) for b in backends]
     peer_ok = not args.skip_peer and peer.available()
     if not args.skip_peer and not peer_ok:
         print("dlib peer not installed (make bench-deps): peer rows skipped", file=sys.stderr)
@@ -442,24 +451,31 @@ def main(argv: list[str] | None = None) -> int:
 
     by = {(r["pipeline"], r["processes"]): r for r in rows}
     ratios = {}
-    if ("dlib", 1) in by:
-        ratios["faceledger (1 worker) / dlib (1 process)"] = by["faceledger", 1]["images_per_s"] / by["dlib", 1]["images_per_s"]
-        ratios["faceledger (2 workers) / dlib (2 processes)"] = by["faceledger", 2]["images_per_s"] / by["dlib", 2]["images_per_s"]
-    best_fl = max((r for r in rows if r["pipeline"] == "faceledger"), key=lambda r: r["images_per_s"])
+    for b in backends:
+        fl = f"faceledger/{b}"
+        if ("dlib", 1) in by:
+            ratios[f"faceledger {b} (1 worker) / dlib (1 process)"] = by[fl, 1]["images_per_s"] / by["dlib", 1]["images_per_s"]
+            ratios[f"faceledger {b} (2 workers) / dlib (2 processes)"] = by[fl, 2]["images_per_s"] / by["dlib", 2]["images_per_s"]
+    for w in (1, 2):
+        if len(backends) > 1:
+            ratios[f"{backends[0]} / {backends[1]}, {w} worker{'s' * (w > 1)}"] = (
+                by[f"faceledger/{backends[0]}", w]["images_per_s"] / by[f"faceledger/{backends[1]}", w]["images_per_s"])
+    default_rows = [r for r in rows if r["pipeline"] == f"faceledger/{backends[0]}"]
+    best_fl = max(default_rows, key=lambda r: r["images_per_s"])
     best_dlib = max((r for r in rows if r["pipeline"] == "dlib"), key=lambda r: r["images_per_s"], default=None)
     if best_dlib:
-        ratios["best faceledger / best dlib"] = best_fl["images_per_s"] / best_dlib["images_per_s"]
+        ratios[f"best faceledger {backends[0]} / best dlib"] = best_fl["images_per_s"] / best_dlib["images_per_s"]
     result = {
         "benchmark": "enroll_throughput", "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "python benchmarks/enroll_throughput.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": machine, "lfw": str(folder), "images": len(paths), "seed": args.seed, "sample": sample,
         "settings": {"subject_from_folder": True, "on_multiple": "largest", "store": "SQLite (default)",
-                     "index": "Flat (default)"},
+                     "index": "Flat (default)", "embed_backends": backends},
         "rows": rows, "ratios": ratios, "stages": stages, "reference_ms": REFERENCE,
         "targets": {"images_per_s": TARGET_IMAGES_PER_S, "ratio": TARGET_RATIO,
                     "best_faceledger_row": best_fl["row"], "best_dlib_row": best_dlib["row"] if best_dlib else None,
                     "images_per_s_met": best_fl["images_per_s"] >= TARGET_IMAGES_PER_S,
-                    "ratio_met": (ratios["best faceledger / best dlib"] >= TARGET_RATIO) if best_dlib else None,
+                    "ratio_met": (ratios[f"best faceledger {backends[0]} / best dlib"] >= TARGET_RATIO) if best_dlib else None,
                     "note": "each side in its best configuration on this machine (both use all cores)"},
         "peak_rss_mb": peak_rss_mb(),
         "loadavg_after": Path("/proc/loadavg").read_text().split()[:3],

@@ -66,7 +66,8 @@ class FacePipeline:
             model_dir=settings.model_dir,
         )
         embedder = create_embedder(
-            settings.embedder, flip_average=settings.flip_average, model_dir=settings.model_dir
+            settings.embedder, backend=settings.embed_backend, flip_average=settings.flip_average,
+            model_dir=settings.model_dir,
         )
         thresholds = QualityThresholds(
             min_face_size=settings.min_face_size,

@@ -28,25 +28,45 @@ class Embedder(Protocol):
         """Embedding of a crop already produced by aligned_crop."""
         ...
 
+    def embed_aligned_batch(self, crops_rgb) -> np.ndarray:
+        """(n, dim) embeddings of n crops made by aligned_crop (one forward pass where the backend can)."""
+        ...
+
     def aligned_crop(self, rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """The aligned RGB crop the model sees."""
         ...
 
 
-def _sface(**kwargs) -> Embedder:
+def _sface_opencv(**kwargs) -> Embedder:
     from .sface import SFaceEmbedder
 
     return SFaceEmbedder(**kwargs)
 
 
-EMBEDDERS = {"sface": _sface}
+def _sface_onnxruntime(**kwargs) -> Embedder:
+    from .sface_ort import SFaceOrtEmbedder
+
+    return SFaceOrtEmbedder(**kwargs)
 
 
-def create_embedder(name: str, **kwargs) -> Embedder:
-    """Build an embedder by registry name; an unknown name is an error, never a guess."""
+EMBEDDERS = {"sface": {"onnxruntime": _sface_onnxruntime, "opencv": _sface_opencv}}
+"""name -> backend (the engine that runs the model) -> factory. A backend changes speed, never the
+vectors beyond float rounding: vectors that differ more belong under a different model id."""
+
+DEFAULT_BACKEND = "onnxruntime"
+
+
+def create_embedder(name: str, *, backend: str = DEFAULT_BACKEND, **kwargs) -> Embedder:
+    """Build an embedder by registry name and backend; an unknown name is an error, never a guess."""
     try:
-        factory = EMBEDDERS[name]
+        backends = EMBEDDERS[name]
     except KeyError:
         raise FaceledgerError(f"unknown embedder {name!r}; known: {', '.join(sorted(EMBEDDERS))}") from None
+    try:
+        factory = backends[backend]
+    except KeyError:
+        raise FaceledgerError(
+            f"unknown backend {backend!r} for embedder {name!r}; known: {', '.join(sorted(backends))}"
+        ) from None
     return factory(**kwargs)
 

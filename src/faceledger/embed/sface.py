@@ -14,6 +14,7 @@ from .vectors import l2_normalise
 
 class SFaceEmbedder:
     name = "sface"
+    backend = "opencv"
     dim = 128
     template_id = ARCFACE_112_V1.template_id
 
@@ -46,3 +47,8 @@ class SFaceEmbedder:
             mirrored = l2_normalise(self._net.feature(np.ascontiguousarray(crop_bgr[:, ::-1])))
             vector = l2_normalise(vector + mirrored)
         return vector
+
+    def embed_aligned_batch(self, crops_rgb) -> np.ndarray:
+        """(n, 128) embeddings of n aligned crops; cv2.FaceRecognizerSF takes one crop per call."""
+        vectors = [self.embed_aligned(crop) for crop in crops_rgb]
+        return np.stack(vectors) if vectors else np.zeros((0, self.dim), dtype=np.float32)

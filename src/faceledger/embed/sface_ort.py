@@ -1,0 +1,162 @@
+"""SFace (OpenCV Zoo, 2021dec, 128-D) through ONNX Runtime, batched.
+
+The same model file and the same function as `sface.SFaceEmbedder` (OpenCV DNN); only the engine
+differs, so the vectors agree to float rounding (docs/benchmarks.md: max abs difference and min
+cosine over 2,000 LFW faces) and keep the model id `sface-2021dec`.
+
+The shipped file is never edited. At load time an in-memory copy is prepared for ONNX Runtime:
+
+1. its sha256 is checked on the very bytes that are loaded (as `models.locate` does for OpenCV);
+2. the 174 weights the file declares as graph *inputs* (each also an initialiser) are removed from
+   the inputs, so ONNX Runtime treats them as constants: batch norms fold into the convolutions;
+3. the batch dimension becomes symbolic, so several faces go through one forward pass;
+4. each PRelu(x, s) becomes Relu(x) * (1 - s) + x * s, the same function for every slope, written
+   with operators that ONNX Runtime's blocked-layout (NCHWc) convolutions keep in their layout:
+   with PRelu in the graph every convolution is wrapped in two layout conversions, and the network
+   runs slower than OpenCV's; without, it runs about 1.7x faster (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import FaceledgerError, ModelNotAvailable
+from ..models import INSTALL_HINT, SFACE_2021DEC, ModelFile, locate
+from . import l2_normalise
+from .alignment import ARCFACE_112_V1, align
+
+INPUT_NAME = "data"
+ORT_HINT = "install ONNX Runtime with: .venv/bin/pip install onnxruntime onnx (or run `make install`)"
+
+
+class SFaceOrtEmbedder:
+    name = "sface"
+    backend = "onnxruntime"
+    dim = 128
+    template_id = ARCFACE_112_V1.template_id
+
+    def __init__(self, *, flip_average: bool = False, model_dir: Path | None = None, threads: int = 1) -> None:
+        if threads < 1:
+            raise ValueError(f"threads must be at least 1, got {threads}")
+        self.flip_average = flip_average
+        self.model_dir = model_dir
+        self.threads = threads
+        self._session = None
+
+    @property
+    def model_id(self) -> str:
+        """The OpenCV backend's ids: the vectors are the same to float rounding (see the module doc)."""
+        return "sface-2021dec+flip" if self.flip_average else "sface-2021dec"
+
+    def load(self) -> None:
+        if self._session is None:
+            self._session = create_session(SFACE_2021DEC, self.model_dir, threads=self.threads)
+
+    def aligned_crop(self, rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        return align(rgb, landmarks, ARCFACE_112_V1)
+
+    def embed(self, rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        return self.embed_aligned(self.aligned_crop(rgb, landmarks))
+
+    def embed_aligned(self, crop_rgb: np.ndarray) -> np.ndarray:
+        return self.embed_aligned_batch([crop_rgb])[0]
+
+    def embed_aligned_batch(self, crops_rgb) -> np.ndarray:
+        """(n, 128) L2-normalised float32 embeddings of n aligned crops, in one forward pass."""
+        crops = [_check_crop(c) for c in crops_rgb]
+        if not crops:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        self.load()
+        batch = np.stack(crops)
+        if self.flip_average:
+            batch = np.concatenate([batch, batch[:, :, ::-1]])
+        # OpenCV's FaceRecognizerSF feeds the crop as RGB float32 0..255 (blobFromImage, swapRB):
+        # mean and scale are inside the graph.
+        blob = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)
+        raw = self._session.run(None, {INPUT_NAME: blob})[0]
+        vectors = np.stack([l2_normalise(v) for v in raw])
+        if self.flip_average:
+            n = len(crops)
+            vectors = np.stack([l2_normalise(a + b) for a, b in zip(vectors[:n], vectors[n:])])
+        return vectors
+
+
+def _check_crop(crop: np.ndarray) -> np.ndarray:
+    crop = np.asarray(crop)
+    size = ARCFACE_112_V1.size
+    if crop.shape != (size, size, 3) or crop.dtype != np.uint8:
+        raise ValueError(f"an aligned crop is a ({size}, {size}, 3) uint8 RGB array, got {crop.shape} {crop.dtype}")
+    return crop
+
+
+def create_session(model: ModelFile, model_dir: Path | None = None, *, threads: int = 1):
+    """An ONNX Runtime session for the prepared in-memory copy of a verified model file."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise FaceledgerError(f"the onnxruntime embedder backend needs ONNX Runtime: {ORT_HINT}") from None
+    data = verified_bytes(model, model_dir)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: no notes about layout transforms on the user's terminal
+    return ort.InferenceSession(prepare_graph(data), options, providers=["CPUExecutionProvider"])
+
+
+def verified_bytes(model: ModelFile, model_dir: Path | None = None) -> bytes:
+    """The model file's bytes, refused unless they have the expected sha256."""
+    path = locate(model, model_dir)  # checks the file on disk
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != model.sha256:  # the file changed between the check and the read
+        raise ModelNotAvailable(
+            f"model file {path} has sha256 {digest}, expected {model.sha256}: "
+            f"the file is altered or a different version; {INSTALL_HINT}"
+        )
+    return data
+
+
+def prepare_graph(data: bytes) -> bytes:
+    """The SFace graph with weights as constants, a symbolic batch and PRelu spelt out (module doc)."""
+    try:
+        import onnx
+        from onnx import helper, numpy_helper
+    except ImportError:
+        raise FaceledgerError(f"the onnxruntime embedder backend needs the onnx package: {ORT_HINT}") from None
+    model = onnx.load_from_string(data)
+    graph = model.graph
+    weights = {init.name: init for init in graph.initializer}
+    inputs = [value for value in graph.input if value.name not in weights]
+    del graph.input[:]
+    graph.input.extend(inputs)
+    for value in (*graph.input, *graph.output):
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    del graph.value_info[:]  # shapes recorded for batch 1; ONNX Runtime infers them again
+
+    nodes, added = [], []
+    for node in graph.node:
+        if node.op_type != "PRelu" or node.input[1] not in weights:
+            nodes.append(node)
+            continue
+        x, slope_name = node.input
+        y = node.output[0]
+        slope = numpy_helper.to_array(weights[slope_name]).astype(np.float32)
+        keep_name = f"{slope_name}__one_minus"
+        added.append(numpy_helper.from_array((np.float32(1.0) - slope).astype(np.float32), keep_name))
+        nodes += [
+            helper.make_node("Relu", [x], [f"{y}__relu"]),
+            helper.make_node("Mul", [f"{y}__relu", keep_name], [f"{y}__positive"]),
+            helper.make_node("Mul", [x, slope_name], [f"{y}__sloped"]),
+            helper.make_node("Add", [f"{y}__positive", f"{y}__sloped"], [y]),
+        ]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(added)
+    # No onnx.checker pass here (0.4 s per load, per worker): ONNX Runtime validates the graph when it
+    # builds the session, and tests/test_embedders.py compares the outputs with OpenCV's.
+    return model.SerializeToString()
