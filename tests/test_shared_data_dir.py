@@ -45,7 +45,10 @@ def served(tmp_path):
     log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - open for the server's lifetime
     process = subprocess.Popen([sys.executable, "-c", "from faceledger.cli import main; main()", "--home", str(home),
                                 "serve", "--host", "127.0.0.1", "--port", str(port)],
-                               stdout=log, stderr=subprocess.STDOUT)
+                               stdout=log, stderr=subprocess.STDOUT,
+                               # the clients search as fast as they can for as long as the CLIs run: this
+                               # test is about writers colliding, not the per-token rate limit
+                               env={**os.environ, "FACELEDGER_RATE_LIMIT_PER_MINUTE": "0"})
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while True:
