@@ -298,3 +298,29 @@ def test_a_shifted_population_raises_the_combined_threshold():
     needed = t.per_comparison_fmr
     assert np.mean(fresh >= t.score) <= 3 * needed + 3 / fresh.size
     assert np.mean(fresh >= p.score) > 5 * needed  # the packaged threshold alone over-promises here
+
+
+def test_a_stricter_target_never_gets_a_lower_threshold():
+    """Regression: a small gallery sample with a heavy tail, where no finite score holds the deeper FMRs.
+    The threshold used to fall back to the shifted packaged tail there (0.896 at FPIR 0.01, 0.653 at
+    0.001): a stricter target got a lower threshold, and a promise the gallery's own data refuse."""
+    from scipy.stats import genpareto
+
+    from faceledger.calibration import OpenSetCalibration, packaged_calibration
+    from faceledger.calibration.core import score_histogram
+    from faceledger.calibration.gallery import GallerySample
+
+    rng = np.random.default_rng(1)
+    scores = rng.normal(0.06, 0.1, 40_000)
+    heavy = rng.random(len(scores)) < 0.02
+    scores[heavy] = 0.35 + genpareto.rvs(0.25, scale=0.05, size=int(heavy.sum()), random_state=2)
+    counts = score_histogram(np.clip(scores, -1, 1), 0.0005)
+    sample = GallerySample(model_id="sface-2021dec", bin_width=0.0005, counts=counts, pairs=int(counts.sum()),
+                           subjects=2000, faces=2000, exhaustive=False, seed=0, duplicate_score=0.9,
+                           duplicates_excluded=0, duplicates_kept=0)
+    calibration = OpenSetCalibration(packaged_calibration("sface-2021dec"), sample)
+    for size in (1_000, 10_000, 100_000):
+        found = [calibration.threshold_for_fpir(target, size) for target in (0.1, 0.01, 0.001, 0.0001)]
+        scores_found = [t.score for t in found]
+        assert scores_found == sorted(scores_found), (size, scores_found)
+        assert all(t.supported or t.score == 1.0 or t.binding == "packaged" for t in found)

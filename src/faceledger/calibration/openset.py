@@ -168,6 +168,7 @@ class OpenSetCalibration:
             parts.append(gallery.sample_id)
         self.calibration_id = "+".join(parts)
         self.source = "combined" if self.packaged and self.gallery else ("gallery" if self.gallery else "packaged")
+        self._thresholds: dict[tuple[float, int], OpenSetThreshold] = {}
 
     # -- thresholds ------------------------------------------------------------------------------
 
@@ -180,7 +181,9 @@ class OpenSetCalibration:
             answers["packaged"] = self.packaged.answer(target_fmr)
         if self.gallery is not None:
             g = self.gallery.answer(target_fmr)
-            if not g.supported and self.packaged is not None:
+            # Beyond the gallery's reach, its excess over the packaged tail is carried down. Within its
+            # reach but with no finite score holding p (score 1.0), the gallery's "cannot promise" stands.
+            if not g.supported and g.factor > self.gallery.max_extrapolation and self.packaged is not None:
                 g = self._gallery_shift(target_fmr, answers["packaged"], g, notes)
             answers["gallery"] = g
         binding = max(answers, key=lambda k: (answers[k].score, k == "gallery"))
@@ -195,7 +198,17 @@ class OpenSetCalibration:
                                 extrapolation_factor=round(b.factor, 2), sample_floor=b.floor, explanation=text)
 
     def threshold_for_fpir(self, target_fpir: float, gallery_size: int) -> OpenSetThreshold:
-        """Threshold so that a search compared against gallery_size faces holds target_fpir."""
+        """Threshold so that a search compared against gallery_size faces holds target_fpir (memoised:
+        a calibration object is immutable, and searches ask the same question many times)."""
+        key = (float(target_fpir), int(gallery_size))
+        cached = self._thresholds.get(key)
+        if cached is None:
+            if len(self._thresholds) > 256:
+                self._thresholds.clear()
+            cached = self._thresholds[key] = self._threshold_for_fpir(*key)
+        return cached
+
+    def _threshold_for_fpir(self, target_fpir: float, gallery_size: int) -> OpenSetThreshold:
         needed = per_comparison_fmr(target_fpir, gallery_size)
         t = self.threshold_for_fmr(needed, target=target_fpir)
         predicted = fpir_at(t.predicted_fmr, gallery_size)
@@ -205,13 +218,19 @@ class OpenSetCalibration:
 
     def _gallery_shift(self, p: float, packaged: SourceAnswer, g: SourceAnswer, notes: list[str]) -> SourceAnswer:
         """The gallery beyond its reach: the packaged threshold moved by the gallery's excess where it can speak."""
-        deepest = self.gallery.floor * self.gallery.max_extrapolation
+        deepest = self.gallery.floor * self.gallery.max_extrapolation  # where the gallery has data to compare
         at = self.gallery.answer(deepest)
         ref = self.packaged.answer(deepest)
         shift = max(0.0, at.score - ref.score)
-        score = min(round(packaged.score + shift, 6), 1.0)
-        notes.append(f"the gallery's own sample reaches FMR {deepest:.2g}; there its threshold is {at.score:.4f} "
-                     f"against the packaged {ref.score:.4f}, so the packaged threshold is raised by {shift:.4f}")
+        # A stricter target never gets a lower threshold: at least what the gallery asks for at the
+        # deepest FMR it still supports by itself (its floor / max_extrapolation).
+        reach = self.gallery.answer(self.gallery.floor / self.gallery.max_extrapolation * 1.0001)
+        floor_score = reach.score  # 1.0 when not even that FMR is held by a finite score
+        score = min(round(max(packaged.score + shift, floor_score), 6), 1.0)
+        notes.append(f"the gallery's own sample has data to FMR {deepest:.2g}; there its threshold is {at.score:.4f} "
+                     f"against the packaged {ref.score:.4f}, so the packaged threshold is raised by {shift:.4f}"
+                     + (f", and kept at or above the gallery's own {floor_score:.4f} at the deepest FMR it "
+                        "supports" if floor_score > packaged.score + shift else ""))
         return SourceAnswer(score, g.fmr_upper, True, g.factor, g.floor, packaged.supported and score < 1.0,
                             "packaged tail shifted by the gallery's excess")
 

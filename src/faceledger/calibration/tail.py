@@ -52,6 +52,19 @@ def gpd_survival(y: np.ndarray, shape: float, scale: float) -> np.ndarray:
     return out
 
 
+def gpd_survival_many(y: float, shape: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """P(excess >= y) under each of many GPDs (the bootstrap replicates) at once."""
+    y = max(float(y), 0.0)
+    shape = np.asarray(shape, dtype=np.float64)
+    scale = np.asarray(scale, dtype=np.float64)
+    near_zero = np.abs(shape) < 1e-9
+    safe = np.where(near_zero, 1.0, shape)
+    base = 1.0 + safe * y / scale
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        powered = np.where(base > 0, np.abs(base) ** (-1.0 / safe), 0.0)
+    return np.where(near_zero, np.exp(-y / scale), powered)
+
+
 def gpd_excess_quantile(prob: np.ndarray | float, shape, scale):
     """The excess y with P(excess >= y) = prob (prob in (0, 1]); vectorised over shape/scale."""
     prob = np.asarray(prob, dtype=np.float64)
@@ -132,9 +145,13 @@ class TailFit:
 
     def fmr_upper(self, score: float) -> float:
         """The `level` bootstrap bound of that share (never below the point estimate)."""
+        point = self.fmr(score)
+        if not len(self.boot):
+            return point
         y = max(score - self.threshold, 0.0)
-        values = [z * float(gpd_survival(np.array([y]), s, c)[0]) for s, c, z in self.boot]
-        return max(self.fmr(score), float(np.quantile(values, self.level))) if values else self.fmr(score)
+        shape, scale, zeta = self.boot[:, 0], self.boot[:, 1], self.boot[:, 2]
+        values = zeta * gpd_survival_many(y, shape, scale)
+        return max(point, float(np.quantile(values, self.level)))
 
     def quantile(self, fmr: float) -> float:
         """Point estimate of the score with this FMR (fmr below exceed_fraction)."""
