@@ -293,9 +293,15 @@ def calibration_only(b: Bench, n: int, vecs, subj, mated_v, mated_subj, non_v, n
     clean = ~noisy
     rank1 = np.array([a == m for a, m in zip(msubj, mated_subj)])
     non_clean = ns[clean]
+    packaged_only = OpenSetCalibration(b.eng.calibrations.current, None)
     rows = []
     for f in FPIRS:
         th = facts(cal.threshold_for_fpir(f, n), n)
+        po = packaged_only.threshold_for_fpir(f, n)
+        th["packaged_only"] = {"threshold": float(po.score), "supported": bool(po.supported),
+                               "extrapolation_factor": float(po.extrapolation_factor),
+                               "observed_fp": int((non_clean >= po.score).sum()),
+                               "fnir": 1 - float(np.mean(rank1 & (ms >= po.score)))}
         k, nn = int((non_clean >= th["threshold"]).sum()), int(clean.sum())
         lo, hi = wilson_interval(k, nn)
         ot = oracle_threshold(non_clean, f)
@@ -305,7 +311,16 @@ def calibration_only(b: Bench, n: int, vecs, subj, mated_v, mated_subj, non_v, n
                      "fn": int((~(rank1 & (ms >= th["threshold"]))).sum()), "mated": len(rank1),
                      "oracle_threshold": ot, "oracle_fnir": 1 - float(np.mean(rank1 & (ms >= ot))),
                      "oracle_fp": int((non_clean >= ot).sum()), "oracle_resolved": f * nn >= 5})
+    synth = np.array([x.startswith("synthetic-") for x in subj])
+    sample_rows = pick[:4000]
+    v = vecs[sample_rows]
+    sc = v @ v.T
+    iu = np.triu_indices(len(v), 1)
+    both = synth[sample_rows][:, None] & synth[sample_rows][None, :]
+    tail = {"synthetic_pairs_p99.99": float(np.quantile(sc[iu][both[iu]], 0.9999)) if both[iu].any() else None,
+            "nonmated_probe_vs_synthetic_p99.99": float(np.quantile(non_v @ vecs[np.nonzero(synth)[0][:5000]].T, 0.9999))}
     return {"kind": "scale", "template": "single", "faces": n, "through": "calibration objects (not enrolled)",
+            "pair_tails": tail,
             "gallery": f"scale-{n}", "sample_seconds": round(sample_s, 1), "search_seconds": round(time.time() - t, 1),
             "gallery_sample_pairs": int(sample.pairs), "mated": len(rank1), "nonmated": len(non_names),
             "label_noise_searches": int(noisy.sum()), "rank1": float(rank1.mean()),
