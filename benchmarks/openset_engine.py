@@ -42,13 +42,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO / "scripts"))
-import build_calibration as bc  # noqa: E402
-import lfw_common as common  # noqa: E402
-import openset_protocol as op  # noqa: E402
+import build_calibration as bc
+import lfw_common as common
+import openset_protocol as op
 
-from faceledger.calibration import wilson_interval  # noqa: E402
-from faceledger.config import Settings  # noqa: E402
-from faceledger.enrollment import PrecomputedFace  # noqa: E402
+from faceledger.calibration import wilson_interval
+from faceledger.config import Settings
+from faceledger.enrollment import PrecomputedFace
 
 MODEL = "sface-2021dec"
 FPIRS = (0.1, 0.01, 0.001)
@@ -144,7 +144,7 @@ def facts(th, size: int) -> dict:
 def oracle_threshold(non: np.ndarray, f: float) -> float:
     """Smallest threshold with at most floor(f * n) non-mated top scores at or above it."""
     s = np.sort(non[np.isfinite(non)])[::-1]
-    k = int(math.floor(f * len(non) + 1e-9))
+    k = math.floor(f * len(non) + 1e-9)
     if k >= len(s):
         return -1.0
     return float(s[k]) + 1e-6
@@ -211,7 +211,7 @@ def real_and_scale(b: Bench, e, s: dict, args) -> list[dict]:
     paths = e.paths
     mated_v, mated_subj = x[s["probe"]], list(s["mated"])
     non_v, non_names = x[s["nonmated_rows"]], list(s["nonmated"])
-    who = lambda i: paths[i].split("/", 1)[0]  # noqa: E731
+    who = lambda i: paths[i].split("/", 1)[0]
     out = []
     single = s["enrol"] + s["distractors"]
     allimg = s["enrol"] + [i for ex in s["extras"] for i in ex] + s["distractors"]
@@ -232,7 +232,7 @@ def scale(b: Bench, e, s: dict, args) -> list[dict]:
     paths = e.paths
     mated_v, mated_subj = x[s["probe"]], list(s["mated"])
     non_v, non_names = x[s["nonmated_rows"]], list(s["nonmated"])
-    who = lambda i: paths[i].split("/", 1)[0]  # noqa: E731
+    who = lambda i: paths[i].split("/", 1)[0]
     out = []
     single = s["enrol"] + s["distractors"]
     if args.scale_sizes:
@@ -332,7 +332,7 @@ def shifts(b: Bench, e, s: dict, args) -> list[dict]:
     x = e.embeddings.astype(np.float32)
     paths = e.paths
     grows = (s["enrol"] + s["distractors"])[: args.shift_gallery]
-    who = lambda i: paths[i].split("/", 1)[0]  # noqa: E731
+    who = lambda i: paths[i].split("/", 1)[0]
     image_root = args.lfw / common.IMAGE_DIR_NAME
     out = []
     base_non = x[s["nonmated_rows"]]
@@ -347,7 +347,7 @@ def shifts(b: Bench, e, s: dict, args) -> list[dict]:
                 continue
             have = op.embed_shifted(image_root, common.CACHE_DIR, shift, need, workers=args.workers)
 
-        def vec(i):
+        def vec(i, have=have):
             return have[paths[i]][1].astype(np.float32)
 
         mv = np.stack([vec(i) for i in s["probe"]])
@@ -381,7 +381,7 @@ def templates(b: Bench, e, s: dict, args) -> list[dict]:
     (N subjects). The same distractor faces in every gallery."""
     x = e.embeddings.astype(np.float32)
     paths = e.paths
-    who = lambda i: paths[i].split("/", 1)[0]  # noqa: E731
+    who = lambda i: paths[i].split("/", 1)[0]
     keep = [k for k, ex in enumerate(s["extras"]) if ex]
     mated = [s["mated"][k] for k in keep]
     mated_v = x[[s["probe"][k] for k in keep]]
@@ -446,8 +446,8 @@ def markdown(res: dict) -> str:
         for g in res["shifts"]:
             for r in g["rows"]:
                 lines.append(f"| {g['shift']} | {g['shifted']} | {g['faces']:,} | {row_cells(r)} |")
-        lines += ["", "| shift | shifted | impostor pairs p99 / p99.9 / p99.99 | unshifted | non-mated top-1 p99 | "
-                  "probes no face (mated / non-mated) | rank-1 |", "|---|---|---|---|---|---|---|"]
+        lines += ["", ("| shift | shifted | impostor pairs p99 / p99.9 / p99.99 | unshifted | non-mated top-1 p99 | "
+                  "probes no face (mated / non-mated) | rank-1 |"), "|---|---|---|---|---|---|---|"]
         for g in res["shifts"]:
             q, u = g["impostor_pair_quantiles"], g["impostor_pair_quantiles_unshifted"]
             lines.append(f"| {g['shift']} | {g['shifted']} | {q['p99']:.3f} / {q['p99.9']:.3f} / {q['p99.99']:.3f} | "

@@ -78,7 +78,7 @@ def apply_shift(rgb: np.ndarray, shift: str, key: str) -> np.ndarray:
         small = cv2.resize(rgb, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
         return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
     if shift == "jpeg10":
-        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 10])
+        _, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 10])
         return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     if shift == "side_gamma":
         h, w = rgb.shape[:2]
@@ -109,6 +109,7 @@ def _init(root: str, det: float) -> None:
 
 
 def _one(task: tuple[str, str]) -> tuple[int, np.ndarray | None]:
+    from faceledger.errors import FaceledgerError
     from faceledger.imaging import load_image
     from faceledger.pipeline import central_face
 
@@ -116,7 +117,7 @@ def _one(task: tuple[str, str]) -> tuple[int, np.ndarray | None]:
     p, settings = _W["pipeline"], _W["settings"]
     try:
         rgb = load_image(_W["root"] / rel, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels).rgb
-    except Exception:
+    except FaceledgerError:
         return 2, None
     rgb = apply_shift(rgb, shift, rel)
     faces = p.faces(rgb, embed=False)
