@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import FaceledgerError, ModelNotAvailable
 from ..models import INSTALL_HINT, SFACE_2021DEC, ModelFile, locate
-from . import l2_normalise
+from .vectors import l2_normalise
 from .alignment import ARCFACE_112_V1, align
 
 INPUT_NAME = "data"
