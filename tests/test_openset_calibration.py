@@ -155,7 +155,7 @@ def test_gallery_sample_counts_cross_subject_pairs_exhaustively():
     rng = np.random.default_rng(0)
     x = unit(rng, 300)
     subjects = np.repeat(np.arange(100), 3)
-    g = gallery_sample(x, subjects, model_id="m")
+    g = gallery_sample(x, subjects, model_id="m", alias_suspect=2.0)  # counting only: no alias check
     same = sum(3 for _ in range(100))  # 3 within-subject pairs per subject
     assert g.exhaustive and g.pairs == 300 * 299 // 2 - same
     assert (g.subjects, g.faces) == (100, 300)
@@ -324,3 +324,35 @@ def test_a_stricter_target_never_gets_a_lower_threshold():
         scores_found = [t.score for t in found]
         assert scores_found == sorted(scores_found), (size, scores_found)
         assert all(t.supported or t.score == 1.0 or t.binding == "packaged" for t in found)
+
+
+def test_a_face_filed_under_another_name_leaves_the_gallery_sample():
+    """One person under two names (and one mislabelled photo) are duplicates to report, not impostors:
+    their pairs leave the histogram; a stranger who resembles one photo of a subject stays in it."""
+    rng = np.random.default_rng(11)
+    people = unit(rng, 60, 128)
+    faces, subjects = [], []
+    for person in range(60):
+        for _ in range(4):
+            v = people[person] + 0.08 * rng.standard_normal(128).astype(np.float32)
+            faces.append(v / np.linalg.norm(v))
+            subjects.append(person)
+    for _ in range(4):  # person 0 enrolled again under a second name (subject 60)
+        v = people[0] + 0.08 * rng.standard_normal(128).astype(np.float32)
+        faces.append(v / np.linalg.norm(v))
+        subjects.append(60)
+    faces[5] = faces[200]  # subject 1's second photo is really person 50 (mislabelled)
+    look = faces[100] * 0.6 + unit(rng, 1, 128)[0] * 0.8  # subject 61 resembles one photo of subject 25
+    faces.append(look / np.linalg.norm(look))
+    subjects.append(61)
+    x, s = np.array(faces, np.float32), np.array(subjects)
+    g = gallery_sample(x, s, model_id="m")
+    plain = gallery_sample(x, s, model_id="m", alias_suspect=2.0)
+    # 4 + 4 faces of the two names; the mislabelled photo belongs to subject 50 (one of subject 1's four
+    # photos does not make subject 50's faces look like subject 1)
+    assert g.alias_faces == 8 + 1
+    assert g.alias_pairs_excluded == 16 + 4
+    assert g.pairs == plain.pairs + plain.duplicates_excluded - g.alias_pairs_excluded  # plain left the copy out
+    top = lambda sample: float(np.nonzero(sample.counts)[0][-1])  # noqa: E731
+    assert top(g) < top(plain)  # the same-person pairs owned the top of the tail
+    assert (x[-1] @ x[100]) >= 0.5 and g.counts.sum() > 0  # the look-alike's pair is still an impostor pair

@@ -25,9 +25,12 @@ from .core import SCORE_MAX, SCORE_MIN, Calibration, read_json, score_histogram
 BIN_WIDTH = 0.0005
 DUPLICATE_SCORE = 0.9  # cross-subject pairs at or above: the same photograph under two subjects
 MAX_EXCLUDED_SHARE = 1e-4  # more duplicates than this share of the pairs (and > 10): keep them
+ALIAS_SUSPECT = 0.5  # a cross-subject face pair at or above: check whether the face is the other's person
+ALIAS_MEDIAN = 0.3  # ... it is, when its median score against all of that subject's faces reaches this
+MAX_ALIAS_SHARE = 0.05  # more aliased faces than this share of the faces (and > 10): the population, kept
 MIN_SUBJECTS = 50  # below this a gallery cannot calibrate itself; the packaged sample is used alone
 MIN_PAIRS = 10_000
-FORMAT = "faceledger-gallery-sample-v1"
+FORMAT = "faceledger-gallery-sample-v2"  # v2: aliased faces left out (a v1 file is rebuilt)
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,8 @@ class GallerySample:
     duplicates_excluded: int  # pairs >= duplicate_score left out of the histogram
     duplicates_kept: int  # pairs >= duplicate_score kept in it (too many to be label noise)
     created: str = ""
+    alias_faces: int = 0  # (face, other subject) pairs judged one person: the face is of that subject
+    alias_pairs_excluded: int = 0  # the face pairs those aliases account for, left out of the histogram
 
     @property
     def large_enough(self) -> bool:
@@ -79,6 +84,7 @@ class GallerySample:
                 "pairs": self.pairs, "subjects": self.subjects, "faces": self.faces,
                 "exhaustive": self.exhaustive, "seed": self.seed, "duplicate_score": self.duplicate_score,
                 "duplicates_excluded": self.duplicates_excluded, "duplicates_kept": self.duplicates_kept,
+                "alias_faces": self.alias_faces, "alias_pairs_excluded": self.alias_pairs_excluded,
                 "created": self.created, "first_bin": first, "counts": self.counts[first:last].tolist()}
 
     @classmethod
@@ -102,7 +108,9 @@ class GallerySample:
                        exhaustive=bool(data["exhaustive"]), seed=int(data["seed"]),
                        duplicate_score=float(data["duplicate_score"]),
                        duplicates_excluded=int(data["duplicates_excluded"]),
-                       duplicates_kept=int(data["duplicates_kept"]), created=str(data.get("created", "")))
+                       duplicates_kept=int(data["duplicates_kept"]), created=str(data.get("created", "")),
+                       alias_faces=int(data.get("alias_faces", 0)),
+                       alias_pairs_excluded=int(data.get("alias_pairs_excluded", 0)))
         except (KeyError, TypeError, ValueError, OverflowError, ZeroDivisionError) as exc:
             raise CalibrationError(f"{source} is corrupt ({type(exc).__name__}: {exc}); rebuild it") from exc
 
@@ -124,23 +132,71 @@ def _check(vectors: np.ndarray, subject_ids: np.ndarray) -> tuple[np.ndarray, np
     return vectors, codes.astype(np.int64)
 
 
+def _aliases(vectors: np.ndarray, codes: np.ndarray, subjects: int, *, suspect: float, same_median: float,
+             block: int) -> np.ndarray:
+    """Keys (face * subjects + subject) of faces that are another subject's person.
+
+    A face scoring at least `suspect` against some face of another subject is a suspect; it is that
+    subject's person when its median score against all of that subject's faces (two or more) is at least
+    `same_median` — one photograph filed under two names, one person enrolled twice, a mislabelled
+    photo. A real stranger who resembles one photo of a subject does not resemble most of them."""
+    n = len(vectors)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(subjects + 1))
+    suspects: set[tuple[int, int]] = set()
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        rows, cols = np.nonzero(vectors[start:stop] @ vectors.T >= suspect)
+        rows += start
+        cross = codes[rows] != codes[cols]
+        suspects.update(zip(rows[cross].tolist(), codes[cols[cross]].tolist()))
+    keys = []
+    for face, subject in suspects:
+        members = order[bounds[subject]:bounds[subject + 1]]
+        if len(members) >= 2 and float(np.median(vectors[members] @ vectors[face])) >= same_median:
+            keys.append(face * subjects + subject)
+    return np.unique(np.asarray(keys, dtype=np.int64))
+
+
+def _aliased(aliases: np.ndarray, i: np.ndarray, j: np.ndarray, codes: np.ndarray, subjects: int) -> np.ndarray:
+    """Which face pairs (i, j) an alias accounts for (either face being the other's person)."""
+    if not len(aliases):
+        return np.zeros(len(i), dtype=bool)
+    return np.isin(i * subjects + codes[j], aliases) | np.isin(j * subjects + codes[i], aliases)
+
+
 def gallery_sample(vectors: np.ndarray, subject_ids: np.ndarray, *, max_pairs: int = 5_000_000, seed: int = 0,
                    model_id: str = "", bin_width: float = BIN_WIDTH,
                    duplicate_score: float = DUPLICATE_SCORE, block: int = 1024,
-                   chunk: int = 250_000) -> GallerySample:
-    """Histogram of the gallery's cross-subject pair scores (unit vectors: cosine = dot product)."""
+                   chunk: int = 250_000, alias_suspect: float = ALIAS_SUSPECT,
+                   alias_median: float = ALIAS_MEDIAN) -> GallerySample:
+    """Histogram of the gallery's cross-subject pair scores (unit vectors: cosine = dot product).
+
+    Pairs that one face's aliasing accounts for (the face is the other subject's person, see _aliases)
+    are left out and counted: they are duplicates to report, not impostors."""
     vectors, codes = _check(vectors, subject_ids)
     n = len(vectors)
     subjects = int(codes.max()) + 1 if n else 0
     nbins = round((SCORE_MAX - SCORE_MIN) / bin_width)
     below = np.zeros(nbins, dtype=np.int64)
     high = np.zeros(nbins, dtype=np.int64)
+    found = (_aliases(vectors, codes, subjects, suspect=alias_suspect, same_median=alias_median, block=block)
+             if subjects >= 2 else np.empty(0, dtype=np.int64))
+    # A handful are duplicates to report; when many faces look like other subjects' people, that is the
+    # population (one lab, one camera, one family): they stay in, and the calibration rises.
+    aliases = found if len(found) <= max(10, MAX_ALIAS_SHARE * n) else np.empty(0, dtype=np.int64)
+    aliased_pairs = 0
 
-    def add(values: np.ndarray) -> None:
+    def add(values: np.ndarray, i: np.ndarray, j: np.ndarray) -> int:
+        nonlocal aliased_pairs
+        alias = _aliased(aliases, i, j, codes, subjects)
+        aliased_pairs += int(alias.sum())
+        values = values[~alias]
         dup = values >= duplicate_score
         below[:] += score_histogram(values[~dup], bin_width)
         if dup.any():
             high[:] += score_histogram(values[dup], bin_width)
+        return len(values)
 
     exhaustive = n * (n - 1) // 2 <= max_pairs
     if subjects >= 2 and exhaustive:
@@ -149,18 +205,20 @@ def gallery_sample(vectors: np.ndarray, subject_ids: np.ndarray, *, max_pairs: i
             scores = vectors[start:stop] @ vectors[start:].T
             cross = codes[start:stop, None] != codes[None, start:]
             cross &= np.triu(np.ones((stop - start, n - start), dtype=bool), k=1)
-            add(scores[cross])
+            rows, cols = np.nonzero(cross)
+            add(scores[rows, cols], rows + start, cols + start)
     elif subjects >= 2:
         rng = np.random.default_rng(seed)
         wanted = int(max_pairs)
-        while wanted > 0:
+        for _ in range(10_000):  # bounded: a gallery of aliases only could otherwise never fill the sample
+            if wanted <= 0:
+                break
             m = int(min(chunk, wanted * 1.2 + 1000))
             i = rng.integers(0, n, m)
             j = rng.integers(0, n, m)
             keep = codes[i] != codes[j]
             i, j = i[keep][:wanted], j[keep][:wanted]
-            add(np.einsum("ij,ij->i", vectors[i], vectors[j]))
-            wanted -= len(i)
+            wanted -= add(np.einsum("ij,ij->i", vectors[i], vectors[j]), i, j)
     duplicates = int(high.sum())
     keep_dups = duplicates > max(10, MAX_EXCLUDED_SHARE * (below.sum() + duplicates))
     counts = below + high if keep_dups else below
@@ -169,7 +227,8 @@ def gallery_sample(vectors: np.ndarray, subject_ids: np.ndarray, *, max_pairs: i
                          duplicate_score=duplicate_score,
                          duplicates_excluded=0 if keep_dups else duplicates,
                          duplicates_kept=duplicates if keep_dups else 0,
-                         created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+                         created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                         alias_faces=len(found), alias_pairs_excluded=aliased_pairs)
 
 
 def find_duplicates(vectors_a: np.ndarray, subjects_a: np.ndarray, vectors_b: np.ndarray | None = None,

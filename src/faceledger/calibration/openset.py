@@ -256,6 +256,10 @@ class OpenSetCalibration:
             parts.append(f"{self.gallery_sample.duplicates_excluded:,} cross-subject pairs scoring like one "
                          f"photograph (>= {self.gallery_sample.duplicate_score:g}) were left out of the gallery "
                          "sample as probable duplicate enrolments (list them with find_duplicates).")
+        if self.gallery is not None and self.gallery_sample.alias_pairs_excluded:
+            parts.append(f"{self.gallery_sample.alias_faces:,} faces look like another subject's person (median "
+                         f"score against that subject's faces); their {self.gallery_sample.alias_pairs_excluded:,} "
+                         "pairs were left out of the gallery sample as duplicate enrolments (`gallery duplicates`).")
         if self.gallery is not None and self.gallery_sample.duplicates_kept:
             parts.append(f"The gallery holds {self.gallery_sample.duplicates_kept:,} cross-subject pairs scoring "
                          "like one photograph; they are counted as impostors.")
@@ -285,5 +289,6 @@ class OpenSetCalibration:
             g = self.gallery_sample
             out["gallery_sample"] = {"subjects": g.subjects, "faces": g.faces, "pairs": g.pairs,
                                      "exhaustive": g.exhaustive, "duplicates_excluded": g.duplicates_excluded,
-                                     "duplicates_kept": g.duplicates_kept}
+                                     "duplicates_kept": g.duplicates_kept, "alias_faces": g.alias_faces,
+                                     "alias_pairs_excluded": g.alias_pairs_excluded}
         return out
