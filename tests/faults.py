@@ -263,7 +263,7 @@ def descendants_of_home(home: Path) -> list[int]:
     return _home_processes(home)
 
 
-def store_state(home: Path) -> dict:
+def store_state(home: Path, *, db: str | None = None, index: str | None = None) -> dict:
     """What the store holds, and which images the index the next search uses can find: each face's own
     embedding must come back at rank 1 (ties with an identical score allowed)."""
     import numpy as np
@@ -273,7 +273,7 @@ def store_state(home: Path) -> dict:
     from faceledger.engine import Engine
     from faceledger.store import FaceRecord, Gallery, ImageRecord, LedgerEntry
 
-    engine = Engine(Settings(home=home, operator="fault-tester"))
+    engine = Engine(Settings(home=home, operator="fault-tester", db=db, **({"index": index} if index else {})))
     try:
         with engine.sessions() as session:
             gallery = session.execute(select(Gallery).where(Gallery.name == GALLERY)).scalar_one()
@@ -301,3 +301,240 @@ def store_state(home: Path) -> dict:
         engine.close()
     return {"stored": stored, "searchable": searchable, "faces": len(rows), "duplicated": int(duplicated),
             "unsearchable": unsearchable + max(0, extra), "ledger_gap_free": seqs == list(range(1, len(seqs) + 1))}
+
+
+# --- many writers: two `faceledger serve` on one PostgreSQL, clients over HTTP (tests/test_faults_writers.py) --
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """`faceledger serve` in its own process on 127.0.0.1."""
+
+    def __init__(self, env: dict, log: Path, guard_s: float = 240) -> None:
+        import httpx
+
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self.process = start([*CLI, "serve", "--host", "127.0.0.1", "--port", str(self.port)], env, log)
+        deadline = time.monotonic() + guard_s  # a hang guard, not a timing assertion
+        while True:
+            try:
+                if httpx.get(self.base + "/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.process.kill()
+                raise RuntimeError("faceledger serve did not start: " + log.read_text()[-2000:])
+            time.sleep(0.3)
+
+    def kill(self) -> list[int]:
+        kids = [p.pid for p in descendants(self.process.pid)]
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+        return kids
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def writers_run(base: Path, db_url: str, *, duration_s: float = 40.0, index: str | None = None, seed: int = 0,
+                uploads: int = 400) -> dict:
+    """Two servers on one PostgreSQL database (one data directory for their index files and ledger head),
+    clients enrolling, searching, reviewing, erasing and purging through both for `duration_s`; server B
+    is `kill -9`ed half-way, its clients move to A. Returns the counts; the caller asserts."""
+    import hashlib
+    import json
+    import threading
+    from collections import Counter
+
+    import httpx
+    from sqlalchemy import create_engine, text
+
+    rng = random.Random(seed)
+    home = base / "home"
+    extra = {"FACELEDGER_DB": db_url, "FACELEDGER_RATE_LIMIT_PER_MINUTE": "0"}
+    if index:
+        extra["FACELEDGER_INDEX"] = index
+    env = cli_env(home, **extra)
+    _cli(["gallery", "create", GALLERY], env)
+    tokens = {}
+    for name, role in (("enr", "enroller"), ("ana", "analyst"), ("rev", "reviewer"), ("adm", "admin")):
+        tokens[role] = json.loads(_cli(["user", "add", name, "--role", role, "--json"], env).stdout)["token"]
+    # what the searches find: the LFW sample's first three images per person; victims (erased by subject)
+    # and expiring images (purged) are their own subjects, so erasing or purging them touches nothing else
+    setup = base / "setup"
+    from .conftest import gallery_files, held_out_probes
+
+    for path in gallery_files():
+        (setup / path.parent.name).mkdir(parents=True, exist_ok=True)
+        (setup / path.parent.name / path.name).write_bytes(path.read_bytes())
+    victims = []
+    for n, path in enumerate(varied_images(base / "victim-src", 8, seed=seed + 1000)):
+        victims.append(f"victim-{n}")
+        (setup / victims[-1]).mkdir()
+        path.rename(setup / victims[-1] / path.name)
+    for n, path in enumerate(varied_images(base / "expiring-src", 6, seed=seed + 2000)):
+        (setup / f"expiring-{n}").mkdir()
+        path.rename(setup / f"expiring-{n}" / path.name)
+    _cli(["enroll", str(setup), *ENROLL_ARGS], env)
+    pool = varied_images(base / "uploads", uploads, seed=seed)
+    rng.shuffle(pool)
+    probes = held_out_probes()
+
+    servers = {"A": Server(env, base / "server-a.log"), "B": Server(env, base / "server-b.log")}
+    for server in servers.values():  # each loads its models on its first search: both warm before the clock
+        probe = probes[0]
+        warm = httpx.post(server.base + "/api/v1/search", timeout=600, headers={"Authorization": f"Bearer {tokens['analyst']}"},
+                          data={"gallery": GALLERY, "purpose": "fault test", "case": "warm-up"},
+                          files={"image": (probe.name, probe.read_bytes(), "image/jpeg")})
+        assert warm.status_code == 200, warm.text[-500:]
+    database = create_engine(db_url)
+    with database.begin() as con:  # time passes: the expiring images are now due for purging
+        con.execute(text("update images set retain_until = '2000-01-01' where subject_id in "
+                         "(select id from subjects where name like 'expiring-%')"))
+
+    lock = threading.Lock()
+    stop = threading.Event()
+    b_dead = threading.Event()
+    results: list[tuple[str, str, int | str]] = []  # (server, kind, status or "connection error")
+    acknowledged: set[str] = set()
+    searches: list[str] = []
+    erased: set[str] = set()
+    pending = list(pool)
+
+    def call(kind: str, method: str, path: str, role: str, *, prefer: str, **kwargs):
+        server = "A" if (prefer == "B" and b_dead.is_set()) else prefer
+        try:
+            response = httpx.request(method, servers[server].base + path, timeout=300,
+                                     headers={"Authorization": f"Bearer {tokens[role]}"}, **kwargs)
+        except httpx.TransportError:
+            with lock:
+                results.append((server, kind, "connection error"))
+            return server, None
+        with lock:
+            results.append((server, kind, response.status_code))
+        return server, response
+
+    def enroller(me: str) -> None:
+        while not stop.is_set():
+            with lock:
+                if not pending:
+                    return
+                path = pending.pop()
+            data = path.read_bytes()
+            for _ in range(3):  # retried on the other server when the first one died under it
+                _, response = call("enroll", "POST", f"/api/v1/galleries/{GALLERY}/enroll", "enroller", prefer=me,
+                                   data={"subject": f"{path.parent.name}-api", "source": "fault test",
+                                         "legal_basis": "research"},
+                                   files={"images": (path.name, data, "image/jpeg")})
+                if response is not None:
+                    break
+            if response is not None and response.status_code == 200:
+                body = response.json()
+                if body["enrolled"] or body["duplicates"]:
+                    with lock:
+                        acknowledged.add(hashlib.sha256(data).hexdigest())
+
+    def analyst(me: str) -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            probe = probes[n % len(probes)]
+            _, response = call("search", "POST", "/api/v1/search", "analyst", prefer=me,
+                               data={"gallery": GALLERY, "purpose": "fault test", "case": f"F-{me}-{n}"},
+                               files={"image": (probe.name, probe.read_bytes(), "image/jpeg")})
+            if response is not None and response.status_code == 200 and response.json().get("candidates"):
+                with lock:
+                    searches.append(response.json()["ledger_entry"])
+
+    def reviewer(me: str) -> None:
+        while not stop.is_set():
+            with lock:
+                entry = searches.pop() if searches else None
+            if entry is None:
+                time.sleep(0.2)
+                continue
+            call("review", "POST", "/api/v1/reviews", "reviewer", prefer=me,
+                 json={"search": entry, "candidate": 1, "decision": rng.choice(["confirm", "reject"])})
+
+    def admin(me: str) -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            if n % 2 and victims:
+                victim = victims.pop()
+                _, response = call("erase", "POST", "/api/v1/erase", "admin", prefer=me,
+                                   data={"reason": "fault test", "subject": victim, "gallery": GALLERY})
+                if response is not None and response.status_code == 200:
+                    with lock:
+                        erased.add(victim)
+            else:
+                call("purge", "POST", "/api/v1/purge", "admin", prefer=me)
+            time.sleep(0.5)
+
+    threads = [threading.Thread(target=fn, args=(me,), name=f"{fn.__name__}-{me}")
+               for me in ("A", "B") for fn in (enroller, analyst, reviewer, admin)]
+    t0 = time.monotonic()
+    for thread in threads:
+        thread.start()
+    kill_at = duration_s * rng.uniform(0.35, 0.65)
+    stop.wait(kill_at)
+    killed_children = servers["B"].kill()
+    b_dead.set()
+    killed_at = time.monotonic() - t0
+    stop.wait(max(0.0, duration_s - killed_at))
+    stop.set()
+    for thread in threads:
+        thread.join(600)  # requests in flight finish (bounded by their own timeout)
+    elapsed = time.monotonic() - t0
+    servers["A"].stop()
+    left = orphans(home, killed_children + [servers["A"].process.pid], wait_s=20)
+    reap(left)
+
+    # the checks, on the store itself
+    audit = _cli(["audit", "verify", "--json"], env, check=False)
+    audit_ok = audit.returncode == 0 and json.loads(audit.stdout)["ok"]
+    with database.connect() as con:
+        seqs = [r[0] for r in con.execute(text("select seq from ledger order by seq"))]
+        duplicated = con.execute(text("select count(*) from (select gallery_id, sha256 from images group by "
+                                      "gallery_id, sha256 having count(*) > 1) d")).scalar_one()
+        held = {r[0] for r in con.execute(text("select sha256 from images"))}
+        remaining_victims = {r[0] for r in con.execute(text("select name from subjects where name like 'victim-%'"))}
+        expired_left = con.execute(text("select count(*) from images where retain_until < now()")).scalar_one()
+    database.dispose()
+    state = store_state(home, db=db_url, index=index)
+    counts = Counter((server, status if isinstance(status, str) else f"{status // 100}xx")
+                     for server, _, status in results)
+    five_a = [r for r in results if r[0] == "A" and isinstance(r[2], int) and r[2] >= 500]
+    five_b = [r for r in results if r[0] == "B" and isinstance(r[2], int) and r[2] >= 500]
+    by_kind = Counter(kind for _, kind, status in results if isinstance(status, int) and status < 400)
+    return {
+        "seed": seed, "duration_s": round(elapsed, 1), "killed_b_at_s": round(killed_at, 1),
+        "requests": len(results), "requests_per_s": round(len(results) / elapsed, 2),
+        "answered": sum(isinstance(s, int) for _, _, s in results),
+        "ok_by_kind": dict(by_kind), "status_by_server": {f"{k[0]} {k[1]}": v for k, v in sorted(counts.items())},
+        "server_errors_a": len(five_a), "server_errors_b": len(five_b),
+        "acknowledged_enrolments": len(acknowledged), "acknowledged_missing": len(acknowledged - held),
+        "acknowledged_unsearchable": len(acknowledged - state["searchable"]),
+        "duplicated": int(duplicated), "erased": len(erased), "erased_but_present": len(erased & remaining_victims),
+        "expired_left": int(expired_left), "unsearchable_faces": state["unsearchable"],
+        "ledger_entries": len(seqs), "ledger_gap_free": seqs == list(range(1, len(seqs) + 1)),
+        "audit_ok": bool(audit_ok), "audit": (audit.stdout + audit.stderr)[-800:] if not audit_ok else "",
+        "orphans": len(left), "orphan_lines": left[:5],
+        "server_b_log_tail": servers["B"].log.read_text()[-1500:] if five_b else "",
+        "server_a_log_tail": servers["A"].log.read_text()[-3000:] if five_a else "",
+    }
