@@ -155,8 +155,7 @@ def kill_when(process: subprocess.Popen, *, ready, rng: random.Random, guard_s: 
     if not finished:
         process.send_signal(signal.SIGKILL)
     process.wait()
-    return {"killed": not finished, "after_s": round(time.monotonic() - start_t, 2), "children": kids,
-            "after_commit": bool(ready())}
+    return {"killed": not finished, "after_s": round(time.monotonic() - start_t, 2), "children": kids}
 
 
 def _cli(args: list[str], env: dict, *, check: bool = True) -> subprocess.CompletedProcess:
@@ -186,9 +185,18 @@ def kill_cycle(base: Path, seed: int, *, images: int, workers: int = 2, batch: i
     kills: list[dict] = []
     children: list[int] = []
 
-    def killed(name: str, args: list[str], ready) -> dict:
+    def killed(name: str, args: list[str], ready, committed=None) -> dict:
+        """Kill once ready(); with `committed` (a purge, an erase), half the seeds instead kill at a seeded
+        0.3-5 s (mostly before the commit, during start-up and the work), and report whether it had committed."""
         process = start([*CLI, *args], env, base / f"{name}.log")
+        if committed is not None:
+            ready = committed
+        if committed is not None and rng.random() < 0.5:
+            pause, t0 = rng.uniform(0.3, 5.0), time.monotonic()
+            ready = lambda: committed() or time.monotonic() - t0 > pause  # noqa: E731
         event = kill_when(process, ready=ready, rng=rng, guard_s=600)
+        if committed is not None:
+            event["after_commit"] = bool(committed())
         children.extend(event.pop("children"))
         event["command"] = name
         kills.append(event)
@@ -215,7 +223,7 @@ def kill_cycle(base: Path, seed: int, *, images: int, workers: int = 2, batch: i
                     f"(select id from subjects where name in ({','.join('?' * len(expiring))}))", expiring)
     purged = {sha for sha, path in hashes.items() if path.parent.name in expiring}
     purges = _ledger_count(db, "purge")
-    killed("purge", ["purge"], lambda: _ledger_count(db, "purge") > purges)
+    killed("purge", ["purge"], None, lambda: _ledger_count(db, "purge") > purges)
     _cli(["purge"], env)
 
     # 3. erase one person by face, killed; rerun (which may find nothing left to erase: exit 2, "no match")
@@ -223,7 +231,7 @@ def kill_cycle(base: Path, seed: int, *, images: int, workers: int = 2, batch: i
     face = next(p for p in files if p.parent.name == person)
     erases = _ledger_count(db, "erase")
     killed("erase", ["erase", "--face", str(face), "--gallery", GALLERY, "--reason", "fault test"],
-           lambda: _ledger_count(db, "erase") > erases)
+           None, lambda: _ledger_count(db, "erase") > erases)
     again = _cli(["erase", "--face", str(face), "--gallery", GALLERY, "--reason", "fault test"], env, check=False)
     assert again.returncode in (0, 2), again.stderr[-2000:]
     erased = {sha for sha, path in hashes.items() if path.parent.name == person}
