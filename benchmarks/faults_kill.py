@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 
-from tests.faults import kill_cycle  # noqa: E402
+from tests.faults import kill_cycle
 
 
 def moment(kill: dict) -> str:

@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 
-from tests.faults import writers_run  # noqa: E402
-from tests.pg import PgServer  # noqa: E402
+from tests.faults import writers_run
+from tests.pg import PgServer
 
 KEYS = ("requests", "requests_per_s", "killed_b_at_s", "acknowledged_enrolments", "acknowledged_missing",
         "duplicated", "server_errors_a", "server_errors_b", "orphans", "ledger_entries", "ledger_gap_free",

@@ -15,8 +15,19 @@ import time
 
 import pytest
 
-from .faults import CLI, ENROLL_ARGS, cli_env, descendants, kill_cycle, orphans, reap, sqlite_count, start, \
-    varied_images, _cli
+from .faults import (
+    CLI,
+    ENROLL_ARGS,
+    _cli,
+    cli_env,
+    descendants,
+    kill_cycle,
+    orphans,
+    reap,
+    sqlite_count,
+    start,
+    varied_images,
+)
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL (POSIX)")
 
