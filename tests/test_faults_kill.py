@@ -71,3 +71,62 @@ def test_kill_anywhere_loses_and_duplicates_nothing(tmp_path, seed):
     assert result["orphans"] == 0, result
     assert result["audit_ok"], result["audit"]
     assert result["ledger_gap_free"], result
+
+
+class KilledHere(BaseException):
+    """Stands for a `kill -9` at this point: nothing after it runs (not even `except Exception`)."""
+
+
+def _die(*_args, **_kwargs):
+    raise KilledHere
+
+
+@pytest.mark.parametrize("removal", ["erase", "purge"])
+def test_a_removal_killed_after_its_commit_leaves_no_removed_vector_in_the_index_files(tmp_path, monkeypatch,
+                                                                                       removal):
+    """Erase and purge commit, then rewrite the index files without the removed faces. A kill between the
+    two used to leave the old files, with the removed people's embeddings, on disk (never searched: their
+    generation is stale, but kept until some process next used the gallery). They are now deleted before
+    the commit, and rebuilt from the store on next use."""
+    from datetime import datetime
+
+    import numpy as np
+    from sqlalchemy import select, update
+
+    from faceledger.store import FaceRecord, ImageRecord, Subject
+
+    from .conftest import gallery_files, held_out_probes, open_test_engine
+
+    home = tmp_path / "home"
+    engine = open_test_engine(home)
+    engine.create_gallery("g")
+    engine.enroll(gallery_files()[:9], gallery="g", subject_from_folder=True, source="s", legal_basis="b")
+    gone = gallery_files()[0].parent.name
+    with engine.sessions() as session:
+        subject_id = session.execute(select(Subject.id).where(Subject.name == gone)).scalar_one()
+        removed = [bytes(b) for b in session.execute(select(FaceRecord.embedding).where(
+            FaceRecord.subject_id == subject_id)).scalars()]
+    index_dir = engine.settings.index_dir
+    assert removed and all(v in b"".join(p.read_bytes() for p in index_dir.iterdir() if p.is_file())
+                           for v in removed), "the index files must hold the faces before the removal"
+    monkeypatch.setattr(engine.indexes, "refresh", _die)  # the process dies right after the commit
+    with pytest.raises(KilledHere):
+        if removal == "erase":
+            engine.erase(reason="request 1", subject=gone, gallery="g")
+        else:
+            with engine.writing() as session:
+                session.execute(update(ImageRecord).where(ImageRecord.subject_id == subject_id).values(
+                    retain_until=datetime(2000, 1, 1)))
+                session.commit()
+            engine.purge()
+    on_disk = b"".join(p.read_bytes() for p in index_dir.iterdir() if p.is_file())
+    assert not any(v in on_disk for v in removed), "a removed face's embedding survived in an index file"
+    again = open_test_engine(home)  # the next process: rebuilds from the store, finds the rest, not them
+    try:
+        result = again.search(held_out_probes()[0], gallery="g", purpose="p", case="c")
+        assert result.gallery_size == 9 - len(removed)
+        assert all(c.subject != gone for c in result.candidates)
+        assert again.audit_verify().ok
+        assert np.isfinite(result.threshold)
+    finally:
+        again.close()
