@@ -56,9 +56,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--append", action="store_true", help="keep the runs already in the JSON and add these")
     args = parser.parse_args()
     out = ROOT / "benchmarks" / "results" / "faults_kill.json"
-    rows = []
+    rows = json.loads(out.read_text())["runs"] if args.append and out.exists() else []
     started = time.time()
     print("| seed | enrol killed at: s (images stored) | purge killed | erase killed | reindex killed at | "
           "images held at the end | lost | duplicated | orphans | audit ok, gap-free |")
