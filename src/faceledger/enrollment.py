@@ -6,6 +6,8 @@ import hashlib
 import io
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -210,7 +212,31 @@ def analyse(pipeline: FacePipeline, item: WorkItem, *, settings: Settings, on_mu
 _worker_state: dict = {}
 
 
-def _init_worker(settings_json: str, on_multiple: str) -> None:
+PARENT_POLL_S = 0.25
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """Make this worker die with the process that started it, however that one ends (even `kill -9`).
+
+    A pool worker otherwise outlives a killed parent: it waits forever on the task queue, whose write end
+    it holds itself, and keeps the multiprocessing resource tracker (which exits when its last client is
+    gone) alive with it. A daemon thread polls the parent's pid (a dead parent's children are re-parented,
+    so os.getppid() changes) and ends this process at once. Polling rather than Linux's PR_SET_PDEATHSIG:
+    that signal fires when the *thread* that spawned the worker exits, which in a server need not mean the
+    process has."""
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)
+
+    if os.getppid() != parent_pid:  # the parent died before this worker got here
+        os._exit(1)
+    threading.Thread(target=watch, name="faceledger-parent-watch", daemon=True).start()
+
+
+def _init_worker(settings_json: str, on_multiple: str, parent_pid: int | None = None) -> None:
+    if parent_pid is not None:
+        _exit_with_parent(parent_pid)
     import cv2
 
     cv2.setNumThreads(1)
@@ -245,12 +271,16 @@ def analyse_all(items: list[WorkItem], *, pipeline: FacePipeline, settings: Sett
             yield analyse(pipeline, item, settings=settings, on_multiple=on_multiple)
         return
     context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                               initargs=(settings.model_dump_json(), on_multiple, os.getpid()))
     try:
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                                 initargs=(settings.model_dump_json(), on_multiple)) as pool:
-            yield from pool.map(_analyse_in_worker, items, chunksize=4)
+        yield from pool.map(_analyse_in_worker, items, chunksize=4)
     except BrokenProcessPool as exc:
         raise FaceledgerError(
             f"a worker process died ({exc}); what was enrolled so far is kept: rerun to resume, "
             "or use --workers 1 to see the error"
         ) from None
+    finally:
+        # When the caller stops early (an error while storing a batch, an interrupt), drop the work not yet
+        # started instead of analysing every remaining file first (what `with pool:` would do).
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -40,6 +40,7 @@ class Governance:
             entry = ctx.ledger.append(session, actor=actor, action="purge", payload={
                 "at": now.isoformat(), **removal.summary(),
                 "galleries": {str(g): len(ids) for g, ids in removal.face_ids_by_gallery.items()}})
+            self.indexes.discard_files(removal)  # a kill after the commit must not leave them on disk
             session.commit()
         ctx.ledger.note_committed(entry)
         self.indexes.refresh(removal)
@@ -164,6 +165,7 @@ class Governance:
             entry = ctx.ledger.append(session, actor=principal.name, action="erase", payload={
                 **request, "outcome": "erased", **removal.summary(),
                 "subjects": [{k: m[k] for k in ("gallery", "subject_id", "score", "threshold")} for m in matches]})
+            self.indexes.discard_files(removal)  # a kill after the commit must not leave them on disk
             session.commit()
         ctx.ledger.note_committed(entry)
         self.indexes.refresh(removal)

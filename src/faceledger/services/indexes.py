@@ -94,6 +94,14 @@ class IndexCache:
             index = self.get(session, gallery_row)
             self.files.save(index, self.expected_meta(gallery_row, len(index)))
 
+    def discard_files(self, removal: Removal) -> None:
+        """Before a removal commits: delete the affected galleries' index files, so that a process killed
+        between the commit and `refresh` leaves no copy of the removed vectors in them. The index is a
+        cache: a missing file is rebuilt from the store on next use, and `refresh` writes it again."""
+        for gallery_id in removal.face_ids_by_gallery:
+            for path in self.files.paths(gallery_id):
+                path.unlink(missing_ok=True)
+
     def refresh(self, removal: Removal) -> None:
         """Take deleted vectors out of held indexes and rewrite the index files, so none survive on disk."""
         if not removal.face_ids_by_gallery:
