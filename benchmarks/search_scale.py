@@ -4,8 +4,8 @@
     .venv/bin/python benchmarks/search_scale.py --sizes 100000 --no-write   # quick look
 
 Gallery = M real LFW embeddings ("mates": the first image of every LFW person with >= 2 usable
-images, from the cached faceledger pipeline embeddings, benchmarks/results/cache/lfw-sface-2021dec-det0.7.npz,
-see benchmarks/lfw_common.py) + N synthetic distractors of one of two kinds:
+images, from the cached faceledger pipeline embeddings: benchmarks/lfw_common.py, cache folder
+benchmarks/results/cache or FACELEDGER_BENCH_CACHE) + N synthetic distractors of one of two kinds:
 
 * `iso`: isotropic random unit vectors (the worst case for IVF: no structure).
 * `gmm`: draws from a Gaussian mixture fitted to the LFW embeddings (k-means, 32 components, full
@@ -48,20 +48,33 @@ sys.path.insert(0, str(REPO / "src"))
 from faceledger.index import faiss_index  # noqa: E402
 from faceledger.index.faiss_index import FaissIndex  # noqa: E402
 
-CACHE = REPO / "benchmarks" / "results" / "cache" / "lfw-sface-2021dec-det0.7.npz"
 RESULTS = REPO / "benchmarks" / "results"
 DIM = 128
 
 
 def log(*args) -> None:
-    print(f"[{time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.1f}]", *args, file=sys.stderr, flush=True)
+    print(f"[{time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.1f} {memory()}]", *args, file=sys.stderr,
+          flush=True)
+
+
+def memory() -> str:
+    """This process's resident memory: anonymous (heap, arrays) and peak (incl. mapped file pages)."""
+    try:
+        with open("/proc/self/status") as fh:
+            status = dict(line.split(":", 1) for line in fh)
+        return f"anon {int(status['RssAnon'].split()[0]) / 2**20:.1f} GB, peak {int(status['VmHWM'].split()[0]) / 2**20:.1f} GB"
+    except (OSError, KeyError, ValueError):
+        return ""
 
 
 # -- data ------------------------------------------------------------------------------------------
 
 def lfw_mates(n_probes: int, seed: int):
-    z = np.load(CACHE)
-    paths, emb, ok = z["paths"], z["embeddings"], ~z["failed"] & z["usable"]
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from lfw_common import DEFAULT_LFW, load_embeddings  # the shared, cached pipeline embeddings
+
+    e = load_embeddings(Path(os.environ.get("FACELEDGER_LFW", DEFAULT_LFW)))
+    paths, emb, ok = np.asarray(e.paths), e.embeddings, ~e.failed & e.usable
     people: dict[str, list[int]] = {}
     for i, p in enumerate(paths):
         if ok[i]:
@@ -223,22 +236,19 @@ def run(args) -> dict:
                 row = {**base, "method": method, "params": params, "build_s": round(build_s, 2),
                        "bytes_per_face": round(bpf, 1), "bytes_extra": extra_bpf, "p50_ms": round(p50, 3),
                        "p99_ms": round(p99, 3), "lat_n": lat_n, "qps_2t": round(qps, 1),
-                       **quality(found, exact_ids, probe_mate_rows), "load1": os.getloadavg()[0], **kw}
+                       **quality(found, exact_ids, probe_mate_rows), "load1": os.getloadavg()[0],
+                       "memory": memory(), **kw}
                 rows.append(row)
                 log(f"{kind} N={n:,} {method} {params}: p50 {p50:.2f} ms, {bpf:.1f} B/face, "
                     f"ret {row['mate_retention']:.4f}, R@10 {row['recall_at_10']:.3f}, {qps:.0f} QPS")
                 return row
 
-            # exact: FAISS Flat (also the ground truth) and numpy
-            t = time.time()
-            flat = faiss.IndexFlatIP(DIM)
-            flat.add(gallery)
-            build = time.time() - t
-            _, exact_ids = flat.search(probes, 10)
-            add_row("faiss Flat (exact)", "", build, 512, lambda q: flat.search(q, 10), exact_ids,
-                    lat_n=nlat_exact)
-            del flat
-            gc.collect()
+            # exact: FAISS Flat (also the ground truth) and numpy. faiss.knn is the brute-force kernel of
+            # IndexFlatIP.search, run on the gallery array itself (an IndexFlatIP would copy 512 B/face).
+            def flat(q):
+                return faiss.knn(q, gallery, 10, metric=faiss.METRIC_INNER_PRODUCT)
+            _, exact_ids = flat(probes)
+            add_row("faiss Flat (exact)", "", 0.0, 512, flat, exact_ids, lat_n=nlat_exact)
             np_fn = numpy_search(gallery, 10)
             np_found = np.concatenate([np_fn(probes[i:i + 100])[1] for i in range(0, len(probes), 100)])
             add_row("numpy fp32 scan (G@q + argpartition)", "", 0.0, 512, np_fn, np_found, lat_n=nlat_exact,
@@ -249,6 +259,8 @@ def run(args) -> dict:
                 configs.append(("IVF1024,PQ64x4fs", ["nprobe=256", "nprobe=512"], 300))
             if kind == "gmm" and n == n_max:
                 configs.insert(1, ("PQ32x4fs", ["exhaustive"], 1000))
+            if not args.faiss_rows:
+                configs = []
             for factory, param_list, rerank in configs:
                 t = time.time()
                 if factory.startswith("IVF"):
@@ -278,30 +290,37 @@ def run(args) -> dict:
                             extra_bpf="+512 (re-rank rows)" if rerank else "")
                 del index
                 gc.collect()
-            # faceledger's own index, FACELEDGER_INDEX=auto, through the same harness
-            t = time.time()
-            engine_index = FaissIndex(DIM, "auto", count_hint=ntot, vectors_path=tmp / f"{kind}-{n}.f32")
-            ids = np.arange(ntot, dtype=np.int64)
-            with engine_index:
-                for s in range(0, ntot, 1_000_000):
-                    engine_index.add(ids[s:s + 1_000_000], gallery[s:s + 1_000_000])
-            build = time.time() - t
-            fn = (lambda ix: (lambda q: ix.search(q, 10)))(engine_index)
-            _, found = fn(probes)
-            extra = "" if engine_index.vectors is None else "+512 on disk (mmap)"
-            add_row("faceledger engine index (auto)", engine_index.kind, build,
-                    engine_index.bytes_in_ram / ntot, fn, found, extra_bpf=extra)
-            if engine_index.vectors is not None:
-                engine_index.vectors.path.unlink(missing_ok=True)
-            del engine_index
-            gc.collect()
+            # faceledger's own index through the same harness: FACELEDGER_INDEX=auto, and any other
+            # settings asked for (e.g. the previous auto's explicit string, for a before/after row)
+            for description in args.engine:
+                if description == args.before and ntot < faiss_index.AUTO_FLAT_MAX:
+                    continue  # below the cut-over the previous auto was Flat too: the auto row says it
+                t = time.time()
+                engine_index = FaissIndex(DIM, description, count_hint=ntot, vectors_path=tmp / f"{kind}-{n}.f32")
+                ids = np.arange(ntot, dtype=np.int64)
+                with engine_index:
+                    for s in range(0, ntot, 1_000_000):
+                        engine_index.add(ids[s:s + 1_000_000], gallery[s:s + 1_000_000])
+                build = time.time() - t
+                fn = (lambda ix: (lambda q: ix.search(q, 10)))(engine_index)
+                _, found = fn(probes)
+                extra = "" if engine_index.vectors is None else "+512 on disk (mmap)"
+                name = "auto" if description == "auto" else args.engine_names.get(description, "explicit")
+                add_row(f"faceledger engine index ({name})", engine_index.kind, build,
+                        engine_index.bytes_in_ram / ntot, fn, found, extra_bpf=extra)
+                if engine_index.vectors is not None:
+                    engine_index.vectors._fh.close()
+                    engine_index.vectors.path.unlink(missing_ok=True)
+                del engine_index, fn
+                gc.collect()
         del gallery_all
         gc.collect()
     return {
         "machine": {"cpu": _cpu(), "cores": os.cpu_count(), "python": platform.python_version(),
                     "numpy": np.__version__, "faiss": faiss.__version__},
         "config": {"sizes": sizes, "kinds": args.kinds, "mates": M, "probes": len(probes), "seed": args.seed,
-                   "auto_flat_max": faiss_index.AUTO_FLAT_MAX},
+                   "auto_flat_max": faiss_index.AUTO_FLAT_MAX, "auto_compressed": faiss_index.AUTO_COMPRESSED,
+                   "engine": args.engine, "faiss_rows": args.faiss_rows},
         "data": data_notes, "rows": rows, "wall_s": round(time.time() - t_run, 1),
         "loadavg_end": os.getloadavg(),
     }
@@ -337,17 +356,29 @@ def main() -> None:
     parser.add_argument("--probes", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--tmp", help="folder for the engine index's re-rank file (default: a temp dir)")
+    parser.add_argument("--engine", nargs="+", default=["auto"], metavar="SETTING",
+                        help="engine index settings to measure (default: auto); e.g. the previous auto's string")
+    parser.add_argument("--before", default=None, metavar="SETTING",
+                        help="also measure this explicit engine setting, labelled 'auto before' (e.g. "
+                             "'IVF1024,PQ64x4fs;nprobe=512;rerank=300')")
+    parser.add_argument("--no-faiss-rows", dest="faiss_rows", action="store_false",
+                        help="skip the plain FAISS PQ/IVF rows (exact peers and engine rows only)")
+    parser.add_argument("--out", default="search_scale", help="results name: benchmarks/results/OUT.{json,md}")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
+    args.engine_names = {}
+    if args.before:
+        args.engine = [args.before, *args.engine]
+        args.engine_names[args.before] = "auto before"
     log(f"start; loadavg {os.getloadavg()}")
     result = run(args)
     table = markdown(result)
     print(table)
     if not args.no_write:
         RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "search_scale.json").write_text(json.dumps(result, indent=1))
-        (RESULTS / "search_scale.md").write_text(table)
-        log(f"wrote {RESULTS / 'search_scale.json'}")
+        (RESULTS / f"{args.out}.json").write_text(json.dumps(result, indent=1))
+        (RESULTS / f"{args.out}.md").write_text(table)
+        log(f"wrote {RESULTS / (args.out + '.json')}")
 
 
 if __name__ == "__main__":
