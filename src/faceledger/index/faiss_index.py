@@ -38,14 +38,15 @@ from . import check_ids, check_vectors, no_hits
 AUTO = "auto"
 AUTO_FLAT_MAX = 200_000
 """Largest gallery `auto` keeps exact (see docs/benchmarks-scale.md for the measurements behind it)."""
-AUTO_COMPRESSED = "IVF1024,PQ{m}x4fs;nprobe=512;rerank=300"
-"""Above AUTO_FLAT_MAX: 4-bit fast-scan PQ with dim/2 sub-quantizers (32 B/face for 128-D) in 1024 lists of
-which half are scanned, then the best 300 rows re-scored exactly from the memory-mapped float32 file.
-At 10M faces on one core: p50 ~20 ms, mate rank-1 retention 0.997. Scanning a quarter of the lists
-halves the time but kept only 0.981 of mates when trained on the gallery's own (synthetic) sample, so
-retention wins; see docs/benchmarks-scale.md."""
+AUTO_COMPRESSED = "IVF4096,PQ{m}x4fs;nprobe=1024;rerank=300"
+"""Above AUTO_FLAT_MAX: 4-bit fast-scan PQ with dim/2 sub-quantizers (32 B/face for 128-D) in 4096 lists
+(flat coarse quantizer, 2 MB) of which a quarter are scanned, then the best 300 rows re-scored exactly
+from the memory-mapped float32 file. Trained on up to TRAIN_SAMPLE faces: with 4096 lists trained on
+400k faces a quarter of the codes holds as many real mates as half of them did with 1024 lists trained
+on 100k (the previous auto, IVF1024,PQ{m}x4fs;nprobe=512), so a query scans half as much; see
+docs/benchmarks-scale.md."""
 AUTO_COMPRESSED_RERANK = 300
-TRAIN_SAMPLE = 100_000
+TRAIN_SAMPLE = 400_000
 ADD_CHUNK = 65_536
 
 
