@@ -32,6 +32,7 @@ import gc
 import json
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -260,10 +261,11 @@ def run(args) -> dict:
                 return faiss.knn(q, gallery, 10, metric=faiss.METRIC_INNER_PRODUCT)
             _, exact_ids = flat(probes)
             add_row("faiss Flat (exact)", "", 0.0, 512, flat, exact_ids, lat_n=nlat_exact)
-            np_fn = numpy_search(gallery, 10)
-            np_found = np.concatenate([np_fn(probes[i:i + 100])[1] for i in range(0, len(probes), 100)])
-            add_row("numpy fp32 scan (G@q + argpartition)", "", 0.0, 512, np_fn, np_found, lat_n=nlat_exact,
-                    qps_q=probes[:200] if big else probes)
+            if args.numpy:
+                np_fn = numpy_search(gallery, 10)
+                np_found = np.concatenate([np_fn(probes[i:i + 100])[1] for i in range(0, len(probes), 100)])
+                add_row("numpy fp32 scan (G@q + argpartition)", "", 0.0, 512, np_fn, np_found, lat_n=nlat_exact,
+                        qps_q=probes[:200] if big else probes)
             # compressed indexes, each re-ranked exactly from float32 rows (IndexRefineFlat-like)
             configs = [("PQ32x4fs", ["exhaustive"], 100), ("PQ64x4fs", ["exhaustive"], 300)]
             if n >= 1_000_000:
@@ -319,6 +321,14 @@ def run(args) -> dict:
                 name = "auto" if description == "auto" else args.engine_names.get(description, "explicit")
                 add_row(f"faceledger engine index ({name})", engine_index.kind, build,
                         engine_index.bytes_in_ram / ntot, fn, found, extra_bpf=extra)
+                if description == "auto" and "nprobe" in engine_index.kind:
+                    inner = faiss.downcast_index(engine_index._index.index)
+                    for nprobe in args.auto_nprobe:  # same built index, other search-time nprobe
+                        faiss.ParameterSpace().set_index_parameters(inner, f"nprobe={nprobe}")
+                        _, found = fn(probes)
+                        add_row("faceledger engine index (auto, other nprobe)",
+                                re.sub(r"nprobe=\d+", f"nprobe={nprobe}", engine_index.kind), build,
+                                engine_index.bytes_in_ram / ntot, fn, found, extra_bpf=extra)
                 if engine_index.vectors is not None:
                     engine_index.vectors._fh.close()
                     engine_index.vectors.path.unlink(missing_ok=True)
@@ -378,6 +388,9 @@ def main() -> None:
     parser.add_argument("--gallery-on-disk", action="store_true",
                         help="hold the synthetic gallery in a memory-mapped file in --tmp (10M: 5 GB of page "
                              "cache instead of anonymous memory)")
+    parser.add_argument("--auto-nprobe", type=int, nargs="*", default=[],
+                        help="also measure the engine's auto index at these nprobe values (no rebuild)")
+    parser.add_argument("--no-numpy", dest="numpy", action="store_false", help="skip the numpy peer row")
     parser.add_argument("--out", default="search_scale", help="results name: benchmarks/results/OUT.{json,md}")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
