@@ -17,7 +17,6 @@ file, so a new gallery works from its first face.
 The settings string is `FACTORY[;param=value...]`: FAISS search parameters such as `nprobe=256` and
 our own `rerank=N` (default 300; 0 = only the k best codes, still re-scored). `auto` means `Flat` up to
 `AUTO_FLAT_MAX` faces and `AUTO_COMPRESSED` above it; an `auto` index converts itself when it crosses the size.
-From `AUTO_FINE_MIN` faces a (re)build under `auto` chooses `AUTO_FINE` (more lists, fewer scanned).
 """
 
 from __future__ import annotations
@@ -42,16 +41,12 @@ AUTO_FLAT_MAX = 200_000
 AUTO_COMPRESSED = "IVF1024,PQ{m}x4fs;nprobe=512;rerank=300"
 """Above AUTO_FLAT_MAX: 4-bit fast-scan PQ with dim/2 sub-quantizers (32 B/face for 128-D) in 1024 lists of
 which half are scanned, then the best 300 rows re-scored exactly from the memory-mapped float32 file.
-At 1M faces on one core: p50 ~2 ms, mate rank-1 retention 0.998; see docs/benchmarks-scale.md."""
-AUTO_FINE_MIN = 2_000_000
-"""From this size `auto` builds AUTO_FINE instead of AUTO_COMPRESSED (on a rebuild or `reindex`)."""
-AUTO_FINE = "IVF4096,PQ{m}x4fs;nprobe=1024;rerank=300"
-"""4096 lists (flat coarse quantizer, 2 MB), a quarter scanned. Trained on up to TRAIN_SAMPLE faces, a
-quarter of 4096 lists holds about as many real mates as half of 1024 lists, so a query scans half as
-many codes: at 10M faces half the time of AUTO_COMPRESSED. Below AUTO_FINE_MIN it is not worth it:
-its fixed ~4 MB (centroids, per-list padding) costs > 64 B/face near 200k, and at 1M it was no faster."""
+At 10M faces on one core (AMD EPYC guest): p50 7.7 ms, mate rank-1 retention 0.999 when trained on
+400k faces. 4096 lists need 2048 probes (10.8 ms) to keep as many mates, 1536 (8.6 ms) for 0.9955;
+see docs/benchmarks-scale.md."""
 AUTO_COMPRESSED_RERANK = 300
 TRAIN_SAMPLE = 400_000
+"""Faces sampled to train a compressed index (was 100k: 400k keeps more mates at the same nprobe)."""
 ADD_CHUNK = 65_536
 
 
@@ -103,7 +98,7 @@ def resolve(description: str, count: int, dim: int) -> str:
         return description
     if count < AUTO_FLAT_MAX or dim % 2:
         return "Flat"
-    return (AUTO_FINE if count >= AUTO_FINE_MIN else AUTO_COMPRESSED).format(m=dim // 2)
+    return AUTO_COMPRESSED.format(m=dim // 2)
 
 
 def min_train(factory: str) -> int:
