@@ -2,6 +2,10 @@
 
     .venv/bin/python benchmarks/search_scale.py                       # ~25 min on 2 cores, ~16 GB RAM
     .venv/bin/python benchmarks/search_scale.py --sizes 100000 --no-write   # quick look
+    # 10M, exact peers and the engine only, previous setting beside auto (~7 min on a quiet 2-core box,
+    # < 1.5 GB anonymous memory + 5 GB page cache for the gallery + the 5 GB re-rank file):
+    .venv/bin/python benchmarks/search_scale.py --sizes 10000000 --kinds gmm --no-faiss-rows --no-numpy \
+        --gallery-on-disk --tmp DIR --before 'IVF4096,PQ64x4fs;nprobe=1536;rerank=300' --out search_scale_10m
 
 Gallery = M real LFW embeddings ("mates": the first image of every LFW person with >= 2 usable
 images, from the cached faceledger pipeline embeddings: benchmarks/lfw_common.py, cache folder
