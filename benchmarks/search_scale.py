@@ -2,10 +2,14 @@
 
     .venv/bin/python benchmarks/search_scale.py                       # ~25 min on 2 cores, ~16 GB RAM
     .venv/bin/python benchmarks/search_scale.py --sizes 100000 --no-write   # quick look
+    # 10M, exact peers and the engine only, previous setting beside auto (~7 min on a quiet 2-core box,
+    # < 1.5 GB anonymous memory + 5 GB page cache for the gallery + the 5 GB re-rank file):
+    .venv/bin/python benchmarks/search_scale.py --sizes 10000000 --kinds gmm --no-faiss-rows --no-numpy \
+        --gallery-on-disk --tmp DIR --before 'IVF4096,PQ64x4fs;nprobe=1536;rerank=300' --out search_scale_10m
 
 Gallery = M real LFW embeddings ("mates": the first image of every LFW person with >= 2 usable
-images, from the cached faceledger pipeline embeddings, benchmarks/results/cache/lfw-sface-2021dec-det0.7.npz,
-see benchmarks/lfw_common.py) + N synthetic distractors of one of two kinds:
+images, from the cached faceledger pipeline embeddings: benchmarks/lfw_common.py, cache folder
+benchmarks/results/cache or FACELEDGER_BENCH_CACHE) + N synthetic distractors of one of two kinds:
 
 * `iso`: isotropic random unit vectors (the worst case for IVF: no structure).
 * `gmm`: draws from a Gaussian mixture fitted to the LFW embeddings (k-means, 32 components, full
@@ -32,6 +36,7 @@ import gc
 import json
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -48,20 +53,33 @@ sys.path.insert(0, str(REPO / "src"))
 from faceledger.index import faiss_index  # noqa: E402
 from faceledger.index.faiss_index import FaissIndex  # noqa: E402
 
-CACHE = REPO / "benchmarks" / "results" / "cache" / "lfw-sface-2021dec-det0.7.npz"
 RESULTS = REPO / "benchmarks" / "results"
 DIM = 128
 
 
 def log(*args) -> None:
-    print(f"[{time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.1f}]", *args, file=sys.stderr, flush=True)
+    print(f"[{time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.1f} {memory()}]", *args, file=sys.stderr,
+          flush=True)
+
+
+def memory() -> str:
+    """This process's resident memory: anonymous (heap, arrays) and peak (incl. mapped file pages)."""
+    try:
+        with open("/proc/self/status") as fh:
+            status = dict(line.split(":", 1) for line in fh)
+        return f"anon {int(status['RssAnon'].split()[0]) / 2**20:.1f} GB, peak {int(status['VmHWM'].split()[0]) / 2**20:.1f} GB"
+    except (OSError, KeyError, ValueError):
+        return ""
 
 
 # -- data ------------------------------------------------------------------------------------------
 
 def lfw_mates(n_probes: int, seed: int):
-    z = np.load(CACHE)
-    paths, emb, ok = z["paths"], z["embeddings"], ~z["failed"] & z["usable"]
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from lfw_common import DEFAULT_LFW, load_embeddings  # the shared, cached pipeline embeddings
+
+    e = load_embeddings(Path(os.environ.get("FACELEDGER_LFW", DEFAULT_LFW)))
+    paths, emb, ok = np.asarray(e.paths), e.embeddings, ~e.failed & e.usable
     people: dict[str, list[int]] = {}
     for i, p in enumerate(paths):
         if ok[i]:
@@ -116,16 +134,22 @@ def fill_distractors(out: np.ndarray, kind: str, gmm, seed: int) -> None:
 
 # -- measuring -------------------------------------------------------------------------------------
 
-def timed(fn, queries: np.ndarray, n: int) -> tuple[float, float]:
+def timed(fn, queries: np.ndarray, n: int) -> tuple[float, float, float]:
+    """p50 and p99 wall-clock ms of one query on 1 thread, and p50 of the CPU time that thread used.
+
+    On a shared machine the wall clock includes time spent waiting for a core; the thread's CPU time
+    does not (it still includes cache and memory-bandwidth contention)."""
     with threadpool_limits(1):
         faiss.omp_set_num_threads(1)
         fn(queries[:3])  # warm-up
-        times = []
+        times, cpu = [], []
         for q in queries[:n]:
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.thread_time()
             fn(q[None, :])
             times.append(time.perf_counter() - t)
-    return float(np.percentile(times, 50) * 1e3), float(np.percentile(times, 99) * 1e3)
+            cpu.append(time.thread_time() - c)
+    return (float(np.percentile(times, 50) * 1e3), float(np.percentile(times, 99) * 1e3),
+            float(np.percentile(cpu, 50) * 1e3))
 
 
 def throughput(fn, queries: np.ndarray) -> float:
@@ -198,7 +222,11 @@ def run(args) -> dict:
                                                   "min": float(genuine.min())}
     tmp = Path(args.tmp or tempfile.mkdtemp(prefix="faceledger-scale-"))
     for kind in args.kinds:
-        gallery_all = np.empty((M + n_max, DIM), np.float32)
+        if args.gallery_on_disk:  # page cache instead of anonymous memory: the OS may drop and re-read it
+            gallery_all = np.lib.format.open_memmap(tmp / f"gallery-{kind}.npy", mode="w+", dtype=np.float32,
+                                                    shape=(M + n_max, DIM))
+        else:
+            gallery_all = np.empty((M + n_max, DIM), np.float32)
         gallery_all[:M] = mates
         t = time.time()
         fill_distractors(gallery_all[M:], kind, gmm, args.seed)
@@ -218,37 +246,38 @@ def run(args) -> dict:
             base = {"distractors": kind, "N": n, "gallery": ntot}
 
             def add_row(method, params, build_s, bpf, fn, found, extra_bpf="", lat_n=nlat, qps_q=probes, **kw):
-                p50, p99 = timed(fn, probes, lat_n)
+                p50, p99, p50_cpu = timed(fn, probes, lat_n)
                 qps = throughput(fn, qps_q)
                 row = {**base, "method": method, "params": params, "build_s": round(build_s, 2),
                        "bytes_per_face": round(bpf, 1), "bytes_extra": extra_bpf, "p50_ms": round(p50, 3),
+                       "p50_cpu_ms": round(p50_cpu, 3),
                        "p99_ms": round(p99, 3), "lat_n": lat_n, "qps_2t": round(qps, 1),
-                       **quality(found, exact_ids, probe_mate_rows), "load1": os.getloadavg()[0], **kw}
+                       **quality(found, exact_ids, probe_mate_rows), "load1": os.getloadavg()[0],
+                       "memory": memory(), **kw}
                 rows.append(row)
-                log(f"{kind} N={n:,} {method} {params}: p50 {p50:.2f} ms, {bpf:.1f} B/face, "
+                log(f"{kind} N={n:,} {method} {params}: p50 {p50:.2f} ms (CPU {p50_cpu:.2f}), {bpf:.1f} B/face, "
                     f"ret {row['mate_retention']:.4f}, R@10 {row['recall_at_10']:.3f}, {qps:.0f} QPS")
                 return row
 
-            # exact: FAISS Flat (also the ground truth) and numpy
-            t = time.time()
-            flat = faiss.IndexFlatIP(DIM)
-            flat.add(gallery)
-            build = time.time() - t
-            _, exact_ids = flat.search(probes, 10)
-            add_row("faiss Flat (exact)", "", build, 512, lambda q: flat.search(q, 10), exact_ids,
-                    lat_n=nlat_exact)
-            del flat
-            gc.collect()
-            np_fn = numpy_search(gallery, 10)
-            np_found = np.concatenate([np_fn(probes[i:i + 100])[1] for i in range(0, len(probes), 100)])
-            add_row("numpy fp32 scan (G@q + argpartition)", "", 0.0, 512, np_fn, np_found, lat_n=nlat_exact,
-                    qps_q=probes[:200] if big else probes)
+            # exact: FAISS Flat (also the ground truth) and numpy. faiss.knn is the brute-force kernel of
+            # IndexFlatIP.search, run on the gallery array itself (an IndexFlatIP would copy 512 B/face).
+            def flat(q):
+                return faiss.knn(q, gallery, 10, metric=faiss.METRIC_INNER_PRODUCT)
+            _, exact_ids = flat(probes)
+            add_row("faiss Flat (exact)", "", 0.0, 512, flat, exact_ids, lat_n=nlat_exact)
+            if args.numpy:
+                np_fn = numpy_search(gallery, 10)
+                np_found = np.concatenate([np_fn(probes[i:i + 100])[1] for i in range(0, len(probes), 100)])
+                add_row("numpy fp32 scan (G@q + argpartition)", "", 0.0, 512, np_fn, np_found, lat_n=nlat_exact,
+                        qps_q=probes[:200] if big else probes)
             # compressed indexes, each re-ranked exactly from float32 rows (IndexRefineFlat-like)
             configs = [("PQ32x4fs", ["exhaustive"], 100), ("PQ64x4fs", ["exhaustive"], 300)]
             if n >= 1_000_000:
                 configs.append(("IVF1024,PQ64x4fs", ["nprobe=256", "nprobe=512"], 300))
             if kind == "gmm" and n == n_max:
                 configs.insert(1, ("PQ32x4fs", ["exhaustive"], 1000))
+            if not args.faiss_rows:
+                configs = []
             for factory, param_list, rerank in configs:
                 t = time.time()
                 if factory.startswith("IVF"):
@@ -278,30 +307,46 @@ def run(args) -> dict:
                             extra_bpf="+512 (re-rank rows)" if rerank else "")
                 del index
                 gc.collect()
-            # faceledger's own index, FACELEDGER_INDEX=auto, through the same harness
-            t = time.time()
-            engine_index = FaissIndex(DIM, "auto", count_hint=ntot, vectors_path=tmp / f"{kind}-{n}.f32")
-            ids = np.arange(ntot, dtype=np.int64)
-            with engine_index:
-                for s in range(0, ntot, 1_000_000):
-                    engine_index.add(ids[s:s + 1_000_000], gallery[s:s + 1_000_000])
-            build = time.time() - t
-            fn = (lambda ix: (lambda q: ix.search(q, 10)))(engine_index)
-            _, found = fn(probes)
-            extra = "" if engine_index.vectors is None else "+512 on disk (mmap)"
-            add_row("faceledger engine index (auto)", engine_index.kind, build,
-                    engine_index.bytes_in_ram / ntot, fn, found, extra_bpf=extra)
-            if engine_index.vectors is not None:
-                engine_index.vectors.path.unlink(missing_ok=True)
-            del engine_index
-            gc.collect()
+            # faceledger's own index through the same harness: FACELEDGER_INDEX=auto, and any other
+            # settings asked for (e.g. the previous auto's explicit string, for a before/after row)
+            for description in args.engine:
+                if description == args.before and ntot < faiss_index.AUTO_FLAT_MAX:
+                    continue  # below the cut-over the previous auto was Flat too: the auto row says it
+                t = time.time()
+                engine_index = FaissIndex(DIM, description, count_hint=ntot, vectors_path=tmp / f"{kind}-{n}.f32")
+                ids = np.arange(ntot, dtype=np.int64)
+                with engine_index:
+                    for s in range(0, ntot, 1_000_000):
+                        engine_index.add(ids[s:s + 1_000_000], gallery[s:s + 1_000_000])
+                build = time.time() - t
+                fn = (lambda ix: (lambda q: ix.search(q, 10)))(engine_index)
+                _, found = fn(probes)
+                extra = "" if engine_index.vectors is None else "+512 on disk (mmap)"
+                name = "auto" if description == "auto" else args.engine_names.get(description, "explicit")
+                add_row(f"faceledger engine index ({name})", engine_index.kind, build,
+                        engine_index.bytes_in_ram / ntot, fn, found, extra_bpf=extra)
+                if description == "auto" and "nprobe" in engine_index.kind:
+                    inner = faiss.downcast_index(engine_index._index.index)
+                    for nprobe in args.auto_nprobe:  # same built index, other search-time nprobe
+                        faiss.ParameterSpace().set_index_parameters(inner, f"nprobe={nprobe}")
+                        _, found = fn(probes)
+                        add_row("faceledger engine index (auto, other nprobe)",
+                                re.sub(r"nprobe=\d+", f"nprobe={nprobe}", engine_index.kind), build,
+                                engine_index.bytes_in_ram / ntot, fn, found, extra_bpf=extra)
+                if engine_index.vectors is not None:
+                    engine_index.vectors._fh.close()
+                    engine_index.vectors.path.unlink(missing_ok=True)
+                del engine_index, fn
+                gc.collect()
         del gallery_all
         gc.collect()
+        (tmp / f"gallery-{kind}.npy").unlink(missing_ok=True)
     return {
         "machine": {"cpu": _cpu(), "cores": os.cpu_count(), "python": platform.python_version(),
                     "numpy": np.__version__, "faiss": faiss.__version__},
         "config": {"sizes": sizes, "kinds": args.kinds, "mates": M, "probes": len(probes), "seed": args.seed,
-                   "auto_flat_max": faiss_index.AUTO_FLAT_MAX},
+                   "auto_flat_max": faiss_index.AUTO_FLAT_MAX, "auto_compressed": faiss_index.AUTO_COMPRESSED,
+                   "engine": args.engine, "faiss_rows": args.faiss_rows},
         "data": data_notes, "rows": rows, "wall_s": round(time.time() - t_run, 1),
         "loadavg_end": os.getloadavg(),
     }
@@ -318,13 +363,13 @@ def _cpu() -> str:
 
 
 def markdown(result: dict) -> str:
-    head = ("| distractors | N | method | params | build s | B/face | p50 ms | p99 ms | QPS 2T | R@10 | "
-            "mate r1 exact | mate r1 index | retention | load |\n|" + "---|" * 14)
+    head = ("| distractors | N | method | params | build s | B/face | p50 ms | p50 CPU ms | p99 ms | QPS 2T | R@10 | "
+            "mate r1 exact | mate r1 index | retention | load |\n|" + "---|" * 15)
     lines = [head]
     for r in result["rows"]:
         bpf = f"{r['bytes_per_face']:g}" + (f" {r['bytes_extra']}" if r["bytes_extra"] else "")
         lines.append(f"| {r['distractors']} | {r['N']:,} | {r['method']} | {r['params']} | {r['build_s']:.1f} | "
-                     f"{bpf} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['qps_2t']:,.0f} | {r['recall_at_10']:.3f} | "
+                     f"{bpf} | {r['p50_ms']:.2f} | {r.get('p50_cpu_ms', float('nan')):.2f} | {r['p99_ms']:.2f} | {r['qps_2t']:,.0f} | {r['recall_at_10']:.3f} | "
                      f"{r['mate_rank1_exact']:.4f} | {r['mate_rank1_index']:.4f} | {r['mate_retention']:.4f} | "
                      f"{r['load1']:.1f} |")
     return "\n".join(lines) + "\n"
@@ -337,17 +382,35 @@ def main() -> None:
     parser.add_argument("--probes", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--tmp", help="folder for the engine index's re-rank file (default: a temp dir)")
+    parser.add_argument("--engine", nargs="+", default=["auto"], metavar="SETTING",
+                        help="engine index settings to measure (default: auto); e.g. the previous auto's string")
+    parser.add_argument("--before", default=None, metavar="SETTING",
+                        help="also measure this explicit engine setting, labelled 'auto before' (e.g. "
+                             "'IVF1024,PQ64x4fs;nprobe=512;rerank=300')")
+    parser.add_argument("--no-faiss-rows", dest="faiss_rows", action="store_false",
+                        help="skip the plain FAISS PQ/IVF rows (exact peers and engine rows only)")
+    parser.add_argument("--gallery-on-disk", action="store_true",
+                        help="hold the synthetic gallery in a memory-mapped file in --tmp (10M: 5 GB of page "
+                             "cache instead of anonymous memory)")
+    parser.add_argument("--auto-nprobe", type=int, nargs="*", default=[],
+                        help="also measure the engine's auto index at these nprobe values (no rebuild)")
+    parser.add_argument("--no-numpy", dest="numpy", action="store_false", help="skip the numpy peer row")
+    parser.add_argument("--out", default="search_scale", help="results name: benchmarks/results/OUT.{json,md}")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
+    args.engine_names = {}
+    if args.before:
+        args.engine = [args.before, *args.engine]
+        args.engine_names[args.before] = "auto before"
     log(f"start; loadavg {os.getloadavg()}")
     result = run(args)
     table = markdown(result)
     print(table)
     if not args.no_write:
         RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "search_scale.json").write_text(json.dumps(result, indent=1))
-        (RESULTS / "search_scale.md").write_text(table)
-        log(f"wrote {RESULTS / 'search_scale.json'}")
+        (RESULTS / f"{args.out}.json").write_text(json.dumps(result, indent=1))
+        (RESULTS / f"{args.out}.md").write_text(table)
+        log(f"wrote {RESULTS / (args.out + '.json')}")
 
 
 if __name__ == "__main__":

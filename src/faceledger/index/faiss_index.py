@@ -41,11 +41,12 @@ AUTO_FLAT_MAX = 200_000
 AUTO_COMPRESSED = "IVF1024,PQ{m}x4fs;nprobe=512;rerank=300"
 """Above AUTO_FLAT_MAX: 4-bit fast-scan PQ with dim/2 sub-quantizers (32 B/face for 128-D) in 1024 lists of
 which half are scanned, then the best 300 rows re-scored exactly from the memory-mapped float32 file.
-At 10M faces on one core: p50 ~20 ms, mate rank-1 retention 0.997. Scanning a quarter of the lists
-halves the time but kept only 0.981 of mates when trained on the gallery's own (synthetic) sample, so
-retention wins; see docs/benchmarks-scale.md."""
+At 10M faces on one core (AMD EPYC guest): p50 7.7 ms, mate rank-1 retention 0.999 when trained on
+400k faces. 4096 lists need 2048 probes (10.8 ms) to keep as many mates, 1536 (8.6 ms) for 0.9955;
+see docs/benchmarks-scale.md."""
 AUTO_COMPRESSED_RERANK = 300
-TRAIN_SAMPLE = 100_000
+TRAIN_SAMPLE = 400_000
+"""Faces sampled to train a compressed index (was 100k: 400k keeps more mates at the same nprobe)."""
 ADD_CHUNK = 65_536
 
 
