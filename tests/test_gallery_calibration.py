@@ -123,7 +123,12 @@ def test_calibration_show_cli(tmp_path, monkeypatch, capsys):
                              legal_basis="b")
     engine.close()
     cli_common.state.clear()
-    result = CliRunner().invoke(app, ["--home", str(home), "calibration", "show", "--gallery", "g", "--json"])
+    try:
+        result = CliRunner().invoke(app, ["--home", str(home), "calibration", "show", "--gallery", "g", "--json"])
+    finally:  # the runner bypasses the CLI's own run(), which closes this process's engine
+        if "engine" in cli_common.state:
+            cli_common.state["engine"].close()
+        cli_common.state.clear()
     assert result.exit_code == 0, result.output
     info = json.loads(result.output)
     assert info["gallery_faces"] == 120 and info["gallery_sample"]["pairs"] == 120 * 119 // 2 - 60
@@ -153,3 +158,37 @@ def test_calibration_duplicates_and_several_galleries_through_the_api(eng):
     assert both.json()["galleries"] == ["a", "b"] and both.json()["gallery_size"] == 2
     assert {c["gallery"] for c in both.json()["candidates"]} == {"a", "b"}
     assert client.get("/api/v1/galleries/nope/calibration", headers=auth).status_code == 404
+
+
+def test_saving_a_gallery_sample_is_safe_against_other_writers(eng):
+    """Found by the many-writers fault test: two servers on one data directory wrote the same temporary
+    file, and one search failed with FileNotFoundError. The sample is a cache: writers must not collide,
+    and a failed save must not fail the search."""
+    import threading
+
+    from sqlalchemy import select
+
+    from faceledger.store import Gallery
+
+    eng.create_gallery("g")
+    eng.enroll_embeddings(precomputed(eng, synthetic_faces(60, 2, seed=6)), gallery="g", source="s",
+                          legal_basis="b")
+    with eng.sessions() as session:
+        gallery = session.execute(select(Gallery).where(Gallery.name == "g")).scalar_one()
+        sample = eng.calibrations._build_sample(session, gallery)
+    errors = []
+
+    def writer():
+        try:
+            for _ in range(40):
+                eng.calibrations._save_sample(gallery, 120, sample)
+                eng.calibrations.sample_path(gallery.id).unlink(missing_ok=True)  # another process's forget()
+        except OSError as exc:  # pragma: no cover - the failure this test guards against
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []

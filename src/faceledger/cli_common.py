@@ -34,7 +34,11 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="print machine-readable J
 
 
 def set_home(home: Path | None) -> None:
-    """Remember --home (or FACELEDGER_HOME); Settings are built from it when first needed."""
+    """Remember --home (or FACELEDGER_HOME); Settings are built from it when first needed. An engine
+    opened on another home in this process is closed, never reused."""
+    if "engine" in state and state.get("home") != home:
+        state.pop("engine").close()
+        state.pop("principal", None)
     state.pop("settings", None)
     state["home"] = home
 

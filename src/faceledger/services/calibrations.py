@@ -10,6 +10,8 @@ person's pairs leave it.
 from __future__ import annotations
 
 import json
+import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,12 +110,17 @@ class Calibrations:
             return None  # a cache: a corrupt or foreign file is rebuilt from the store
 
     def _save_sample(self, gallery: Gallery, faces: int, sample: GallerySample) -> None:
+        """Keep the sample beside the data (a cache: another process may write or remove it at the same
+        time, so each writer uses its own temporary name, and a failed save only costs a rebuild)."""
         path = self.sample_path(gallery.id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"generation": gallery.generation, "gallery_faces": faces,
-                                   "sample": sample.to_json()}))
-        tmp.replace(path)
+        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps({"generation": gallery.generation, "gallery_faces": faces,
+                                       "sample": sample.to_json()}))
+            tmp.replace(path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
 
     def _build_sample(self, session: Session, gallery: Gallery) -> GallerySample:
         vectors, subjects, _ = gallery_vectors(session, gallery.id, limit=SAMPLE_FACES)

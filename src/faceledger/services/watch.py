@@ -70,7 +70,7 @@ class Watching:
             else:
                 galleries.pop(gallery, None)
             self._live_file.parent.mkdir(parents=True, exist_ok=True)
-            temporary = self._live_file.with_suffix(".tmp")
+            temporary = self._live_file.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
             temporary.write_text(json.dumps(galleries, indent=1, sort_keys=True), encoding="utf-8")
             os.replace(temporary, self._live_file)
         return {"gallery": gallery, "allow_live": allowed, "ledger_entry": entry.entry_id}

@@ -97,7 +97,7 @@ class AlertSpool:
         if not records:
             self.path.unlink(missing_ok=True)
             return
-        temporary = self.path.with_suffix(".tmp")
+        temporary = self.path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
         with open(temporary, "w", encoding="utf-8") as handle:
             handle.writelines(json.dumps(r) + "\n" for r in records)
             handle.flush()
