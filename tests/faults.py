@@ -20,6 +20,8 @@ from pathlib import Path
 import psutil
 from PIL import Image, ImageEnhance
 
+from .servers import free_port
+
 DATA_DIR = Path(__file__).parent / "data"
 LFW_DIR = DATA_DIR / "lfw"
 CLI = [sys.executable, "-c", "from faceledger.cli import main; main()"]
@@ -315,13 +317,6 @@ def store_state(home: Path, *, db: str | None = None, index: str | None = None) 
 
 
 # --- many writers: two `faceledger serve` on one PostgreSQL, clients over HTTP (tests/test_faults_writers.py) --
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Server:

@@ -9,16 +9,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from .conftest import gallery_files, held_out_probes, open_test_engine
+from .servers import running_serve
 
 CHROMIUM = os.environ.get("FACELEDGER_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -26,12 +22,6 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file() and not shutil.which("chromium"),
                                 reason=f"Chromium is not installed at {CHROMIUM} (scripts/system-deps.sh installs it)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -43,30 +33,8 @@ def server(tmp_path_factory):
                   legal_basis="research")
     tokens = {role: engine.add_user(f"{role}-e2e", role=role)[1] for role in ("analyst", "reviewer")}
     engine.close()
-    port = free_port()
-    log = open(home.parent / "server.log", "w")
-    process = subprocess.Popen([sys.executable, "-c", "from faceledger.cli import main; main()", "--home", str(home),
-                                "serve", "--host", "127.0.0.1", "--port", str(port)],
-                               stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("faceledger serve did not start: " + (home.parent / "server.log").read_text()[-2000:])
-        time.sleep(0.3)
-    yield base, tokens, home.parent
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+    with running_serve(home, home.parent / "server.log") as (base, _process):
+        yield base, tokens, home.parent
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -25,7 +24,7 @@ from faceledger.ledger import Ledger
 from faceledger.store import LedgerEntry, open_database
 
 from .conftest import gallery_files, held_out_probes, open_test_engine
-from .test_e2e_browser import free_port
+from .servers import running_serve
 
 CLI_SEARCHES = 8
 HTTP_CLIENTS = 4
@@ -41,33 +40,11 @@ def served(tmp_path):
     token = engine.add_user("analyst-http", role="analyst")[1]
     _ = engine.operator  # the CLI's local operator exists before the CLIs race (see the module docstring)
     engine.close()
-    port = free_port()
-    log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - open for the server's lifetime
-    process = subprocess.Popen([sys.executable, "-c", "from faceledger.cli import main; main()", "--home", str(home),
-                                "serve", "--host", "127.0.0.1", "--port", str(port)],
-                               stdout=log, stderr=subprocess.STDOUT,
-                               # the clients search as fast as they can for as long as the CLIs run: this
-                               # test is about writers colliding, not the per-token rate limit
-                               env={**os.environ, "FACELEDGER_RATE_LIMIT_PER_MINUTE": "0"})
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("faceledger serve did not start: " + (tmp_path / "server.log").read_text()[-2000:])
-        time.sleep(0.3)
-    yield home, base, token
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+    with running_serve(home, tmp_path / "server.log",
+                       # the clients search as fast as they can for as long as the CLIs run: this
+                       # test is about writers colliding, not the per-token rate limit
+                       env={"FACELEDGER_RATE_LIMIT_PER_MINUTE": "0"}, start_within=90) as (base, _process):
+        yield home, base, token
 
 
 def _http_search(base: str, token: str, n: int) -> tuple[int, str]:

@@ -4,7 +4,6 @@ a webhook that is down (spooled, then delivered), opt-in and authorisation."""
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,6 +17,7 @@ from faceledger.config import Settings
 from faceledger.engine import open_engine
 from faceledger.errors import MissingField, PolicyViolation
 
+from .servers import free_port
 from .video_scenes import OPEN_FACES, crossing, moving, write
 
 
@@ -44,12 +44,6 @@ class Receiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +97,7 @@ def test_a_file_played_in_real_time_raises_one_alert_at_the_webhook(eng, clips):
 
 
 def test_a_webhook_that_is_down_spools_the_alert_and_delivers_it_on_retry(eng, clips):
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/alerts"
     summary = _watch(eng, clips["crossing"], webhook=url, realtime=False)
     assert summary["alerts"] == 1 and summary["alerts_pending_delivery"] == 1, summary
@@ -163,7 +157,7 @@ def test_a_source_that_cannot_be_opened_still_ledgers_start_and_stop(eng, tmp_pa
 
     before = len(eng.audit_entries(action="watch.stop"))
     with pytest.raises(VideoError):
-        _watch(eng, f"http://127.0.0.1:{_free_port()}/nothing.mjpg")
+        _watch(eng, f"http://127.0.0.1:{free_port()}/nothing.mjpg")
     stops = eng.audit_entries(action="watch.stop")
     assert len(stops) == before + 1 and stops[-1]["payload"]["reason"].startswith("error")
 

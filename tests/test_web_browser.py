@@ -9,18 +9,15 @@ Screenshots are saved in the test's tmp dir (and copied under $FACELEDGER_SCREEN
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from .conftest import LFW_DIR, OPEN_FACES, gallery_files, held_out_probes, open_test_engine
-from .test_e2e_browser import ARGS, CHROMIUM, free_port, sign_in
+from .servers import running_serve
+from .test_e2e_browser import ARGS, CHROMIUM, sign_in
 from .test_web_forms import group_photo
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file() and not shutil.which("chromium"),
@@ -44,32 +41,10 @@ def server(tmp_path_factory):
         engine.enroll(photos[2:3], gallery="g", subject=f"Person dup {w}", source="LFW", legal_basis="research")
     tokens = {role: engine.add_user(f"{role}-b", role=role)[1] for role in ("admin", "enroller", "analyst")}
     engine.close()
-    port = free_port()
-    log = open(home.parent / "server.log", "w")
-    process = subprocess.Popen([sys.executable, "-c", "from faceledger.cli import main; main()", "--home", str(home),
-                                "serve", "--host", "127.0.0.1", "--port", str(port)],
-                               stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("faceledger serve did not start: " + (home.parent / "server.log").read_text()[-2000:])
-        time.sleep(0.3)
-    group = home.parent / "two-people.jpg"
-    group.write_bytes(group_photo())
-    yield base, tokens, group
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+    with running_serve(home, home.parent / "server.log") as (base, _process):
+        group = home.parent / "two-people.jpg"
+        group.write_bytes(group_photo())
+        yield base, tokens, group
 
 
 @pytest.fixture(scope="module")
