@@ -8,14 +8,9 @@ import hashlib
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
@@ -26,6 +21,7 @@ from faceledger.api.session import COOKIE, LOGIN_COOKIE
 from faceledger.store import LedgerEntry, User, WebSession
 
 from .conftest import OPEN_FACES, open_test_engine
+from .servers import running_serve
 
 PROBLEM = "application/problem+json"
 TEMPLATES = Path(__file__).resolve().parents[1] / "src" / "faceledger" / "api" / "templates"
@@ -308,26 +304,8 @@ def served(tmp_path_factory):
     moved.unlink()
     _, token = engine.add_user("csp-admin", role="admin")
     engine.close()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with open(home.parent / "server.log", "w") as log:
-        process = subprocess.Popen([sys.executable, "-c", "from faceledger.cli import main; main()", "--home",
-                                    str(home), "serve", "--host", "127.0.0.1", "--port", str(port)], stdout=log,
-                                   stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(600):  # waits for start-up by polling, no time limit asserted
-        try:
-            if httpx.get(base + "/healthz", timeout=5).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None:
-            pytest.fail("faceledger serve stopped: " + (home.parent / "server.log").read_text()[-2000:])
-        threading.Event().wait(0.3)
-    yield base, token
-    process.terminate()
-    process.wait(30)
+    with running_serve(home, home.parent / "server.log", start_within=180) as (base, _process):
+        yield base, token
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).is_file() and not shutil.which("chromium"),
