@@ -78,9 +78,12 @@ class Calibrations:
     def for_gallery(self, session: Session, gallery: Gallery) -> OpenSetCalibration:
         """The open-set calibration for a search of this gallery: packaged + the gallery's own sample."""
         with self.ctx.lock:
-            faces = _face_count(session, gallery.id)
             held = self._galleries.get(gallery.id)
+            if held is not None and held.generation == gallery.generation:
+                return held.calibration  # the common case on the search path: no query at all
+            faces = _face_count(session, gallery.id)
             if held is not None and _fresh(held.generation, held.faces, gallery.generation, faces):
+                self._galleries[gallery.id] = _Held(gallery.generation, held.faces, held.calibration)
                 return held.calibration
             sample = self._load_sample(gallery, faces)
             if sample is None:
