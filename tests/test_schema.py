@@ -65,7 +65,7 @@ def test_a_new_store_is_made_by_the_migrations_and_is_exactly_the_models(new_url
     store = open_store(new_url)
     try:
         change = store.schema_change
-        assert change.created and change.applied == ["0001", "0002"] and change.to_revision == migrations.head()
+        assert change.created and change.applied == ["0001", "0002", "0003"] and change.to_revision == migrations.head()
         assert schema_status(store.db).state == "current"
         with store.db.connect() as conn:
             assert conn.get_isolation_level() != "AUTOCOMMIT"  # the lock's connection went back to the pool as it was
@@ -96,7 +96,15 @@ def test_on_sqlite_the_migrations_write_the_statements_the_release_wrote(tmp_pat
     after_the_release = {"web_sessions", "sqlite_autoindex_web_sessions_1", "ix_web_sessions_user_id",
                          "ix_web_sessions_expires_at"}  # revision 0002
     assert set(made) - set(released) == {"sqlite_autoindex_faceledger_schema_version_1", *after_the_release}
-    assert {name: made[name] for name in released} == released
+    widened = {"galleries"}  # revision 0003 adds three policy columns, each with a server default
+    assert {name: made[name] for name in released if name not in widened} == {
+        name: sql for name, sql in released.items() if name not in widened}
+    with sqlite3.connect(tmp_path / "new.db") as new, sqlite3.connect(FIXTURE / "faceledger.db") as old:
+        columns = [{row[1]: row[2:] for row in db.execute("PRAGMA table_info(galleries)")} for db in (new, old)]
+    added = {name: spec for name, spec in columns[0].items() if name not in columns[1]}
+    assert {name: spec for name, spec in columns[0].items() if name in columns[1]} == columns[1]
+    assert added == {"allow_live": ("BOOLEAN", 1, "0", 0), "blind_review": ("BOOLEAN", 1, "0", 0),
+                     "keep_probe_for_review": ("BOOLEAN", 1, "1", 0)}
 
 
 # -- the store of the release before migrations --------------------------------------------------------
@@ -198,11 +206,13 @@ def test_a_store_from_a_newer_faceledger_is_refused_with_what_to_do(tmp_path, ca
         open_store(url)
 
 
-SECOND_REVISION = '''"""A test-only revision after the real head (0002): one more index."""
+REAL_HEAD = migrations.head()
+TEST_REVISION = "9001"
+SECOND_REVISION = f'''"""A test-only revision after the real head ({REAL_HEAD}): one more index."""
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "{TEST_REVISION}"
+down_revision = "{REAL_HEAD}"
 branch_labels = None
 depends_on = None
 
@@ -217,28 +227,28 @@ def downgrade():
 
 
 def use_two_revisions(monkeypatch, tmp_path: Path) -> None:
-    """From now on the code knows a revision 0003 after 0002 (a copy of the migrations plus one file)."""
+    """From now on the code knows a revision 9001 after the real head (a copy of the migrations plus one file)."""
     copy = tmp_path / "migrations"
     shutil.copytree(migrations.HERE, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    (copy / "versions" / "0003_test_index.py").write_text(SECOND_REVISION)
+    (copy / "versions" / "9001_test_index.py").write_text(SECOND_REVISION)
     monkeypatch.setattr(migrations, "HERE", copy)
-    assert migrations.head() == "0003"
+    assert migrations.head() == TEST_REVISION
 
 
 def test_a_release_store_behind_three_revisions_is_stamped_then_upgraded_on_open(tmp_path, monkeypatch):
     use_two_revisions(monkeypatch, tmp_path)
     url = sqlite_url(release_home(tmp_path, "off") / "faceledger.db")
-    with pytest.raises(SchemaBehind, match="revision '0001' and this faceledger needs '0003'"):
+    with pytest.raises(SchemaBehind, match=f"revision '0001' and this faceledger needs '{TEST_REVISION}'"):
         open_store(url, auto_upgrade=False)  # recorded as 0001 (what it is), not upgraded
     probe = connect(url)
-    assert schema_status(probe) == SchemaStatus(current="0001", head="0003", state="behind")
+    assert schema_status(probe) == SchemaStatus(current="0001", head=TEST_REVISION, state="behind")
     probe.dispose()
 
     store = open_store(sqlite_url(release_home(tmp_path, "on") / "faceledger.db"))
     try:
         change = store.schema_change
-        assert (change.previous_state, change.stamped, change.applied) == ("unversioned", "0001", ["0002", "0003"])
-        assert not change.created and change.as_payload()["to_revision"] == "0003"
+        assert (change.previous_state, change.stamped, change.applied) == ("unversioned", "0001", ["0002", "0003", TEST_REVISION])
+        assert not change.created and change.as_payload()["to_revision"] == TEST_REVISION
         assert "ix_images_sha256" in {ix["name"] for ix in inspect(store.db).get_indexes("images")}
     finally:
         store.db.dispose()
@@ -247,29 +257,29 @@ def test_a_release_store_behind_three_revisions_is_stamped_then_upgraded_on_open
 def test_behind_with_auto_upgrade_off_waits_for_db_upgrade(tmp_path, monkeypatch, capsys):
     home = release_home(tmp_path)
     url = sqlite_url(home / "faceledger.db")
-    open_store(url).db.dispose()  # stamped 0001 and upgraded to 0002 by this code
+    open_store(url).db.dispose()  # stamped 0001 and upgraded to the real head by this code
     use_two_revisions(monkeypatch, tmp_path)
 
     with pytest.raises(SchemaBehind) as caught:
         open_store(url, auto_upgrade=False)
-    assert "'0002'" in str(caught.value) and "'0003'" in str(caught.value)
+    assert f"'{REAL_HEAD}'" in str(caught.value) and f"'{TEST_REVISION}'" in str(caught.value)
     assert "faceledger db upgrade" in str(caught.value)
     code, out, _ = run_cli(capsys, monkeypatch, home, "db", "status", "--json")
-    assert json.loads(out) | {"hint": None} == {"database": url, "current": "0002", "head": "0003",
+    assert json.loads(out) | {"hint": None} == {"database": url, "current": REAL_HEAD, "head": TEST_REVISION,
                                                  "state": "behind", "hint": None}
 
     monkeypatch.setenv("FACELEDGER_OPERATOR", "db-admin")
     code, out, err = run_cli(capsys, monkeypatch, home, "db", "upgrade", "--json")
     assert code == 0, err
     body = json.loads(out)
-    assert body["change"]["applied"] == ["0003"] and body["change"]["from_revision"] == "0002"
+    assert body["change"]["applied"] == [TEST_REVISION] and body["change"]["from_revision"] == REAL_HEAD
     store = open_store(url, auto_upgrade=False)
     try:
-        assert store.schema_change is None and schema_status(store.db).current == "0003"
+        assert store.schema_change is None and schema_status(store.db).current == TEST_REVISION
         with store.sessions() as session:
             last = session.execute(select(LedgerEntry).order_by(LedgerEntry.seq.desc()).limit(1)).scalar_one()
         assert (last.entry_id, last.action, last.actor) == (body["ledger_entry"], "schema.upgrade", "db-admin")
-        assert json.loads(last.payload)["applied"] == ["0003"]
+        assert json.loads(last.payload)["applied"] == [TEST_REVISION]
         assert Ledger(store.sessions, home / "ledger.head").verify().ok
         assert upgrade(store.db) == []  # nothing left to do
     finally:
@@ -291,7 +301,7 @@ def test_the_engine_ledgers_the_upgrade_it_makes_on_start(tmp_path, monkeypatch)
     eng = open_test_engine(home)
     try:
         entries = eng.audit_entries(action="schema.upgrade")
-        assert len(entries) == 1 and "0003" in json.dumps(entries[0])
+        assert len(entries) == 1 and TEST_REVISION in json.dumps(entries[0])
         assert eng.audit_verify().ok
     finally:
         eng.close()
@@ -302,7 +312,7 @@ def test_db_commands_on_a_new_data_directory(tmp_path, capsys, monkeypatch):
     code, out, _ = run_cli(capsys, monkeypatch, home, "db", "status", "--json")
     assert code == 0 and json.loads(out)["state"] == "empty" and not home.exists()  # status creates nothing
     code, out, _ = run_cli(capsys, monkeypatch, home, "db", "upgrade")
-    assert code == 0 and "new store created at schema 0002" in out
+    assert code == 0 and f"new store created at schema {REAL_HEAD}" in out
     code, out, _ = run_cli(capsys, monkeypatch, home, "db", "status")
     assert code == 0 and "current" in out
 

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy import false, true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL wants BIGINT for large galleries.
@@ -42,6 +43,12 @@ class Gallery(Base):
     allow_investigative: Mapped[bool] = mapped_column(Boolean, default=False)
     probe_retain_days: Mapped[int] = mapped_column(Integer, default=30)
     keep_probe_images: Mapped[bool] = mapped_column(Boolean, default=False)
+    allow_live: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """Live watching of streams may search this gallery (an admin opts in; off by default)."""
+    blind_review: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """Reviewers record a decision before they see rank and score."""
+    keep_probe_for_review: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    """The probe image is kept until the search is reviewed or the probe's retention ends."""
     generation: Mapped[int] = mapped_column(BigInteger, default=0)
     """Bumped on every change of the gallery's faces; the index cache records the generation it holds."""
 
