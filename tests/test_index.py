@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from faceledger.errors import FaceledgerError, IndexMismatch
-from faceledger.index import faiss_index
-from faceledger.index.faiss_index import FaissIndex, IndexFiles, IndexMeta, IndexSpec, resolve
+from faceledger.index import spec as index_spec
+from faceledger.index.faiss_index import FaissIndex
+from faceledger.index.files import IndexFiles, IndexMeta
+from faceledger.index.spec import IndexSpec, resolve
 
 try:
     import milvus_lite  # noqa: F401
@@ -136,8 +138,8 @@ def test_spec_parsing_and_auto_cut_over():
     spec = IndexSpec.parse("IVF64,PQ8x4fs;nprobe=16;rerank=40")
     assert spec.factory == "IVF64,PQ8x4fs" and spec.params == (("nprobe", "16"),) and spec.rerank == 40
     assert IndexSpec.parse("Flat").exact
-    assert resolve("auto", faiss_index.AUTO_FLAT_MAX - 1, 128) == "Flat"
-    assert resolve("auto", faiss_index.AUTO_FLAT_MAX, 128).startswith("IVF1024,PQ64x4fs;nprobe=512")
+    assert resolve("auto", index_spec.AUTO_FLAT_MAX - 1, 128) == "Flat"
+    assert resolve("auto", index_spec.AUTO_FLAT_MAX, 128).startswith("IVF1024,PQ64x4fs;nprobe=512")
     assert resolve("auto", 10_000_000, 128).startswith("IVF1024,PQ64x4fs;nprobe=512")
     with pytest.raises(FaceledgerError, match="rerank"):
         IndexSpec.parse("PQ8x4fs;rerank=-1")
@@ -192,8 +194,8 @@ def test_compressed_index_round_trips_through_index_files(tmp_path):
 
 
 def test_auto_converts_from_flat_when_the_gallery_grows(tmp_path, monkeypatch):
-    monkeypatch.setattr(faiss_index, "AUTO_FLAT_MAX", 1500)
-    monkeypatch.setattr(faiss_index, "AUTO_COMPRESSED", "PQ{m}x4fs;rerank=100")
+    monkeypatch.setattr(index_spec, "AUTO_FLAT_MAX", 1500)
+    monkeypatch.setattr(index_spec, "AUTO_COMPRESSED", "PQ{m}x4fs;rerank=100")
     index = FaissIndex(16, "auto", vectors_path=tmp_path / "a.f32")
     vectors = unit_vectors(2000, seed=11)
     index.add(np.arange(1000), vectors[:1000])

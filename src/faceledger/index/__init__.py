@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import uuid
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -48,3 +51,14 @@ def check_ids(ids: np.ndarray, count: int) -> np.ndarray:
 def no_hits(n_queries: int) -> tuple[np.ndarray, np.ndarray]:
     """The search answer of an empty index: one slot per query, score -inf, id -1."""
     return np.full((n_queries, 1), -np.inf, np.float32), np.full((n_queries, 1), -1, np.int64)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write a file so that readers see the old or the new bytes, never a mix (one temp file per writer)."""
+    path = Path(path)
+    tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")  # one per writer
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

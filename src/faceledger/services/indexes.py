@@ -13,7 +13,8 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ..index.faiss_index import FaissIndex, IndexFiles, IndexMeta, bulk
+from ..index.faiss_index import FaissIndex
+from ..index.files import IndexFiles, IndexMeta, bulk
 from ..policy import Principal
 from ..retention import Removal
 from ..store import FaceRecord, Gallery
