@@ -282,6 +282,26 @@ def test_erase_by_subject_and_reason_required(eng):
         assert not s.execute(select(ImageRecord).where(ImageRecord.name.like("%Tony_Blair%"))).all()
 
 
+def test_erase_by_subject_takes_the_persons_probes_in_bounded_batches(eng, monkeypatch):
+    from faceledger.services import governance
+
+    monkeypatch.setattr(governance, "PROBE_BATCH", 2)  # several batches with a handful of probes
+    probes = held_out_probes()
+    blair = [p for p in probes if p.parent.name == "Tony_Blair"]
+    others = [p for p in probes if p.parent.name != "Tony_Blair"][:3]
+    for probe in blair + others:
+        eng.search(probe, gallery="g", purpose="fraud", case="c", by=ANALYST)
+    with eng.sessions() as s:
+        before = {p.id: p.candidates for p in s.execute(select(Probe)).scalars()}
+    naming_blair = {pid for pid, cands in before.items() if any(c.get("subject") == "Tony_Blair" for c in cands)}
+    assert naming_blair and len(naming_blair) < len(before)
+    receipt = eng.erase(subject="Tony_Blair", gallery="g", reason="court order 8")
+    with eng.sessions() as s:
+        after = set(s.execute(select(Probe.id)).scalars())
+    assert not after & naming_blair and receipt["probes"] == len(before) - len(after) >= len(naming_blair)
+    assert len(after) >= len(others) - 1  # the other people's searches stay
+
+
 # -- audit export and transparency -------------------------------------------------------------------
 
 def test_audit_export_jsonl_and_csv_round_trip_and_are_ledgered(eng):

@@ -119,9 +119,8 @@ class Governance:
                             best[sid] = {"gallery": gallery.name, "subject_id": sid, "subject": name,
                                          "score": round(score, 6), "threshold": threshold.score}
                     matches.extend(best.values())
-                for probe in session.execute(select(Probe).where(Probe.gallery_id == gallery.id)).scalars():
-                    if float(np.frombuffer(probe.embedding, np.float32) @ vector) >= threshold.score:
-                        probe_ids.append(probe.id)
+                probe_ids.extend(matching_probes(session, vector[None, :], threshold.score,
+                                                 where=Probe.gallery_id == gallery.id))
         return matches, probe_ids
 
     def _subject_for_erasure(self, gallery: Gallery, subject: str) -> list[dict]:
@@ -142,13 +141,8 @@ class Governance:
             faces = [np.frombuffer(blob, np.float32) for blob in session.execute(
                 select(FaceRecord.embedding).where(FaceRecord.subject_id == subject_id)).scalars()]
             own = np.stack(faces) if faces else np.empty((0, self.ctx.pipeline.embedder.dim), np.float32)
-            found = []
-            for probe in session.execute(select(Probe)).scalars():  # a search of several galleries names any
-                named = any(c.get("subject_id") == subject_id for c in probe.candidates or [])
-                vector = np.frombuffer(probe.embedding, np.float32)
-                if named or (len(own) and float((own @ vector).max()) >= threshold):
-                    found.append(probe.id)
-        return found
+            # Every gallery's probes: a search of several galleries names a subject of any of them.
+            return matching_probes(session, own, threshold, naming=subject_id)
 
     def _erase_matches(self, principal: Principal, request: dict, matches: list[dict], probe_ids: list[int]) -> dict:
         ctx = self.ctx
@@ -173,3 +167,28 @@ class Governance:
         counts = removal.summary()
         return {"receipt": entry.entry_id, "reason": request["reason"], "dry_run": False, "images": counts["images"],
                 "faces": counts["faces"], "probes": counts["probes"], "subjects": matches}
+
+
+PROBE_BATCH = 2048
+"""Probes read and compared per step of an erasure's scan: memory stays bounded however many are kept."""
+
+
+def matching_probes(session, faces: np.ndarray, threshold: float, *, where=None, naming: int | None = None) -> list[int]:
+    """Ids of kept probes whose embedding scores at or above `threshold` against any of `faces` (rows), or
+    that list subject `naming` among their candidates. Reads only id, embedding and candidates (never a
+    kept image), in batches, each compared in one matrix product."""
+    query = select(Probe.id, Probe.embedding, Probe.candidates).order_by(Probe.id)
+    if where is not None:
+        query = query.where(where)
+    found: list[int] = []
+    rows = session.execute(query.execution_options(yield_per=PROBE_BATCH))
+    for batch in rows.partitions():
+        ids = [row.id for row in batch]
+        named = [naming is not None and any(c.get("subject_id") == naming for c in row.candidates or [])
+                 for row in batch]
+        close = np.zeros(len(batch), bool)
+        if len(faces):
+            vectors = np.stack([np.frombuffer(row.embedding, np.float32) for row in batch])
+            close = (vectors @ faces.T).max(axis=1) >= threshold
+        found.extend(pid for pid, by_name, by_face in zip(ids, named, close) if by_name or by_face)
+    return found
