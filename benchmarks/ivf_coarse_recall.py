@@ -9,9 +9,13 @@ their mate, it reports, per nprobe, the share whose mate sits in a probed list (
 bound on IVF retention, before any code error) and the mean share of the gallery those lists hold
 (what a query scans). One JSON line per config on stdout.
 """
-import os, sys, time, json
+import os
+import sys
+import time
+import json
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import numpy as np, faiss
+import numpy as np
+import faiss
 import search_scale as ss
 faiss.omp_set_num_threads(2)
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 2_000_000
@@ -19,10 +23,11 @@ configs = sys.argv[2].split("|") if len(sys.argv) > 2 else ["1024:first100k"]
 mates, probes, pm, fit, labels, real = ss.lfw_mates(1000, 7)
 gmm = ss.fit_gmm(fit, 32, 7)
 M = len(mates)
-G = np.empty((M + N, 128), np.float32); G[:M] = mates
+G = np.empty((M + N, 128), np.float32)
+G[:M] = mates
 ss.fill_distractors(G[M:], "gmm", gmm, 7)
-_, I = faiss.knn(probes, G, 1, metric=faiss.METRIC_INNER_PRODUCT)
-rel = I[:, 0] == pm
+_, nearest = faiss.knn(probes, G, 1, metric=faiss.METRIC_INNER_PRODUCT)
+rel = nearest[:, 0] == pm
 print(f"N={N:,} exact r1 {rel.mean():.3f} ({rel.sum()})", flush=True)
 out = []
 for cfg in configs:

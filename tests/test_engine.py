@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from faceledger.errors import (
-    AlreadyExists, FaceledgerError, ImageError, ImageTooLarge, IndexMismatch, MultipleFaces, NoFaceFound, NotFound,
+    AlreadyExists, ImageError, ImageTooLarge, IndexMismatch, MultipleFaces, NoFaceFound, NotFound,
     PolicyViolation,
 )
 from faceledger.store import FaceRecord, ImageRecord
