@@ -164,7 +164,7 @@ class Engine:
     submit_video_search = via("video_jobs", "submit_search")
     submit_video_redact = via("video_jobs", "submit_redact")
     video_job = via("video_jobs", "get")
-    list_video_jobs = via("video_jobs")
+    list_video_jobs = via("video_jobs", "list_jobs")
     video_job_shot = via("video_jobs", "shot")
     video_redacted_file = via("video_jobs", "redacted")
     sweep_video_jobs = via("video_jobs", "sweep")
