@@ -13,7 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from .. import __version__
 from ..config import Settings
 from ..engine import Engine
-from . import routes, routes_calibration, routes_video, signin, web
+from . import routes, routes_calibration, routes_video, signin, web, web_video
 from .deps import install_error_handlers
 from .security import Guard
 from .sessions_store import WebSessions
@@ -75,6 +75,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.include_router(routes_video.router)
     app.include_router(signin.router)
     app.include_router(web.router)
+    app.include_router(web_video.router)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
 
     @app.get("/healthz", tags=["health"], summary="Liveness (no token needed)")

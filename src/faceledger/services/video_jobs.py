@@ -120,7 +120,12 @@ class VideoJobs:
             folder.mkdir(parents=True, mode=0o700)
             (folder / "upload").mkdir(mode=0o700)
             size = self._stream(upload, folder / "upload" / _safe_name(name), name)
-            probe(folder / "upload" / _safe_name(name), limits=self.video.limits, hash_file=False)  # not a video: 400
+            stored = folder / "upload" / _safe_name(name)
+            try:
+                probe(stored, limits=self.video.limits, hash_file=False)  # not a video: 400, nothing kept
+            except VideoError as exc:  # FFmpeg names the file it opened: say the upload's name, not the path
+                raise type(exc)(str(exc).replace(f"'{stored}'", repr(Path(name).name)).replace(str(stored),
+                                Path(name).name)) from None
             job = {"id": job_id, "kind": kind, "owner": principal.name, "role": principal.role,
                    "state": "queued", "progress": 0.0, "created_at": utcnow().isoformat(), "started_at": None,
                    "finished_at": None, "video": {"name": Path(name).name[:200], "size_bytes": size},
