@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,15 +49,15 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
 
+    from tests.servers import running_serve
+
     from faceledger.config import Settings
     from faceledger.engine import open_engine
-    from tests.servers import running_serve
 
     size = args.mb * 1024 * 1024
     body_path = Path(tempfile.mkdtemp()) / "upload.bin"
     with open(body_path, "wb") as out:
-        for _ in range(args.mb):
-            out.write(os.urandom(1024 * 1024))
+        out.writelines(os.urandom(1024 * 1024) for _ in range(args.mb))
     home = Path(tempfile.mkdtemp()) / "home"
     engine = open_engine(Settings(home=home, operator="bench"))
     engine.create_gallery("g")
