@@ -73,7 +73,7 @@ class Watching:
                                            payload={"gallery": gallery, "allowed": bool(allowed), "before": before})
             session.commit()
         self.ctx.ledger.note_committed(entry)
-        return {"gallery": gallery, "allow_live": bool(allowed), "ledger_entry": entry.entry_id}
+        return {"gallery": gallery, "allow_live": bool(allowed), "before": before, "ledger_entry": entry.entry_id}
 
     def _carry_legacy_list(self) -> None:
         """Once per data directory: the legacy JSON list's galleries get `allow_live`, in one ledgered
