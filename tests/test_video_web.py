@@ -103,6 +103,21 @@ def test_a_job_page_shows_progress_then_the_timeline_and_only_to_its_owner(world
     assert redact_without_file.status_code == 422 and "choose the same video again" in redact_without_file.text
 
 
+def test_a_full_queue_refuses_a_new_video_and_keeps_nothing(world, monkeypatch):
+    from faceledger.services import video_jobs
+
+    engine, tokens, video = world
+    jobs_dir = engine.settings.home / "video" / "jobs"
+    before = {p.name for p in jobs_dir.iterdir()} if jobs_dir.is_dir() else set()
+    monkeypatch.setattr(video_jobs, "MAX_WAITING", 0)  # as if every place in the queue were taken
+    client = TestClient(create_app(engine=engine))
+    answer = client.post("/api/v1/video/search", headers={"Authorization": f"Bearer {tokens['analyst-w']}"},
+                         data={k: v for k, v in FORM.items() if k != "every_ms"},
+                         files={"video": ("crossing.mp4", video.read_bytes(), "video/mp4")})
+    assert answer.status_code == 409 and "already waiting" in answer.json()["detail"]
+    assert {p.name for p in jobs_dir.iterdir()} == before | {"runners"}
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     folder = tmp_path_factory.mktemp("video-web-e2e")
