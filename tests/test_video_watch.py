@@ -4,6 +4,8 @@ a webhook that is down (spooled, then delivered), opt-in and authorisation."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -77,7 +79,9 @@ def test_watch_needs_the_gallery_opt_in_and_an_authorisation(eng, clips):
     denied = eng.audit_entries(action="denied")[-2:]
     assert [d["payload"]["attempted"] for d in denied] == ["watch", "watch"]
     payload = eng.audit_entries(action="video.allow_live")[0]["payload"]
-    assert {k: v for k, v in payload.items() if k != "acting_from"} == {"gallery": "g", "allowed": True}
+    assert {k: v for k, v in payload.items() if k != "acting_from"} == {"gallery": "g", "allowed": True,
+                                                                        "before": False}
+    assert eng.gallery_info("g")["allow_live"] is True and eng.gallery_info("closed")["allow_live"] is False
 
 
 def test_a_file_played_in_real_time_raises_one_alert_at_the_webhook(eng, clips):
@@ -188,3 +192,58 @@ def test_the_cli_allows_watches_and_retries(eng, clips, capsys, monkeypatch, tmp
     assert code == 0 and json.loads(out)["blurred_tracks"] == 1
     code, out, _ = run("video", "allow-live", "closed", "--revoke")
     assert code == 0 and "no longer allowed" in out
+
+
+def _cli(home, *args: str) -> str:
+    done = subprocess.run([sys.executable, "-c", "from faceledger.cli import main; main()", "--home", str(home),
+                           *args], check=False, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_the_opt_in_set_in_one_process_decides_a_watch_in_another(tmp_path, clips):
+    home = tmp_path / "home"
+    engine = open_engine(Settings(home=home, operator="test-admin"))
+    try:
+        engine.create_gallery("live", purposes=["event security"])
+        engine.enroll([OPEN_FACES / "macron_2025.jpg"], gallery="live", subject="macron", source="t", legal_basis="b")
+        with pytest.raises(PolicyViolation, match="not allowed for live use"):
+            _watch(engine, clips["moving"], gallery="live", realtime=False)
+        assert "allowed for live use" in _cli(home, "video", "allow-live", "live")
+        assert engine.gallery_info("live")["allow_live"] is True
+        assert _watch(engine, clips["moving"], gallery="live", realtime=False)["alerts"] == 1
+        assert "no longer allowed" in _cli(home, "video", "allow-live", "live", "--revoke")
+        with pytest.raises(PolicyViolation, match="not allowed for live use"):
+            _watch(engine, clips["moving"], gallery="live", realtime=False)
+        changes = [e["payload"]["allowed"] for e in engine.audit_entries(action="video.allow_live")]
+        assert changes == [True, False]
+    finally:
+        engine.close()
+
+
+def test_a_legacy_opt_in_file_is_carried_into_the_column_once(tmp_path):
+    home = tmp_path / "home"
+    engine = open_engine(Settings(home=home, operator="test-admin"))
+    engine.create_gallery("old")
+    engine.create_gallery("other")
+    engine.close()
+    legacy = home / "video" / "live-galleries.json"
+    legacy.parent.mkdir(parents=True)
+    legacy.write_text(json.dumps({"old": {"by": "admin-x", "at": "2026-01-01T00:00:00+00:00", "entry": "e1"},
+                                  "removed-since": {"by": "admin-x"}}))
+    engine = open_engine(Settings(home=home, operator="test-admin"))
+    try:
+        assert engine.gallery_info("old")["allow_live"] is True and engine.gallery_info("other")["allow_live"] is False
+        assert not legacy.exists() and legacy.with_suffix(".json.migrated").is_file()
+        migrated = engine.audit_entries(action="video.allow_live.migrated")
+        assert len(migrated) == 1 and migrated[0]["payload"]["galleries"] == ["old"]
+        assert migrated[0]["payload"]["not_found"] == ["removed-since"]
+        assert migrated[0]["payload"]["allowed_by"]["old"] == "admin-x"
+    finally:
+        engine.close()
+    engine = open_engine(Settings(home=home, operator="test-admin"))  # a second start carries nothing again
+    try:
+        assert len(engine.audit_entries(action="video.allow_live.migrated")) == 1
+        assert engine.audit_verify().ok
+    finally:
+        engine.close()

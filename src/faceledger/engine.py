@@ -31,6 +31,7 @@ from .services.review import Reviews
 from .services.search import Searching
 from .services.users import Users
 from .services.video import VideoSearch
+from .services.video_jobs import VideoJobs
 from .services.watch import Watching
 from .store import dispose_writer, open_store, writer_sessions
 
@@ -84,6 +85,7 @@ class Engine:
         self.reports = Reports(ctx, self.access, self.calibrations, self.searching)
         self.video = VideoSearch(ctx, self.access, self.searching)
         self.watching = Watching(ctx, self.access, self.video)
+        self.video_jobs = VideoJobs(ctx, self.access, self.video)
         self.governance.purge_if_overdue()
 
     @property
@@ -159,6 +161,13 @@ class Engine:
     video_search = via("video", "search")
     video_tracks = via("video", "tracks")
     video_redact = via("video", "redact")
+    submit_video_search = via("video_jobs", "submit_search")
+    submit_video_redact = via("video_jobs", "submit_redact")
+    video_job = via("video_jobs", "get")
+    list_video_jobs = via("video_jobs", "list_jobs")
+    video_job_shot = via("video_jobs", "shot")
+    video_redacted_file = via("video_jobs", "redacted")
+    sweep_video_jobs = via("video_jobs", "sweep")
     watch = via("watching")
     allow_live = via("watching")
     retry_alerts = via("watching")

@@ -116,7 +116,9 @@ def video_allow_live(
     cli = _shell()
     result = cli.engine().allow_live(gallery, allowed=not revoke, by=cli.me())
     verb = "allowed" if result["allow_live"] else "no longer allowed"
-    cli.out.print(f"gallery {gallery!r} is {verb} for live use; ledger entry {result['ledger_entry']}")
+    was = "" if result["before"] != result["allow_live"] else " (unchanged)"
+    cli.out.print(f"gallery {gallery!r} is {verb} for live use{was} (its allow_live column); ledger entry "
+                  f"{result['ledger_entry']}")
 
 
 @video_app.command("retry-alerts")

@@ -13,7 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from .. import __version__
 from ..config import Settings
 from ..engine import Engine
-from . import routes, routes_calibration, signin, web
+from . import routes, routes_calibration, routes_video, signin, web, web_video
 from .deps import install_error_handlers
 from .security import Guard
 from .sessions_store import WebSessions
@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         engine.pipeline.load()  # load the models before the first request, not during it
+        engine.sweep_video_jobs()  # a job this data directory's last server was running is reported failed
         keeper = RetentionKeeper(engine, settings.maintenance_check_seconds)
         keeper.start()
         yield
@@ -71,8 +72,10 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.web_sessions = web_sessions = WebSessions.from_settings(engine, settings)
     app.include_router(routes.router)
     app.include_router(routes_calibration.router)
+    app.include_router(routes_video.router)
     app.include_router(signin.router)
     app.include_router(web.router)
+    app.include_router(web_video.router)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
 
     @app.get("/healthz", tags=["health"], summary="Liveness (no token needed)")

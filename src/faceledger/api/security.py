@@ -38,6 +38,9 @@ DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.j
 """/docs and /redoc (Swagger UI and ReDoc): FastAPI loads them from a CDN with an inline start-up script.
 They show only the public OpenAPI document; when they are served locally this policy can go."""
 DOCS_PATHS = {"/docs", "/docs/oauth2-redirect", "/redoc"}
+VIDEO_UPLOADS = ("/api/v1/video/", "/video")
+"""Video uploads are capped at FACELEDGER_VIDEO_MAX_BYTES (plus the form's fields), not the image cap."""
+VIDEO_FORM_SLACK = 1 << 20
 SECURITY_HEADERS = {b"x-frame-options": b"DENY", b"x-content-type-options": b"nosniff",
                     b"referrer-policy": b"no-referrer"}
 
@@ -78,6 +81,7 @@ class Guard:
         self.engine = engine
         self.web_sessions = web_sessions
         self.max_body = settings.max_upload_bytes
+        self.max_video_body = settings.video_max_bytes + VIDEO_FORM_SLACK  # the video routes check the file
         self.limiter = TokenBucket(settings.rate_limit_per_minute)
 
     async def __call__(self, scope, receive, send) -> None:
@@ -118,15 +122,16 @@ class Guard:
                               "session (or use `Authorization: Bearer TOKEN`)", slug="csrf")(scope, receive, send)
                 return
 
+        limit = self.max_video_body if path.startswith(VIDEO_UPLOADS) else self.max_body
         length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body:
-            await self._too_large(request)(scope, receive, send)
+        if length is not None and length.isdigit() and int(length) > limit:
+            await self._too_large(request, limit)(scope, receive, send)
             return
-        await self.app(scope, self._capped(receive), send)
+        await self.app(scope, self._capped(receive, limit), send)
 
-    def _capped(self, receive):
+    def _capped(self, receive, limit: int):
         seen = 0
-        limit = self.max_body
+        setting = "FACELEDGER_MAX_UPLOAD_BYTES" if limit == self.max_body else "FACELEDGER_VIDEO_MAX_BYTES"
 
         async def capped_receive():
             nonlocal seen
@@ -134,15 +139,15 @@ class Guard:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise HTTPException(413, f"the request body is over the limit of {limit:,} bytes "
-                                             "(FACELEDGER_MAX_UPLOAD_BYTES)")
+                    raise HTTPException(413, f"the request body is over the limit of {limit:,} bytes ({setting})")
             return message
 
         return capped_receive
 
-    def _too_large(self, request: Request):
+    def _too_large(self, request: Request, limit: int):
+        setting = "FACELEDGER_MAX_UPLOAD_BYTES" if limit == self.max_body else "FACELEDGER_VIDEO_MAX_BYTES"
         detail = (f"the request body ({int(request.headers['content-length']):,} bytes) is over the limit of "
-                  f"{self.max_body:,} bytes (FACELEDGER_MAX_UPLOAD_BYTES)")
+                  f"{limit:,} bytes ({setting})")
         if is_api(request.url.path):
             return problem(413, detail, slug="too-large")
         return error_page(request, 413, detail)

@@ -134,5 +134,5 @@ def describe(session: Session, gallery: Gallery) -> dict:
     return {
         "name": gallery.name, "id": gallery.id, "subjects": count(Subject), "images": count(ImageRecord),
         "faces": count(FaceRecord), "model_id": gallery.model_id, "created_at": iso(gallery.created_at),
-        "created_by": gallery.created_by, **gallery_policy(gallery),
+        "created_by": gallery.created_by, **gallery_policy(gallery), "allow_live": bool(gallery.allow_live),
     }

@@ -10,6 +10,7 @@ and are dropped when it ends (nothing of them is written anywhere).
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,10 @@ class TrackResult:
     quality: dict | None = None
     candidates: list[Candidate] = field(default_factory=list)
     thumbnail_jpeg: bytes | None = field(default=None, repr=False)
+    shot_jpegs: list[bytes] = field(default_factory=list, repr=False)
+    """Every best shot of a track with candidates (the first is `thumbnail_jpeg`); none for bystanders."""
+    review_entry: str | None = None
+    """The "search" ledger entry of this track's candidates: reviews name it (as for a photo's search)."""
 
     def summary(self) -> dict:
         """What a bystander keeps (and what the ledger holds of every track, with its candidates)."""
@@ -50,7 +55,9 @@ class TrackResult:
         data = self.summary()
         if self.status == "candidates":
             data.update(shots=self.shots, quality=self.quality, candidates=[c.as_json() for c in self.candidates],
-                        thumbnail_jpeg=base64.b64encode(self.thumbnail_jpeg).decode() if self.thumbnail_jpeg else None)
+                        thumbnail_jpeg=base64.b64encode(self.thumbnail_jpeg).decode() if self.thumbnail_jpeg else None,
+                        shots_jpeg=[base64.b64encode(j).decode() for j in self.shot_jpegs],
+                        review_entry=self.review_entry)
         return data
 
 
@@ -89,6 +96,13 @@ class VideoSearchResult:
                 "tracks": [t.as_json() for t in self.tracks], "bystanders": self.bystanders}
 
 
+def _fraction(progress: Callable[[float], None] | None, duration: float | None):
+    """A per-frame time callback that reports the fraction of the duration analysed (never above 1)."""
+    if progress is None:
+        return None
+    return lambda t: progress(min(1.0, t / duration) if duration else 0.0)
+
+
 def check_every_ms(every_ms: float) -> float:
     if not 20 <= float(every_ms) <= 10_000:
         raise FaceledgerError(f"--every-ms must be between 20 and 10000 (got {every_ms})")
@@ -120,20 +134,19 @@ class VideoSearch:
 
     def search(self, video: Path | str, *, gallery: str, purpose: str | None, case: str | None,
                every_ms: float = 200, top_k: int = 5, investigative: bool = False,
-               authorisation: str | None = None, max_shots: int = 3, by: Principal | None = None
-               ) -> VideoSearchResult:
-        """Search a recorded video: every face track searched once as a template, one ledger entry."""
+               authorisation: str | None = None, max_shots: int = 3, by: Principal | None = None,
+               progress: Callable[[float], None] | None = None) -> VideoSearchResult:
+        """Search a recorded video: every face track searched once as a template, one ledger entry (and,
+        for each track with candidates, a "search" entry its reviewers name, written in the same
+        transaction). Nothing is ledgered before the analysis ends (a failure is ledgered as one).
+
+        progress: called with the fraction (0..1) of the video's duration analysed so far."""
         ctx = self.ctx
         principal = self.access.authorize(by, "search", gallery=gallery)
+        purpose, case = self.check_request(principal, gallery=gallery, purpose=purpose, case=case,
+                                           investigative=investigative, video=Path(video).name, every_ms=every_ms)
         request = {"gallery": gallery, "purpose": purpose, "case": case, "investigative": investigative,
                    "video": Path(video).name, "every_ms": every_ms}
-        with self.access.refusals(principal, "video.search", request):
-            purpose = require_text(purpose, "a purpose", "--purpose")
-            case = require_text(case, "a case reference", "--case")
-            with ctx.sessions() as session:
-                policy = gallery_policy(ctx.gallery(session, gallery))
-            check_purpose(purpose, policy["purposes"], gallery)
-            check_investigative(investigative, policy["allow_investigative"], gallery)
         every_ms = check_every_ms(every_ms)
         if top_k < 1:
             raise FaceledgerError("--top-k must be at least 1")
@@ -141,7 +154,8 @@ class VideoSearch:
         with self.access.failures(principal, "video.search", request):
             info = probe(video, limits=self.limits)
             ctx.pipeline.load()
-            analysis = analyse(ctx.pipeline, video, every_ms=every_ms, detect_max_side=self.detect_max_side)
+            analysis = analyse(ctx.pipeline, video, every_ms=every_ms, detect_max_side=self.detect_max_side,
+                               progress=_fraction(progress, info.duration_s))
             check_complete(info, analysis, every_ms)
         try:
             return self._search_tracks(principal, info, analysis, gallery=gallery, purpose=purpose, case=case,
@@ -150,6 +164,21 @@ class VideoSearch:
         finally:
             for track in analysis.tracks:
                 forget(track)
+
+    def check_request(self, principal: Principal, *, gallery: str, purpose: str | None, case: str | None,
+                      investigative: bool, video: str, every_ms: float) -> tuple[str, str]:
+        """(purpose, case) of a video search the gallery's policy accepts; a refusal is ledgered as denied.
+        The API checks this before it accepts an upload, and the search again when it runs."""
+        request = {"gallery": gallery, "purpose": purpose, "case": case, "investigative": investigative,
+                   "video": video, "every_ms": every_ms}
+        with self.access.refusals(principal, "video.search", request):
+            purpose = require_text(purpose, "a purpose", "--purpose")
+            case = require_text(case, "a case reference", "--case")
+            with self.ctx.sessions() as session:
+                policy = gallery_policy(self.ctx.gallery(session, gallery))
+            check_purpose(purpose, policy["purposes"], gallery)
+            check_investigative(investigative, policy["allow_investigative"], gallery)
+        return purpose, case
 
     def _search_tracks(self, principal: Principal, info: VideoInfo, analysis: Analysis, *, gallery: str,
                        purpose: str, case: str, every_ms: float, top_k: int, investigative: bool,
@@ -181,7 +210,8 @@ class VideoSearch:
                         row.candidates = list(match.candidates)
                         row.shots = len(shots)
                         row.quality = shots[0].quality.as_dict()
-                        row.thumbnail_jpeg = thumbnail_jpeg(shots[0])
+                        row.shot_jpegs = [j for j in map(thumbnail_jpeg, shots) if j]
+                        row.thumbnail_jpeg = row.shot_jpegs[0] if row.shot_jpegs else None
                 results.append(row)
             if threshold is None:  # no track was searched: state the threshold that would have applied
                 threshold = self.searching.calibrations.current.threshold_for_fpir(gallery_row.target_fpir, size)
@@ -198,8 +228,21 @@ class VideoSearch:
                 "bystanders": {"tracks": sum(1 for r in results if r.status != "candidates"),
                                "kept": BYSTANDERS_KEPT}})
             target_fpir = gallery_row.target_fpir
+            last = entry
+            for row in results:
+                if row.candidates:  # reviewable as a photo's search is: by entry id and candidate rank
+                    last = ctx.ledger.append(session, actor=principal.name, action="search", payload={
+                        "source": "video", "video_search": entry.entry_id, "track": row.track,
+                        "first_s": round(row.first_s, 3), "last_s": round(row.last_s, 3),
+                        "video_sha256": info.sha256, "gallery": gallery, "gallery_id": gallery_row.id,
+                        "gallery_size": size, "purpose": purpose, "case": case, "authorisation": authorisation,
+                        "mode": mode, "top_k": top_k, "model_id": ctx.model_id, "calibration_id": calibration_id,
+                        "threshold": threshold.score, "threshold_supported": threshold.supported,
+                        "target_fpir": gallery_row.target_fpir, "decision": "match",
+                        "probe_quality": row.quality, "candidates": [c.as_json() for c in row.candidates]})
+                    row.review_entry = last.entry_id
             session.commit()
-        ctx.ledger.note_committed(entry)
+        ctx.ledger.note_committed(last)
         return VideoSearchResult(
             ledger_entry=entry.entry_id, video=video, every_ms=every_ms, frames_sampled=analysis.frames_sampled,
             gallery=gallery, gallery_size=size, mode=mode, threshold=threshold.score,
@@ -222,7 +265,7 @@ class VideoSearch:
 
     def redact(self, video: Path | str, *, out: Path | str, keep_tracks: tuple[int, ...] = (),
                every_ms: float = 200, purpose: str | None = None, case: str | None = None,
-               by: Principal | None = None) -> dict:
+               by: Principal | None = None, progress: Callable[[float], None] | None = None) -> dict:
         """Write a copy of the video with every face blurred except the kept tracks (numbered as `search`
         numbers them at the same --every-ms); ledgered as "video.redact"."""
         ctx = self.ctx
@@ -233,7 +276,8 @@ class VideoSearch:
             raise FaceledgerError("--out must be a new file, not the video being redacted")
         info = probe(video, limits=self.limits)
         ctx.pipeline.load()
-        analysis = analyse(ctx.pipeline, video, every_ms=every_ms, detect_max_side=self.detect_max_side)
+        analysis = analyse(ctx.pipeline, video, every_ms=every_ms, detect_max_side=self.detect_max_side,
+                           progress=_fraction(progress, info.duration_s))
         check_complete(info, analysis, every_ms)
         known = {t.track_id for t in analysis.tracks}
         unknown = sorted(set(keep_tracks) - known)

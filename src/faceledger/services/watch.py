@@ -6,8 +6,9 @@ ledgered ("watch.start", "watch.stop"); a track that clears the threshold raises
 ("watch.alert") in the transaction that searched it, printed, and posted to the webhook through the
 spool (never lost while the webhook is down). Bystander tracks are counted, nothing more.
 
-The opt-in list is a JSON file in the data directory until the gallery table gains an `allow_live`
-column (a schema migration).
+The opt-in is the gallery's `allow_live` column (schema revision 0003). A data directory of an earlier
+release kept the list in `<home>/video/live-galleries.json`: on first use its galleries are carried into
+the column once (ledgered as "video.allow_live.migrated") and the file is renamed `.migrated`.
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from sqlalchemy import select
+
 from ..errors import MissingField, PolicyViolation
 from ..policy import Principal, check_purpose, gallery_policy
+from ..store import Gallery
 from ..video.decode import frames, probe
 from ..video.live import AlertSpool, check_webhook, redact_url
 from ..video.shots import embedder, forget, observe, select_shots, template, thumbnail_jpeg
@@ -43,37 +47,66 @@ class Watching:
         self.access = access
         self.video = video
         self.spool = AlertSpool(ctx.settings.home / "video" / "alert-spool.jsonl")
+        self._carry_legacy_list()  # a data directory of an earlier release: its opt-in list, once
 
     # -- the opt-in list ----------------------------------------------------------------------------
 
     @property
-    def _live_file(self) -> Path:
+    def _legacy_file(self) -> Path:
         return self.ctx.settings.home / "video" / "live-galleries.json"
 
-    def live_galleries(self) -> dict:
-        try:
-            return json.loads(self._live_file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
+    def live_galleries(self) -> list[str]:
+        """The galleries allowed for live use (their `allow_live` column)."""
+        self._carry_legacy_list()
+        with self.ctx.sessions() as session:
+            return list(session.execute(select(Gallery.name).where(Gallery.allow_live.is_(True))
+                                        .order_by(Gallery.name)).scalars())
 
     def allow_live(self, gallery: str, *, allowed: bool = True, by: Principal | None = None) -> dict:
-        """Allow (or stop allowing) live watching against a gallery (admin); ledgered."""
+        """Allow (or stop allowing) live watching against a gallery (admin); ledgered with the change."""
         principal = self.access.authorize(by, "gallery.update", gallery=gallery)
-        with self.ctx.sessions() as session:
-            self.ctx.gallery(session, gallery)
-        with self.ctx.lock:
-            galleries = self.live_galleries()
-            entry = self.ctx.ledger.record(actor=principal.name, action="video.allow_live",
-                                           payload={"gallery": gallery, "allowed": allowed})
-            if allowed:
-                galleries[gallery] = {"by": principal.name, "at": utcnow().isoformat(), "entry": entry.entry_id}
-            else:
-                galleries.pop(gallery, None)
-            self._live_file.parent.mkdir(parents=True, exist_ok=True)
-            temporary = self._live_file.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-            temporary.write_text(json.dumps(galleries, indent=1, sort_keys=True), encoding="utf-8")
-            os.replace(temporary, self._live_file)
-        return {"gallery": gallery, "allow_live": allowed, "ledger_entry": entry.entry_id}
+        self._carry_legacy_list()
+        with self.ctx.writing() as session:
+            row = self.ctx.gallery(session, gallery)
+            before, row.allow_live = bool(row.allow_live), bool(allowed)
+            entry = self.ctx.ledger.append(session, actor=principal.name, action="video.allow_live",
+                                           payload={"gallery": gallery, "allowed": bool(allowed), "before": before})
+            session.commit()
+        self.ctx.ledger.note_committed(entry)
+        return {"gallery": gallery, "allow_live": bool(allowed), "before": before, "ledger_entry": entry.entry_id}
+
+    def _carry_legacy_list(self) -> None:
+        """Once per data directory: the legacy JSON list's galleries get `allow_live`, in one ledgered
+        transaction, and the file is renamed `.migrated` before it commits (so no other process carries it
+        again; a failed commit puts the file back)."""
+        legacy = self._legacy_file
+        if not legacy.is_file():
+            return
+        with self.ctx.writing() as session:  # the store's write lock orders processes doing this at once
+            try:
+                listed = json.loads(legacy.read_text(encoding="utf-8"))
+            except FileNotFoundError:
+                return  # another process carried it while this one waited for the lock
+            except (OSError, ValueError) as exc:
+                raise PolicyViolation(f"{legacy} cannot be read ({exc}); fix or remove it (it lists the galleries "
+                                      "allowed for live use)") from None
+            rows = {g.name: g for g in session.execute(select(Gallery).where(Gallery.name.in_(list(listed)))).scalars()}
+            for row in rows.values():
+                row.allow_live = True
+            entry = self.ctx.ledger.append(session, actor=self.ctx.settings.operator,
+                                           action="video.allow_live.migrated", payload={
+                                               "file": legacy.name, "galleries": sorted(rows),
+                                               "not_found": sorted(set(listed) - set(rows)),
+                                               "allowed_by": {k: v.get("by") for k, v in listed.items()
+                                                              if isinstance(v, dict)}})
+            done = legacy.with_suffix(".json.migrated")
+            os.replace(legacy, done)
+            try:
+                session.commit()
+            except BaseException:
+                os.replace(done, legacy)
+                raise
+        self.ctx.ledger.note_committed(entry)
 
     # -- watching -----------------------------------------------------------------------------------
 
@@ -95,7 +128,7 @@ class Watching:
             with ctx.sessions() as session:
                 policy = gallery_policy(ctx.gallery(session, gallery))
             check_purpose(purpose, policy["purposes"], gallery)
-            if gallery not in self.live_galleries():
+            if not self._allowed_live(gallery):
                 raise PolicyViolation(f"gallery {gallery!r} is not allowed for live use; an admin can allow it "
                                       f"with `faceledger video allow-live {gallery}`")
         every_ms = check_every_ms(every_ms)
@@ -158,6 +191,11 @@ class Watching:
         return {"watch_id": watch_id, "start_entry": start.entry_id, "stop_entry": stop_entry.entry_id, **state,
                 "alerts_pending_delivery": spool["pending"],
                 "bystanders": {"tracks": state["bystander_tracks"], "kept": "counts only"}}
+
+    def _allowed_live(self, gallery: str) -> bool:
+        self._carry_legacy_list()
+        with self.ctx.sessions() as session:
+            return bool(self.ctx.gallery(session, gallery).allow_live)
 
     def retry_alerts(self, *, by: Principal | None = None) -> dict:
         """Post the alerts still in the spool (a webhook that was down); returns delivered/pending."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,9 +23,12 @@ class Analysis:
 
 
 def analyse(pipeline: FacePipeline, path: Path | str, *, every_ms: float,
-            config: TrackerConfig | None = None, detect_max_side: int | None = None) -> Analysis:
+            config: TrackerConfig | None = None, detect_max_side: int | None = None,
+            progress: Callable[[float], None] | None = None) -> Analysis:
     """Detect and embed the faces of one frame per every_ms and follow them as tracks (ids in order of
-    first appearance, so the same file and sampling always give the same track numbers)."""
+    first appearance, so the same file and sampling always give the same track numbers).
+
+    progress: called after each sampled frame with its time in seconds (the caller knows the duration)."""
     tracker = Tracker(embedder(pipeline), config)
     result = Analysis(embed=tracker.embed)
     for frame in frames(path, every_ms=every_ms):
@@ -33,6 +37,8 @@ def analyse(pipeline: FacePipeline, path: Path | str, *, every_ms: float,
         result.faces_seen += len(observations)
         result.last_t = frame.t
         result.tracks.extend(tracker.update(frame.t, observations, frame.rgb))
+        if progress is not None:
+            progress(frame.t)
     result.tracks.extend(tracker.finish())
     result.tracks.sort(key=lambda tr: tr.track_id)
     return result
