@@ -6,6 +6,8 @@ in one transaction, and images are de-duplicated by sha256, so a killed run resu
 from __future__ import annotations
 
 import hashlib
+import os
+import unicodedata
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -106,14 +108,15 @@ class Enrolment:
 
         The same provenance rules, sha256 de-duplication, batches, ledger entries and store as `enroll`.
         The bytes are not kept; each enrolled face keeps a small JPEG crop instead (there is no file to
-        show a reviewer later), deleted with the face. The image is recorded as ``upload:NAME``.
+        show a reviewer later), deleted with the face. The image is recorded as ``upload:NAME`` (see
+        `upload_name`: a browser's relative path such as ``person/photo.jpg`` is kept, made safe).
         """
         provenance, seen = self._begin(gallery, source, legal_basis, retain_until, "upload", by)
         subject = require_text(subject, "the subject's name", "--subject")
         report = EnrollReport(gallery=gallery)
         analyses = []
         for filename, data in uploads:
-            item = WorkItem(path=f"upload:{filename or 'image'}", subject=subject,
+            item = WorkItem(path=upload_name(filename), subject=subject,
                             sha256=hashlib.sha256(data).hexdigest())
             if item.sha256 in seen:
                 report.outcomes.append(FileOutcome(path=item.path, status="duplicate", subject=subject))
@@ -154,6 +157,9 @@ class Enrolment:
         items: list[WorkItem] = []
         seen = set(known)
         for path in files:
+            # The absolute path is what the store keeps (ImageRecord.name): crops are read from it later,
+            # by a server that may run in another directory than the `enroll` that stored it.
+            path = Path(os.path.abspath(path))
             try:
                 name = subject_for(path, subject=subject, from_folder=from_folder)
                 digest = file_sha256(path, max_bytes=self.ctx.settings.max_image_bytes)
@@ -240,6 +246,21 @@ class Enrolment:
                 session.add(FaceCrop(face_id=record.id, jpeg=face.crop))
             stored.append((record.id, face.embedding))
         return stored
+
+
+UPLOAD_NAME_LIMIT = 255
+
+
+def upload_name(filename: str | None) -> str:
+    """The recorded name of an uploaded image: ``upload:`` and the name the client gave (a browser's
+    relative path, e.g. ``person/photo.jpg``), NFKC, control and invisible characters replaced by ``_``,
+    ``\\`` as ``/``, no leading ``/`` and no ``..`` parts, at most the last 255 characters. It names the
+    upload in the store, the ledger and results; it is never opened as a path."""
+    text = unicodedata.normalize("NFKC", str(filename or "")).replace("\\", "/")
+    text = "".join("_" if unicodedata.category(ch)[0] in "CZ" and ch != " " else ch for ch in text)
+    parts = [part.strip() for part in text.split("/") if part.strip() not in ("", ".", "..")]
+    name = "/".join(parts)[-UPLOAD_NAME_LIMIT:].lstrip("/")
+    return f"upload:{name or 'image'}"
 
 
 def _subject(session: Session, gallery: Gallery, name: str, now: datetime) -> Subject:
