@@ -38,7 +38,7 @@ FIELDS = {
     "allow_investigative": Field("Allow investigative search", "check",
                                  "always return the top candidates, each labelled a lead with its false-match "
                                  "rate; a second person must review before a candidate is confirmed"),
-    "target_fpir": Field("Target false-positive identification rate", "rate",
+    "target_fpir": Field("Target FPIR (false-positive identification rate)", "rate",
                          "chance that a search of someone not enrolled returns a candidate, e.g. 0.01"),
     "retain_days": Field("Records kept (days)", "days", "enrolled images are deleted this many days after "
                          "enrolment; empty: kept until erased", minimum=1),

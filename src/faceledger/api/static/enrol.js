@@ -16,7 +16,7 @@
   const batchError = $("batch-error"), rows = document.querySelector("#results tbody");
   let chosen = []; // [{file, path}]: path is the file's path relative to what was chosen or dropped
 
-  const mb = (bytes) => (bytes / 1024 / 1024).toFixed(1) + " MB";
+  const mb = (bytes) => bytes < 1024 * 1024 ? Math.ceil(bytes / 1024) + " kB" : (bytes / 1024 / 1024).toFixed(1) + " MB";
   const folderOf = (path) => { const parts = path.split("/").filter(Boolean); return parts.length > 1 ? parts[parts.length - 2] : ""; };
   const mode = () => form.querySelector("input[name=mode]:checked").value;
 
@@ -29,7 +29,11 @@
     if (mode() === "folders") text += folders.size ? `: ${folders.size} people, named after their folders` : ": no folders, so no names";
     chosenText.textContent = text + ".";
   }
-  function choose(list) { chosen = list; formError.hidden = true; describe(); }
+  function choose(list) {
+    chosen = list.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+    formError.hidden = true;
+    describe();
+  }
   function syncMode() {
     const one = mode() === "subject";
     $("subject-field").hidden = !one;
