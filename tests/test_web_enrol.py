@@ -310,6 +310,12 @@ def test_enrol_a_folder_in_the_browser(server, page):  # noqa: F811
         for p in lfw(person, n):
             shutil.copy(p, folder / person / p.name)
     (folder / "Shinzo_Abe" / "notes.txt").write_text("not a photo")
+    (folder / "Nobody").mkdir()
+    for i in range(BATCH_FILES * 2):  # photos without a face: the upload takes several requests
+        (folder / "Nobody" / f"noise-{i:02d}.png").write_bytes(noise_png(5000 + i, side=32))
+    total = 4 + BATCH_FILES * 2
+    batches: list[str] = []
+    page.on("request", lambda r: batches.append(r.url) if r.method == "POST" and r.url.endswith("/enrol") else None)
     sign_in(page, base, tokens["enroller"])
     page.goto(base + f"/galleries/web-{w}")
     page.click("#enrol-link")
@@ -318,21 +324,24 @@ def test_enrol_a_folder_in_the_browser(server, page):  # noqa: F811
     page.fill("input[name=source]", f"browser test {w}")
     page.fill("input[name=legal_basis]", "consent")
     page.set_input_files("#pick-folder", str(folder))
-    assert "4 files chosen" in page.inner_text("#chosen") and "2 people" in page.inner_text("#chosen")
+    assert f"{total} files chosen" in page.inner_text("#chosen") and "3 people" in page.inner_text("#chosen")
     page.click("#enrol-start")
     page.wait_for_selector("#progress-card.finished")
     assert page.locator("#progress").evaluate("p => p.value === p.max")
-    rows = page.locator("#results tbody tr")
-    assert rows.count() == 4
-    text = page.inner_text("#results")
-    assert text.count("enrolled") == 3 and "not an image" in text
-    assert "4 of 4 files · 3 enrolled" in page.inner_text("#progress-text")
+    assert len(batches) >= 3  # sent in batches of at most BATCH_FILES
+    assert page.locator("#results tbody tr").count() == total
+    enrolled = page.locator("#results tr.enrolled")
+    assert enrolled.count() == 3 and "Junichiro_Koizumi" in page.inner_text("#results tr.enrolled >> nth=0")
+    assert "not an image" in page.inner_text("#results")
+    assert page.locator("#results tr.refused:has-text('no face found')").count() == BATCH_FILES * 2
+    assert f"{total} of {total} files · 3 enrolled · 0 duplicates · {total - 3} refused" in page.inner_text(
+        "#progress-text")
     fits(page)
     shoot(page, "1-enrolled")
-    # the same folder again: every photo is a duplicate
+    # the same folder again: the three photos are duplicates now
     page.click("#enrol-start")
     page.wait_for_function("() => document.querySelector('#progress-text').textContent.includes('done')")
-    page.wait_for_function("() => document.querySelectorAll('#results .badge.duplicate').length === 3")
+    assert page.locator("#results .badge.duplicate").count() == 3
     page.click("#done-links a")
     assert "Junichiro_Koizumi" in page.inner_text("main") and "Shinzo_Abe" in page.inner_text("main")
     fits(page)
