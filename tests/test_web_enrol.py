@@ -338,6 +338,9 @@ def test_enrol_a_folder_in_the_browser(server, page):  # noqa: F811
         "#progress-text")
     fits(page)
     shoot(page, "1-enrolled")
+    page.check("#only-refused")
+    assert page.locator("#results tr.result:visible").count() == total - 3
+    page.uncheck("#only-refused")
     # the same folder again: the three photos are duplicates now
     page.click("#enrol-start")
     page.wait_for_function("() => document.querySelector('#progress-text').textContent.includes('done')")

@@ -72,6 +72,7 @@
   });
 
   // Results and progress.
+  $("only-refused").addEventListener("change", (e) => $("results").classList.toggle("only-refused", e.target.checked));
   const counts = { enrolled: 0, duplicate: 0, refused: 0 };
   let done = 0;
   function cell(row, label, text) {
