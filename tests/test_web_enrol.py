@@ -379,3 +379,57 @@ def test_admin_creates_a_gallery_in_the_browser(server, page):  # noqa: F811
     assert not page.console_errors
 
 
+
+
+@needs_chromium
+def test_dropped_files_a_busy_server_and_a_refused_upload_in_the_browser(server, page):  # noqa: F811
+    """Files dropped on the page (a DataTransfer, as a drag from the desktop gives); a 429 answer is waited
+    out and the batch sent again; a retention date in the past stops the upload with the engine's reason."""
+    import base64
+
+    base, tokens, _ = server
+    w = page.width
+    sign_in(page, base, tokens["enroller"])
+    page.goto(base + f"/galleries/web-{w}/enrol")
+    page.fill("input[name=subject]", f"Jacinda Ardern {w}")
+    page.fill("input[name=source]", "press office")
+    page.fill("input[name=legal_basis]", "consent")
+    photo = base64.b64encode((OPEN_FACES / "ardern_2018.jpg").read_bytes()).decode()
+    page.evaluate("""photo => {
+        const bytes = Uint8Array.from(atob(photo), c => c.charCodeAt(0));
+        const dt = new DataTransfer();
+        dt.items.add(new File([bytes], "ardern.jpg", {type: "image/jpeg"}));
+        dt.items.add(new File(["just text"], "notes.txt", {type: "text/plain"}));
+        document.getElementById("drop").dispatchEvent(new DragEvent("drop", {dataTransfer: dt, bubbles: true}));
+    }""", photo)
+    page.wait_for_function("() => document.getElementById('chosen').textContent.startsWith('2 files chosen')")
+    page.fill("input[name=retain_until]", "2001-01-01")
+    page.click("#enrol-start")
+    page.wait_for_selector("#batch-error:not([hidden])")
+    assert "already passed" in page.inner_text("#batch-error") and page.locator("#results tbody tr").count() == 0
+    shoot(page, "1-refused-upload")
+    answered: list[int] = []
+    busy = {"left": 1}
+
+    def once_busy(route):
+        if busy["left"]:
+            busy["left"] -= 1
+            answered.append(429)
+            route.fulfill(status=429, headers={"Retry-After": "1", "Content-Type": "application/problem+json"},
+                          body='{"detail": "rate limit reached; retry in 1 s"}')
+        else:
+            answered.append(200)
+            route.continue_()
+
+    page.route("**/enrol", once_busy)
+    page.fill("input[name=retain_until]", "")
+    page.click("#enrol-start")
+    page.wait_for_selector("#progress-card.finished")
+    assert answered == [429, 200] and page.locator("#batch-error").is_hidden()
+    assert "2 of 2 files · 1 enrolled · 0 duplicates · 1 refused" in page.inner_text("#progress-text")
+    assert f"Jacinda Ardern {w}" in page.inner_text("#results tr.enrolled")
+    fits(page)
+    shoot(page, "2-dropped")
+    # no script error; the only failed requests are the two answered so on purpose (403 past date, 429)
+    assert [e.split()[0] for e in page.console_errors] == ["403", "429"]
+    assert all(e.endswith("/enrol") for e in page.console_errors)
