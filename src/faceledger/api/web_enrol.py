@@ -3,8 +3,8 @@ per subject, give the provenance) and the batch route its script posts to.
 
 The page's script (static/enrol.js) sends the chosen files a few at a time (`BATCH_FILES` per request,
 within the body cap), one request after another, so 500 files never make one huge request and each
-request finishes in seconds. Each batch is `Engine.enroll_uploads` with the signed-in user as `by=`,
-one call per subject: the engine checks the role (`enroll`: admin, enroller), the provenance and the
+request finishes in seconds. Each batch is one `Engine.enroll_uploads` call (each file with its
+subject) with the signed-in user as `by=`: the engine checks the role (`enroll`: admin, enroller), the provenance and the
 retention date, de-duplicates by sha256, and ledgers each stored batch exactly as for the API and the
 CLI. The answer is one row per file: enrolled, duplicate or refused with the reason in plain words.
 """
@@ -75,19 +75,17 @@ def enrol_batch(
         uploads = [read_upload(upload) for upload in images]
         files = [(names[i] if i < len(names) and names[i] else filename, data)
                  for i, (filename, data) in enumerate(uploads)]
-        results, groups = _grouped(files, mode, subject)
-        entries: list[str] = []
-        for who, group in groups.items():
-            report = engine.enroll_uploads(group, gallery=name, subject=who, source=source,
-                                           legal_basis=legal_basis, retain_until=until,
-                                           on_multiple=ON_MULTIPLE.get(on_multiple, "refuse"), by=by)
-            entries += report.ledger_entries
-            results += [{"file": o.path.removeprefix("upload:"), "subject": o.subject or who,
-                         "status": "refused" if o.status == "failed" else o.status, "faces": o.faces,
-                         "reason": reason(o.error, o.path) if o.error else ""} for o in report.outcomes]
+        results, named = _named(files, mode, subject)
+        report = engine.enroll_uploads(named, gallery=name, subject=subject if mode == "subject" else None,
+                                       source=source,
+                                       legal_basis=legal_basis, retain_until=until,
+                                       on_multiple=ON_MULTIPLE.get(on_multiple, "refuse"), by=by)
+        results += [{"file": o.path.removeprefix("upload:"), "subject": o.subject or "",
+                     "status": "refused" if o.status == "failed" else o.status, "faces": o.faces,
+                     "reason": reason(o.error, o.path) if o.error else ""} for o in report.outcomes]
     except FaceledgerError as exc:
         return JSONResponse({"detail": plain_words(str(exc))}, status_code=classify(exc)[0])
-    return JSONResponse({"results": results, "ledger_entries": entries})
+    return JSONResponse({"results": results, "ledger_entries": report.ledger_entries})
 
 
 def _date(text: str | None):
@@ -99,14 +97,14 @@ def _date(text: str | None):
         raise FaceledgerError(f"Keep until must be a date (YYYY-MM-DD), not {text.strip()[:40]!r}") from None
 
 
-def _grouped(files: list[tuple[str, bytes]], mode: str, subject: str | None
-             ) -> tuple[list[dict], dict[str, list[tuple[str, bytes]]]]:
-    """(rows of files refused before enrolment, {subject: [(name, bytes)]}) for the chosen mode."""
+def _named(files: list[tuple[str, bytes]], mode: str, subject: str | None
+           ) -> tuple[list[dict], list[tuple[str, bytes, str | None]]]:
+    """(rows of files refused before enrolment, [(name, bytes, subject)] to enrol) for the chosen mode."""
     refused: list[dict] = []
-    groups: dict[str, list[tuple[str, bytes]]] = {}
+    named: list[tuple[str, bytes, str | None]] = []
     for path, data in files:
         if mode == "subject":
-            groups.setdefault(subject or "", []).append((path, data))
+            named.append((path, data, subject))
             continue
         parts = [p for p in path.replace("\\", "/").split("/") if p]
         if len(parts) < 2:
@@ -120,8 +118,8 @@ def _grouped(files: list[tuple[str, bytes]], mode: str, subject: str | None
             refused.append({"file": path, "subject": parts[-2], "status": "refused", "faces": 0,
                             "reason": plain_words(str(exc))})
             continue
-        groups.setdefault(who, []).append((path, data))
-    return refused, groups
+        named.append((path, data, who))
+    return refused, named
 
 
 KINDS = (
