@@ -14,6 +14,10 @@ the face thumbnails' links), --repeat times each after one warm-up:
 - name search:  /galleries/g?q=...                (a substring matching about 1 subject in 1,000)
 - no match:     /galleries/g?q=nobody-like-this
 - person page:  /galleries/g/people/ID            (one subject's images, provenance once per image)
+- enrol, no face: POST /galleries/g/enrol, 10 small noise PNGs in 10 folders (one folder per subject),
+                  all refused "no face found": the route's cost around the models
+- enrol, 1 face:  POST /galleries/g/enrol, one portrait (tests/data/open-faces, a pixel changed each time
+                  so it is never a duplicate), enrolled: store, ledger, index update and index file
 
 The 1k gallery is the peer: the ratio column says how much slower the same page is at N subjects.
 Prints a markdown table, writes benchmarks/results/web_gallery_pages.{json,md}.
@@ -81,6 +85,46 @@ def fill(engine, n: int, seed: int) -> None:
         session.commit()
 
 
+def noise_png(seed: int, side: int = 32) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (side, side, 3), dtype=np.uint8)).save(
+        buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def portrait(seed: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    image = np.array(Image.open(REPO / "tests" / "data" / "open-faces" / "ardern_2018.jpg").convert("RGB"))
+    image[0, 0] = [seed % 256, (seed // 256) % 256, 7]
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def timed_posts(client, url: str, bodies: list[list[tuple[str, bytes]]], mode: str) -> dict:
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/galleries").text).group(1)
+    times = []
+    for i, files in enumerate(bodies):
+        data = {"csrf": csrf, "source": "benchmark", "legal_basis": "synthetic", "mode": mode,
+                "subject": "Portrait", "paths": [path for path, _ in files]}
+        t0 = time.perf_counter()
+        response = client.post(url, data=data, files=[("images", (Path(p).name, b, "image/png")) for p, b in files],
+                               headers={"Accept": "application/json"})
+        if i:  # the first is the warm-up
+            times.append((time.perf_counter() - t0) * 1000)
+        if response.status_code != 200:
+            raise SystemExit(f"{url}: {response.status_code} {response.text[:300]}")
+    return {"median_ms": round(statistics.median(times), 2), "min_ms": round(min(times), 2),
+            "max_ms": round(max(times), 2), "people_shown": 0}
+
+
 def signed_in(engine):
     from fastapi.testclient import TestClient
 
@@ -127,6 +171,13 @@ def run_size(n: int, repeat: int, seed: int) -> dict:
             "person page": f"/galleries/g/people/{last['subject_id']}",
         }
         rows = {name: {"url": url, **timed(client, url, repeat)} for name, url in pages.items()}
+        noise = [[(f"batch/person-{r}-{i}/{i}.png", noise_png(r * 100 + i)) for i in range(10)]
+                 for r in range(repeat + 1)]
+        rows["enrol, no face"] = {"url": "/galleries/g/enrol", **timed_posts(client, "/galleries/g/enrol", noise,
+                                                                             "folders")}
+        faces = [[("portrait.png", portrait(r))] for r in range(repeat + 1)]
+        rows["enrol, 1 face"] = {"url": "/galleries/g/enrol", **timed_posts(client, "/galleries/g/enrol", faces,
+                                                                            "subject")}
         engine.close()
     return {"subjects": n, "fill_s": round(fill_s, 1), "pages": rows}
 
