@@ -168,6 +168,10 @@ def test_roles_csrf_and_provenance_are_checked_and_nothing_is_stored(world):
     assert refused.status_code == 403
     assert engine.audit_entries(action="denied")[-1]["payload"]["attempted"] == "enroll"
     enroller, csrf = signed_in(world, "enroller")
+    from datetime import UTC, datetime, timedelta
+
+    latest = (datetime.now(UTC).date() + timedelta(days=30)).isoformat()
+    assert f'max="{latest}"' in enroller.get("/galleries/guarded/enrol").text  # the date field knows the limit
     assert post_batch(enroller, "guarded", photo, "wrong", mode="subject", subject="x").status_code == 403
     no_basis = post_batch(enroller, "guarded", photo, csrf, mode="subject", subject="x", legal_basis=" ")
     assert no_basis.status_code == 422 and "Legal basis" in no_basis.json()["detail"]
@@ -385,8 +389,9 @@ def test_admin_creates_a_gallery_in_the_browser(server, page):  # noqa: F811
 
 @needs_chromium
 def test_dropped_files_a_busy_server_and_a_refused_upload_in_the_browser(server, page):  # noqa: F811
-    """Files dropped on the page (a DataTransfer, as a drag from the desktop gives); a 429 answer is waited
-    out and the batch sent again; a retention date in the past stops the upload with the engine's reason."""
+    """Files dropped on the page (a DataTransfer, as a drag from the desktop gives); a retention date in the
+    past is refused by the form, and by the server (the upload stops with the engine's reason); a 429
+    answer is waited out and the batch sent again."""
     import base64
 
     base, tokens, _ = server
@@ -406,7 +411,11 @@ def test_dropped_files_a_busy_server_and_a_refused_upload_in_the_browser(server,
     }""", photo)
     page.wait_for_function("() => document.getElementById('chosen').textContent.startsWith('2 files chosen')")
     page.fill("input[name=retain_until]", "2001-01-01")
-    page.click("#enrol-start")
+    page.click("#enrol-start")  # the date field's minimum is tomorrow: the browser sends nothing
+    assert page.locator("input[name=retain_until]").evaluate("i => !i.validity.valid")
+    assert page.locator("#progress-card").is_hidden()
+    page.evaluate("document.querySelector('input[name=retain_until]').removeAttribute('min')")
+    page.click("#enrol-start")  # the server checks it too
     page.wait_for_selector("#batch-error:not([hidden])")
     assert "already passed" in page.inner_text("#batch-error") and page.locator("#results tbody tr").count() == 0
     shoot(page, "1-refused-upload")

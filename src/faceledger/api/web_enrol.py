@@ -11,7 +11,7 @@ CLI. The answer is one row per file: enrolled, duplicate or refused with the rea
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
@@ -42,9 +42,12 @@ def enrol_page(request: Request, engine: EngineDep, by: Me, name: str) -> HTMLRe
         raise PermissionDenied(f"enrolling needs the role {' or '.join(sorted(PERMISSIONS['enroll']))}; "
                                f"you are signed in as {by.role}")
     settings = engine.settings
+    today = datetime.now(UTC).date()
+    days = info["retain_days"]
     return render(request, "enrol.html", info=info, batch_files=BATCH_FILES,
-                  max_body=settings.max_upload_bytes, max_image=settings.max_image_bytes,
-                  latest=info["retain_days"])
+                  max_body=settings.max_upload_bytes, max_image=settings.max_image_bytes, latest=days,
+                  first_date=(today + timedelta(days=1)).isoformat(),
+                  last_date=(today + timedelta(days=days)).isoformat() if days else "")
 
 
 @router.post("/galleries/{name}/enrol")

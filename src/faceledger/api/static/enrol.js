@@ -141,12 +141,17 @@
       const json = (response.headers.get("Content-Type") || "").includes("json") ? await response.json() : null;
       if (response.redirected || !json) {
         throw new Error(response.redirected ? "your session has ended: sign in again, then press Enrol again " +
-          "(photos already enrolled are skipped as duplicates)" : `the server refused the batch (${response.status})`);
+          "(photos already enrolled are skipped as duplicates)" : response.status === 413 ?
+          "the batch is larger than the server accepts (FACELEDGER_MAX_UPLOAD_BYTES)" :
+          `the server refused the batch (${response.status})`);
       }
       if (!response.ok) throw new Error(json.detail || `the server refused the batch (${response.status})`);
       return json;
     }
   }
+
+  let sending = false;
+  window.addEventListener("beforeunload", (e) => { if (sending) { e.preventDefault(); e.returnValue = ""; } });
 
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
@@ -157,6 +162,7 @@
     const { out, early } = batches(chosen);
     const total = chosen.length;
     start.disabled = true;
+    sending = true;
     card.hidden = false;
     batchError.hidden = true;
     $("done-links").hidden = true;
@@ -180,6 +186,7 @@
       batchError.hidden = false;
       showProgress(total, "stopped");
     } finally {
+      sending = false;
       start.disabled = false;
       $("done-links").hidden = false;
     }
