@@ -302,6 +302,9 @@ def test_crops_of_a_relative_path_enrolment_load_in_a_server_started_elsewhere(s
     for image in images:
         crop = httpx.get(base + f"/api/v1/faces/{image['face_ids'][0]}/crop", headers=headers)
         assert crop.status_code == 200 and Image.open(io.BytesIO(crop.content)).format == "JPEG"
+    person = httpx.get(base + f"/galleries/rel/people/{images[0]['subject_id']}", headers={**headers, **HTML})
+    assert person.status_code == 200 and person.text.count("legal basis: b") == 2
+    assert person.text.count("/api/v1/faces/") == 2  # the crops the page loads: fetched above
 
 
 # -- the page in Chromium ----------------------------------------------------------------------------------
