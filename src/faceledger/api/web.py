@@ -26,7 +26,7 @@ from ..errors import (
     PermissionDenied,
 )
 from ..policy import DECISIONS
-from . import web_admin, web_enrol, web_galleries, web_people
+from . import web_admin, web_people
 from .deps import EngineDep, Me, as_utc, check_csrf, read_upload
 from .pages import TEMPLATES, render
 from .problems import classify
@@ -185,6 +185,4 @@ def transparency(request: Request, engine: EngineDep, by: Me) -> HTMLResponse:
 
 
 router.include_router(web_admin.router)
-router.include_router(web_galleries.router)
-router.include_router(web_enrol.router)
 router.include_router(web_people.router)
