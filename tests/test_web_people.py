@@ -170,3 +170,56 @@ def test_analyst_may_read_people_but_not_change_them(world):
     assert client.post(f"/galleries/g/faces/{face}/remove", data={"back": blair, "reason": "x",
                                                                  "csrf": csrf}).status_code == 403
     assert client.post(f"/galleries/g/people/{blair}/rename", data={"new_name": "X"}).status_code == 403  # no CSRF
+
+
+def test_finding_people_by_name_pages_in_sql_on_both_databases(engine):
+    """The subject list's name search and paging (store/queries.py) on SQLite and PostgreSQL alike."""
+    import numpy as np
+
+    from faceledger.enrollment import PrecomputedFace
+
+    names = ["Ada Lovelace", "ada byron", "Grace Hopper", "100% Real", "under_score", "Alan Turing"]
+    rng = np.random.default_rng(3)
+    engine.enroll_embeddings([PrecomputedFace(subject=n, sha256=f"{i:064x}", name=f"e{i}",
+                                              embedding=rng.standard_normal(128).astype(np.float32),
+                                              model_id=engine.model_id) for i, n in enumerate(names)],
+                             gallery="g", source="s", legal_basis="b")
+    found = engine.list_subjects("g", query="ADA")
+    assert found["total"] == 2 and [s["name"] for s in found["subjects"]] == ["Ada Lovelace", "ada byron"]
+    assert [s["name"] for s in engine.list_subjects("g", query="%")["subjects"]] == ["100% Real"]
+    assert [s["name"] for s in engine.list_subjects("g", query="_")["subjects"]] == ["under_score"]
+    page = engine.list_subjects("g", query="a", limit=2, offset=2)
+    assert page["total"] == 5 and len(page["subjects"]) == 2  # every name but "under_score" has an "a"
+    past = engine.list_subjects("g", query="a", limit=2, offset=10)
+    assert past["total"] == 5 and past["subjects"] == []
+    pages = [engine.list_subjects("g", limit=4, offset=offset) for offset in (0, 4)]
+    shown = [s["name"] for p in pages for s in p["subjects"]]
+    assert pages[1]["total"] == 6 and sorted(shown) == sorted(names)  # every name once, whatever the collation
+    assert engine.list_subjects("g", query="grace hopper", exact=True)["total"] == 0  # exact means exact
+    assert engine.list_subjects("g", query="Grace Hopper", exact=True)["subjects"][0]["faces"] == 1
+
+
+def test_gallery_page_pages_through_many_people_with_counts(tmp_path):
+    import numpy as np
+
+    from faceledger.enrollment import PrecomputedFace
+
+    engine = open_test_engine(tmp_path / "home")
+    engine.create_gallery("big")
+    rng = np.random.default_rng(5)
+    engine.enroll_embeddings([PrecomputedFace(subject=f"Person {i:04d}", sha256=f"{i:064x}", name=f"e{i}",
+                                              embedding=rng.standard_normal(128).astype(np.float32),
+                                              model_id=engine.model_id) for i in range(1, 1101)],
+                             gallery="big", source="s", legal_basis="b")
+    token = engine.add_user("reader", role="auditor")[1]
+    client = TestClient(create_app(engine=engine), headers=HTML)
+    login_csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)
+    client.post("/login", data={"token": token, "csrf": login_csrf}, follow_redirects=False)
+    first = client.get("/galleries/big").text
+    assert "1,100 people" in first and "1–48 of 1,100" in first and "Person 0048" in first and "Person 0049" not in first
+    assert "offset=48" in first and "offset=1056" in first and "Previous" not in first  # Next and Last
+    last = client.get("/galleries/big", params={"offset": 1056}).text
+    assert "1,057–1,100 of 1,100" in last and "Person 1100" in last and "Next" not in last
+    found = client.get("/galleries/big", params={"q": "10", "offset": 48}).text
+    assert "49–" in found and "whose name holds “10”" in found and "q=10" in found.split('rel="prev"')[0]
+    engine.close()

@@ -14,12 +14,17 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from ..engine import Engine
 from ..errors import AuthenticationFailed, FaceledgerError, NotFound, PermissionDenied
 from ..policy import Principal
+from . import web_enrol, web_galleries
 from .deps import EngineDep, Me, check_csrf
 from .pages import render
 from .problems import classify
 from .wording import plain_words
 
 router = APIRouter(include_in_schema=False)
+# The gallery's other pages, registered with these (web.py includes this router): enrolment
+# (/galleries/{name}/enrol) and the policy forms (/admin/galleries/new, /galleries/{name}/policy).
+router.include_router(web_galleries.router)
+router.include_router(web_enrol.router)
 PAGE = 48
 
 

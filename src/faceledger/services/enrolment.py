@@ -6,6 +6,8 @@ in one transaction, and images are de-duplicated by sha256, so a killed run resu
 from __future__ import annotations
 
 import hashlib
+import os
+import unicodedata
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -28,6 +30,7 @@ from ..errors import FaceledgerError, IndexMismatch
 from ..policy import Principal, check_retain_until
 from ..results import EnrollReport, FileOutcome
 from ..store import FaceCrop, FaceRecord, Gallery, ImageRecord, Subject
+from ..store.queries import SQLITE_PARAMETER_CHUNK
 from .access import Access
 from .context import Context, iso, require_text, utcnow
 from .indexes import IndexCache
@@ -99,24 +102,31 @@ class Enrolment:
         self._store_in_batches(gallery, fresh, provenance, report)
         return report
 
-    def enroll_uploads(self, uploads: Sequence[tuple[str, bytes]], *, gallery: str, subject: str | None,
-                       source: str | None, legal_basis: str | None, retain_until: datetime | None = None,
-                       on_multiple: str = "refuse", by: Principal | None = None) -> EnrollReport:
-        """Enrol uploaded images, given as (file name, bytes): the HTTP API's enrolment.
+    def enroll_uploads(self, uploads: Sequence[tuple[str, bytes] | tuple[str, bytes, str]], *, gallery: str,
+                       subject: str | None, source: str | None, legal_basis: str | None,
+                       retain_until: datetime | None = None, on_multiple: str = "refuse",
+                       by: Principal | None = None) -> EnrollReport:
+        """Enrol uploaded images, given as (file name, bytes) of `subject`, or as (file name, bytes,
+        subject) to name each one's subject (the web app's one folder per subject): the HTTP API's and
+        the web app's enrolment.
 
         The same provenance rules, sha256 de-duplication, batches, ledger entries and store as `enroll`.
+        Only these uploads' hashes are looked up in the gallery (not every hash it holds), and the index
+        file is written only when something was stored, so a small upload into a large gallery is quick.
         The bytes are not kept; each enrolled face keeps a small JPEG crop instead (there is no file to
-        show a reviewer later), deleted with the face. The image is recorded as ``upload:NAME``.
+        show a reviewer later), deleted with the face. The image is recorded as ``upload:NAME`` (see
+        `upload_name`: a browser's relative path such as ``person/photo.jpg`` is kept, made safe).
         """
-        provenance, seen = self._begin(gallery, source, legal_basis, retain_until, "upload", by)
-        subject = require_text(subject, "the subject's name", "--subject")
+        items = [(upload[0], upload[1], upload[2] if len(upload) > 2 else subject) for upload in uploads]
+        hashes = [hashlib.sha256(data).hexdigest() for _, data, _ in items]
+        provenance, seen = self._begin(gallery, source, legal_basis, retain_until, "upload", by, only=hashes)
+        names = {who: require_text(who, "the subject's name", "--subject") for who in {who for *_, who in items}}
         report = EnrollReport(gallery=gallery)
         analyses = []
-        for filename, data in uploads:
-            item = WorkItem(path=f"upload:{filename or 'image'}", subject=subject,
-                            sha256=hashlib.sha256(data).hexdigest())
+        for (filename, data, who), digest in zip(items, hashes, strict=True):
+            item = WorkItem(path=upload_name(filename), subject=names[who], sha256=digest)
             if item.sha256 in seen:
-                report.outcomes.append(FileOutcome(path=item.path, status="duplicate", subject=subject))
+                report.outcomes.append(FileOutcome(path=item.path, status="duplicate", subject=item.subject))
                 continue
             seen.add(item.sha256)
             analyses.append(analyse_upload(self.ctx.pipeline, item, data, settings=self.ctx.settings,
@@ -126,8 +136,9 @@ class Enrolment:
         return report
 
     def _begin(self, gallery: str, source: str | None, legal_basis: str | None, retain_until: datetime | None,
-               method: str, by: Principal | None) -> tuple[dict, set[str]]:
-        """Check the role and the provenance; return the provenance record and the sha256s already held."""
+               method: str, by: Principal | None, *, only: Sequence[str] | None = None) -> tuple[dict, set[str]]:
+        """Check the role and the provenance; return the provenance record and the sha256s already held
+        (all of the gallery's, or those of `only` that it holds)."""
         principal = self.access.authorize(by, "enroll", gallery=gallery)
         provenance = {
             "source": require_text(source, "the image source (provenance)", "--source"),
@@ -138,22 +149,34 @@ class Enrolment:
             gallery_row = self.ctx.gallery(session, gallery)
             with self.access.refusals(principal, "enroll", {"gallery": gallery, "retain_until": iso(retain_until)}):
                 check_retain_until(retain_until, gallery_row.retain_days, gallery, utcnow())
-            known = set(session.execute(select(ImageRecord.sha256).where(
-                ImageRecord.gallery_id == gallery_row.id)).scalars())
+            held = select(ImageRecord.sha256).where(ImageRecord.gallery_id == gallery_row.id)
+            if only is None:
+                known = set(session.execute(held).scalars())
+            else:
+                wanted = sorted(set(only))
+                known = set()
+                for start in range(0, len(wanted), SQLITE_PARAMETER_CHUNK):
+                    known.update(session.execute(held.where(ImageRecord.sha256.in_(
+                        wanted[start:start + SQLITE_PARAMETER_CHUNK]))).scalars())
         return provenance, known
 
     def _store_in_batches(self, gallery: str, analyses: list[Analysis], provenance: dict,
                           report: EnrollReport) -> None:
         size = self.ctx.settings.enroll_batch
+        stored = len(report.ledger_entries)
         for start in range(0, len(analyses), size):
             self._store_batch(gallery, analyses[start:start + size], provenance, report)
-        self.indexes.save(gallery)
+        if len(report.ledger_entries) > stored:  # nothing stored: the index and its file are unchanged
+            self.indexes.save(gallery)
 
     def _work_items(self, files: list[Path], subject: str | None, from_folder: bool, known: set[str],
                     report: EnrollReport) -> list[WorkItem]:
         items: list[WorkItem] = []
         seen = set(known)
         for path in files:
+            # The absolute path is what the store keeps (ImageRecord.name): crops are read from it later,
+            # by a server that may run in another directory than the `enroll` that stored it.
+            path = Path(os.path.abspath(path))
             try:
                 name = subject_for(path, subject=subject, from_folder=from_folder)
                 digest = file_sha256(path, max_bytes=self.ctx.settings.max_image_bytes)
@@ -240,6 +263,21 @@ class Enrolment:
                 session.add(FaceCrop(face_id=record.id, jpeg=face.crop))
             stored.append((record.id, face.embedding))
         return stored
+
+
+UPLOAD_NAME_LIMIT = 255
+
+
+def upload_name(filename: str | None) -> str:
+    """The recorded name of an uploaded image: ``upload:`` and the name the client gave (a browser's
+    relative path, e.g. ``person/photo.jpg``), NFKC, control and invisible characters replaced by ``_``,
+    ``\\`` as ``/``, no leading ``/`` and no ``..`` parts, at most the last 255 characters. It names the
+    upload in the store, the ledger and results; it is never opened as a path."""
+    text = unicodedata.normalize("NFKC", str(filename or "")).replace("\\", "/")
+    text = "".join("_" if unicodedata.category(ch)[0] in "CZ" and ch != " " else ch for ch in text)
+    parts = [part.strip() for part in text.split("/") if part.strip() not in ("", ".", "..")]
+    name = "/".join(parts)[-UPLOAD_NAME_LIMIT:].lstrip("/")
+    return f"upload:{name or 'image'}"
 
 
 def _subject(session: Session, gallery: Gallery, name: str, now: datetime) -> Subject:

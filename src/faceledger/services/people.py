@@ -17,6 +17,7 @@ from ..errors import AlreadyExists, Conflict, NotFound
 from ..policy import Principal
 from ..retention import Removal, bump_generations
 from ..store import FaceRecord, Gallery, ImageRecord, Subject
+from ..store.queries import subject_page
 from .access import Access
 from .calibrations import Calibrations
 from .context import Context, iso, require_text
@@ -43,15 +44,7 @@ class People:
         limit, offset = max(1, min(int(limit), 500)), max(0, int(offset))
         with self.ctx.sessions() as session:
             row = self.ctx.gallery(session, gallery)
-            where = [Subject.gallery_id == row.id]
-            if exact:
-                where.append(Subject.name == (query or "").strip())
-            elif query and query.strip():
-                pattern = "%" + query.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-                where.append(Subject.name.ilike(pattern, escape="\\"))
-            total = session.execute(select(func.count()).select_from(Subject).where(*where)).scalar_one()
-            subjects = session.execute(select(Subject.id, Subject.name).where(*where)
-                                       .order_by(Subject.name, Subject.id).limit(limit).offset(offset)).all()
+            total, subjects = subject_page(session, row.id, query=query, exact=exact, limit=limit, offset=offset)
             ids = [s.id for s in subjects]
             faces: dict[int, list[int]] = {}
             counts: dict[int, int] = {}
