@@ -32,12 +32,22 @@ def _bad_characters(text: str, multiline: bool) -> list[str]:
     return bad
 
 
+WHY_REQUIRED = {
+    "--purpose": "; every search and verification must state it",
+    "--case": "; every search and verification must state it",
+    "--source": "; every enrolled image records where it came from",
+    "--legal-basis": "; every enrolled image records the legal basis for holding it",
+    "--reason": "; every erasure records why it was made",
+}
+"""Why a field may not be left blank, by flag; said after "X is required"."""
+
+
 def clean_text(value: str | None, what: str, flag: str, *, required: bool = True) -> str | None:
     """The text NFKC-normalised and stripped; InvalidText for invisible/control characters or over-long
     text, MissingField when required and blank. Optional blank text gives None."""
     if value is None or not str(value).strip():
         if required:
-            raise MissingField(f"{what} is required ({flag}); every search and verification must state it")
+            raise MissingField(f"{what} is required ({flag}){WHY_REQUIRED.get(flag, '')}")
         return None
     text = unicodedata.normalize("NFKC", str(value)).strip()
     limit = LIMITS.get(flag, DEFAULT_LIMIT)
