@@ -22,6 +22,7 @@ from .services.access import Access
 from .services.calibrations import Calibrations
 from .services.context import Context
 from .services.enrolment import Enrolment
+from .services.evidence import Evidence
 from .services.galleries import Galleries
 from .services.governance import Governance
 from .services.indexes import IndexCache
@@ -78,6 +79,7 @@ class Engine:
         self.enrolment = Enrolment(ctx, self.access, self.indexes)
         self.searching = Searching(ctx, self.access, self.indexes, self.calibrations)
         self.reviews = Reviews(ctx, self.access)
+        self.evidence = Evidence(ctx, self.access, self.reviews, self.galleries)
         self.governance = Governance(ctx, self.access, self.indexes, self.calibrations)
         self.users = Users(ctx, self.access)
         self.people = People(ctx, self.access, self.indexes, self.calibrations)
@@ -168,6 +170,7 @@ class Engine:
     review_status = via("reviews")
     search_record = via("reviews")
     recent_searches = via("reviews")
+    export_evidence = via("evidence")
 
     # users
     add_user = via("users")
