@@ -16,14 +16,17 @@ PAGE_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-u
 
 CSS = """
 *{box-sizing:border-box}
-body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:#1b1f24;margin:0 auto;max-width:60rem;
+body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:#1b1f24;margin:0 auto;max-width:60rem;overflow-wrap:anywhere;
 padding:1rem}
 h1{font-size:1.45rem;margin:.2rem 0}h2{font-size:1.15rem;border-bottom:2px solid #d0d7de;padding-bottom:.2rem;
 margin-top:1.6rem}h3{font-size:1rem;margin:.2rem 0}
 .muted{color:#57606a}.mono{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.85em;word-break:break-all}
 table{border-collapse:collapse;width:100%}th,td{text-align:left;vertical-align:top;padding:.3rem .5rem;
-border-bottom:1px solid #d0d7de}th{width:34%;font-weight:600;color:#424a53}
-table.list th{width:auto}
+border-bottom:1px solid #d0d7de;overflow-wrap:anywhere}th{width:34%;font-weight:600;color:#424a53}
+.card th{width:50%;font-weight:500}.card td,.card th{padding:.2rem .3rem;font-size:.92em}
+ul.reviews{padding-left:1.1rem;margin:.3rem 0}ul.reviews li{margin:.2rem 0}
+.entry{border-left:3px solid #d0d7de;padding:.2rem .6rem;margin:.5rem 0}
+@media (max-width:40rem){th{width:42%}body{padding:.6rem}}
 .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(17rem,1fr));gap:.8rem}
 .card{border:1px solid #d0d7de;border-radius:6px;padding:.7rem;break-inside:avoid}
 .card img,.probe{max-width:100%;height:auto;display:block;margin:.3rem 0}img.probe{max-height:22rem}
@@ -56,6 +59,10 @@ def _text(value) -> str:
 
 
 def _plain(value) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value)) or "none"
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
@@ -79,16 +86,21 @@ def _probe(probe: dict) -> str:
     return f'<p class="withheld">The probe photo is not in this package: {escape(probe["reason"])}.</p>'
 
 
+def _when(value) -> str:
+    """An ISO time as "2026-11-26 16:25:38 UTC"."""
+    text = str(value or "")
+    return escape(text[:19].replace("T", " ") + " UTC") if len(text) >= 19 else _text(value)
+
+
 def _reviews(reviews: list[dict]) -> str:
     if not reviews:
         return '<p class="muted">No reviewer has recorded a decision on this candidate.</p>'
-    rows = "".join(f"<tr><td>{_text(r.get('reviewer'))}</td><td>{_text(r.get('decision'))}</td>"
-                   f"<td>{_text(r.get('at'))}</td><td>{_text(r.get('note'))}</td></tr>" for r in reviews)
-    return ('<table class="list"><tr><th>reviewer</th><th>decision</th><th>when (UTC)</th><th>note</th></tr>'
-            f"{rows}</table>")
+    items = "".join(f"<li><b>{_text(r.get('decision'))}</b> by {_text(r.get('reviewer'))}, {_when(r.get('at'))}"
+                    + (f": “{escape(str(r['note']))}”" if r.get("note") else "") + "</li>" for r in reviews)
+    return f'<ul class="reviews">{items}</ul>'
 
 
-def _candidate(c: dict) -> str:
+def _candidate(c: dict, gallery: str | None) -> str:
     if c.get("erased"):
         face = (f'<p class="withheld">Face and name withheld: this person was erased on {escape(c["erased"]["on"])}, '
                 f'receipt {escape(c["erased"]["receipt"])}.</p>')
@@ -99,7 +111,7 @@ def _candidate(c: dict) -> str:
         name = escape(str(c.get("subject")))
     above = c.get("above_threshold", True)
     facts = _facts([
-        ("gallery", c.get("gallery")), ("subject id", c.get("subject_id")), ("score", c.get("score")),
+        ("gallery", c.get("gallery") or gallery), ("subject id", c.get("subject_id")), ("score", c.get("score")),
         ("false-match rate (FMR)", _rate(c.get("false_match_rate"))),
         ("FMR upper bound (95%)", _rate(c.get("false_match_rate_upper"))),
         ("chance a non-mate in the gallery scores this high", _rate(c.get("gallery_false_positive_chance"))),
@@ -116,22 +128,22 @@ def _chain(package: dict) -> str:
     ends = proof["ends_at"]
     why = {"anchor": f"the first signed anchor at or after the search (entry {last})",
            "head": f"the ledger's newest entry when this was exported (entry {last}); no signed anchor covered the "
-                   "search yet, so anchor the ledger (`faceledger audit anchor`) and export again for a proof that "
+                   "search yet, so anchor the ledger (<code>faceledger audit anchor</code>) and export again for a proof that "
                    "reaches one",
            "limit": f"entry {last}: the package carries at most {len(entries)} entries, so it stops short of the "
                     "next anchor"}[ends["reason"]]
     own = [e for e in entries if e["entry_id"] in package["own_entries"]]
-    rows = "".join(f"<tr><td>{e['seq']}</td><td>{_text(e.get('action') if not e.get('withheld') else 'withheld')}</td>"
-                   f"<td>{_text(e.get('actor'))}</td><td>{_text(e.get('created_at'))}</td>"
-                   f'<td class="mono">{escape(e["entry_id"])}<br>hash {escape(e["hash"])}<br>prev '
-                   f"{escape(e['prev_hash'])}</td></tr>" for e in own)
+    rows = "".join(f'<div class="entry"><b>entry {e["seq"]}</b>: '
+                   f"{_text(e.get('action') if not e.get('withheld') else 'content withheld')} by "
+                   f"{_text(e.get('actor'))}, {_text(e.get('created_at'))}<br>"
+                   f'<span class="mono">id {escape(e["entry_id"])}<br>hash {escape(e["hash"])}<br>prev '
+                   f"{escape(e['prev_hash'])}</span></div>" for e in own)
     withheld = [e for e in entries if e.get("withheld")]
     withheld_text = (f'<p class="note">{len(withheld)} entr{"y" if len(withheld) == 1 else "ies"} of the segment '
                      "name a person erased since: their content is withheld here; their hashes are pinned by the "
                      "links that follow them but cannot be recomputed from this file.</p>") if withheld else ""
     others = len(entries) - len(own)
-    return (f"<p>The ledger entries of this search and its reviews:</p><table class=\"list\"><tr><th>entry</th>"
-            f"<th>action</th><th>actor</th><th>time (UTC)</th><th>id and hashes</th></tr>{rows}</table>"
+    return (f"<p>The ledger entries of this search and its reviews:</p>{rows}"
             f"<p>Proof that they are in the chain: the file embeds entries {first} to {last} of the ledger, in full "
             f"({others} of them other records, needed only to recompute the hashes), ending at {why}. Anyone can "
             "recompute every hash and link without the database: <span class=\"mono\">faceledger evidence verify "
@@ -144,7 +156,7 @@ def render(package: dict) -> str:
     record = package["record"]
     search_facts = _facts([
         ("ledger entry", record["ledger_entry"]), ("searched by", record.get("searched_by")),
-        ("searched at (UTC)", record.get("searched_at")), ("purpose", record.get("purpose")),
+        ("searched at", record.get("searched_at")), ("purpose", record.get("purpose")),
         ("case", record.get("case")), ("authorisation", record.get("authorisation")),
         ("mode", record.get("mode")), ("decision", record.get("decision")),
         ("galleries searched", record.get("galleries") or record.get("gallery")),
@@ -161,7 +173,7 @@ def render(package: dict) -> str:
         ("extrapolation factor", record.get("extrapolation_factor")),
         ("how it was set", record.get("threshold_explanation")), ("what the answer means", record.get("meaning"))])
     candidates = package["candidates"]
-    cards = ('<div class="cards">' + "".join(_candidate(c) for c in candidates) + "</div>" if candidates else
+    cards = ('<div class="cards">' + "".join(_candidate(c, record.get("gallery")) for c in candidates) + "</div>" if candidates else
              '<p>No candidate: nothing scored above the threshold.</p>')
     title = f"Evidence package: search {record['ledger_entry']}"
     return f"""<!DOCTYPE html>
