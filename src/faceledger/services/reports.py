@@ -59,10 +59,19 @@ class Reports:
         calibration = OpenSetCalibration(self.calibrations.current)  # the packaged sample with its fitted tail
         curve = [(n, calibration.threshold_for_fpir(0.01, n).score)
                  for n in np.unique(np.logspace(0, 8, 60).astype(int))]
-        written = write_report(summary, Path(out_dir), threshold_curve=curve)
+        written = write_report(summary, Path(out_dir), threshold_curve=curve,
+                               calibrations=self._calibration_plots(summary, principal))
         self.ctx.ledger.record(actor=principal.name, action="report.transparency",
                                payload={"since": iso(since), "searches": summary["searches"]["total"]})
         return {"summary": summary, "files": written}
+
+    def _calibration_plots(self, summary: dict, principal: Principal, limit: int = 12) -> list[tuple[str, dict, dict]]:
+        """`calibration show` of each gallery (the first `limit`), with the packaged sample's observed tail."""
+        from ..report_charts import survival_points
+
+        observed = {"packaged": survival_points(self.calibrations.current.fmr)}
+        return [(p["gallery"], self.calibrations.describe_gallery(p["gallery"], by=principal), observed)
+                for p in summary["operating_points"][:limit]]
 
     def _summary(self, since: datetime | None) -> dict:
         return summarize(self.ctx.ledger.entries(since=since), self.searching.operating_points(), since=iso(since))
