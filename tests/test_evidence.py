@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,9 @@ from faceledger.evidence.proof import BLOCK_ID, EvidenceInvalid, verify_file
 from faceledger.policy import Principal
 
 from .conftest import gallery_files, held_out_probes, open_test_engine
+from .servers import running_serve
 from .test_cli import run
+from .test_e2e_browser import ARGS, CHROMIUM, sign_in
 
 ROLES = ("admin", "analyst", "reviewer", "auditor")
 
@@ -231,3 +234,48 @@ def test_erased_subject_is_withheld_and_the_search_facts_stay(world, tmp_path):
     check = verify_file(write(tmp_path, html))
     assert check.ok, check.problems
     assert any("withheld" in n for n in check.notes)
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).is_file() and not shutil.which("chromium"),
+                    reason=f"Chromium is not installed at {CHROMIUM}")
+def test_phone_result_page_downloads_a_package_that_verifies(world, tmp_path):
+    """At 390 px in Chromium, against a `faceledger serve` process: the result page fits, its button
+    downloads the package with the session cookie, the file verifies, and the audit page lists the export."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    entry = world["search"].ledger_entry
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    with running_serve(world["root"] / "home", tmp_path / "serve.log") as (base, _process), \
+            sync_api.sync_playwright() as playwright:
+        executable = CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium")
+        browser = playwright.chromium.launch(executable_path=executable, args=ARGS, headless=True)
+        try:
+            context = browser.new_context(viewport={"width": 390, "height": 844}, accept_downloads=True)
+            page = context.new_page()
+            sign_in(page, base, world["tokens"]["analyst"])
+            page.goto(f"{base}/searches/{entry}")
+            assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+            assert page.locator("header .who .me").is_visible()
+            page.screenshot(path=str(shots / "result-390.png"), full_page=True)
+            with page.expect_download() as download:
+                page.click("#evidence")
+            saved = tmp_path / download.value.suggested_filename
+            download.value.save_as(saved)
+            assert saved.name == f"evidence-{entry}.html"
+            check = verify_file(saved, anchors_path=world["anchors"], public_key_path=world["public"])
+            assert check.ok, check.problems
+            page.goto(f"{saved.as_uri()}")  # the file on its own, opened from disk
+            assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+            page.screenshot(path=str(shots / "package-390.png"), full_page=True)
+            context.close()
+            context = browser.new_context(viewport={"width": 390, "height": 844})
+            page = context.new_page()
+            sign_in(page, base, world["tokens"]["auditor"])
+            page.goto(f"{base}/audit?action=evidence.export")
+            assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+            assert page.get_by_text("evidence.export").first.is_visible()
+            page.screenshot(path=str(shots / "audit-390.png"), full_page=True)
+        finally:
+            browser.close()
+    exports = world["engine"].audit_entries(action="evidence.export")
+    assert exports[-1]["payload"]["sha256"] == check.sha256 and exports[-1]["actor"] == "analyst-user"
