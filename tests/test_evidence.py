@@ -169,6 +169,31 @@ def test_anchor_check_refuses_a_rewritten_chain_and_a_forged_anchor(world, tmp_p
     assert not check.ok and any("signature" in p for p in check.problems)
 
 
+def test_analyst_package_withholds_records_the_analyst_may_not_read(world, tmp_path):
+    """An entry the analyst may not read (here a user.add) between the search and the anchor is carried
+    without its content: the analyst's package then cannot tie the search to the anchor, and says so; the
+    auditor's package of the same search carries it in full and is tied."""
+    engine, users, root = world["engine"], world["users"], world["root"]
+    searched = engine.search(world["probe"], gallery="g", purpose="fraud", case="CASE-W", top_k=1,
+                             investigative=True, by=users["analyst"])
+    engine.add_user("someone-new", role="enroller", by=users["admin"])
+    anchors = tmp_path / "anchors.jsonl"
+    append_anchor(anchors, anchor_ledger(engine.ledger, load_private_key(root / "keys" / "anchor-private.pem",
+                                                                         data_dir=root / "home"),
+                                         actor="admin-user"), data_dir=root / "home")
+    _, mine = export(world, "analyst", searched.ledger_entry)
+    entries = proof_of(mine)["entries"]
+    hidden = [e for e in entries if e.get("withheld")]
+    assert [e["seq"] for e in hidden] == [entries[1]["seq"]] and "someone-new" not in mine
+    assert "the analyst role may not read the audit log" in hidden[0]["withheld"]
+    check = verify_file(write(tmp_path, mine, "analyst.html"), anchors_path=anchors, public_key_path=world["public"])
+    assert not check.ok and any("is not tied to anchored entry" in p for p in check.problems)
+    _, full = export(world, "auditor", searched.ledger_entry)
+    assert "someone-new" in full and not any(e.get("withheld") for e in proof_of(full)["entries"])
+    check = verify_file(write(tmp_path, full, "auditor.html"), anchors_path=anchors, public_key_path=world["public"])
+    assert check.ok, check.problems
+
+
 def test_not_a_package_is_a_clear_error(tmp_path):
     with pytest.raises(EvidenceInvalid, match="no faceledger proof block"):
         verify_file(write(tmp_path, "<html><body>hello</body></html>"))

@@ -144,6 +144,7 @@ def check_anchors(proof: dict, anchors: list[dict], public_key) -> tuple[list[st
     from ..anchors import signature_problem
 
     entries = {e["seq"]: e["hash"] for e in proof["entries"] if isinstance(e.get("seq"), int)}
+    withheld = sorted(e["seq"] for e in proof["entries"] if e.get("withheld") and isinstance(e.get("seq"), int))
     first, last = min(entries), max(entries)
     problems: list[str] = []
     notes: list[str] = []
@@ -172,7 +173,16 @@ def check_anchors(proof: dict, anchors: list[dict], public_key) -> tuple[list[st
     if not covering and not problems:
         problems.append(f"no anchor given fixes an entry of this package's segment (entries {first}-{last})")
     elif covering:
-        notes.append(f"the chain from the search (entry {first}) reaches anchored entry {min(covering)}")
+        anchored = min(covering)
+        between = [seq for seq in withheld if first < seq <= anchored]
+        if between:
+            # a withheld entry's own hash is not recomputed, so nothing binds the entries before it to it
+            problems.append(f"the search (entry {first}) is not tied to anchored entry {anchored}: the content of "
+                            f"entr{'y' if len(between) == 1 else 'ies'} {', '.join(map(str, between))} is withheld "
+                            "in this package, and the chain cannot be recomputed across it (a package exported by "
+                            "an auditor or admin carries every entry in full)")
+        else:
+            notes.append(f"the chain from the search (entry {first}) reaches anchored entry {anchored}")
     return problems, notes
 
 

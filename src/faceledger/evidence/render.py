@@ -139,12 +139,17 @@ def _chain(package: dict) -> str:
                    f'<span class="mono">id {escape(e["entry_id"])}<br>hash {escape(e["hash"])}<br>prev '
                    f"{escape(e['prev_hash'])}</span></div>" for e in own)
     withheld = [e for e in entries if e.get("withheld")]
+    reasons = sorted({e["withheld"] for e in withheld})
     withheld_text = (f'<p class="note">{len(withheld)} entr{"y" if len(withheld) == 1 else "ies"} of the segment '
-                     "name a person erased since: their content is withheld here; their hashes are pinned by the "
-                     "links that follow them but cannot be recomputed from this file.</p>") if withheld else ""
+                     f"({', '.join(str(e['seq']) for e in withheld[:20])}{', ...' if len(withheld) > 20 else ''}) "
+                     f"are carried without their content ({escape('; '.join(reasons))}). Each keeps its hash, "
+                     "pinned by the entry after it, but the chain cannot be recomputed across it: the search is tied "
+                     "to the anchor only when no such entry lies between them. A package exported by an auditor or "
+                     "admin carries every entry in full, except those naming a person erased since.</p>"
+                     ) if withheld else ""
     others = len(entries) - len(own)
     return (f"<p>The ledger entries of this search and its reviews:</p>{rows}"
-            f"<p>Proof that they are in the chain: the file embeds entries {first} to {last} of the ledger, in full "
+            f"<p>Proof that they are in the chain: the file embeds entries {first} to {last} of the ledger "
             f"({others} of them other records, needed only to recompute the hashes), ending at {why}. Anyone can "
             "recompute every hash and link without the database: <span class=\"mono\">faceledger evidence verify "
             "FILE --anchor ANCHORS.jsonl --public-key anchor-public.pem</span>.</p>"

@@ -26,6 +26,8 @@ from .galleries import Galleries
 from .review import Reviews
 
 ERASED = "names a person erased since"
+READABLE = ("search", "review", "audit.anchor", "evidence.export")
+"""Ledger records every exporting role may read (searches and their reviews through `search.read`)."""
 IMAGE_TYPES = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"), (b"GIF8", "image/gif"),
                (b"BM", "image/bmp"))
 
@@ -47,7 +49,7 @@ class Evidence:
         may_see_faces = principal.role in PERMISSIONS["face.view"]
         candidates = [self._candidate(c, search, erasures, principal, may_see_faces) for c in record["candidates"]]
         rows, reason = self._segment(search["seq"])
-        withheld = {row.seq: ERASED for row in rows if _names_erased(row, erasures)}
+        withheld = self._withheld(rows, erasures, principal)
         own = {entry_id, *self._review_entries(entry_id)}
         exported_at = utcnow().isoformat(timespec="seconds")
         package = {
@@ -118,6 +120,19 @@ class Evidence:
         if mime is None:
             return {"reason": f"it is kept, in a format a browser cannot show (sha256 {sha})"}
         return {"data": image, "mime": mime, "sha256": hashlib.sha256(image).hexdigest()}
+
+    def _withheld(self, rows: list[LedgerEntry], erasures: dict[int, dict], principal: Principal) -> dict[int, str]:
+        """seq -> why, for the segment's entries whose content the package leaves out: those naming a person
+        erased since, and (for a role that may not read the audit log) records other than searches,
+        reviews, anchors and exports. Their hashes stay, but do not bind what comes before them."""
+        may_read_ledger = principal.role in PERMISSIONS["audit"]
+        withheld = {}
+        for row in rows:
+            if _names_erased(row, erasures):
+                withheld[row.seq] = ERASED
+            elif not may_read_ledger and row.action not in READABLE:
+                withheld[row.seq] = f"a {row.action} record; the {principal.role} role may not read the audit log"
+        return withheld
 
     def _review_entries(self, entry_id: str) -> set[str]:
         with self.ctx.sessions() as session:
