@@ -64,14 +64,14 @@ def write(tmp_path: Path, html: str, name: str = "package.html") -> Path:
 
 
 def proof_of(html: str) -> dict:
-    block = re.search(rf'<script type="application/json" id="{BLOCK_ID}">(.*?)</script>', html, re.S).group(1)
+    block = re.search(rf'<script type="application/json" id="{BLOCK_ID}">(.*?)</script>', html, re.DOTALL).group(1)
     return json.loads(block)
 
 
 def with_proof(html: str, proof: dict) -> str:
     text = json.dumps(proof, sort_keys=True).replace("</", "<\\/")
     return re.sub(rf'(<script type="application/json" id="{BLOCK_ID}">)(.*?)(</script>)',
-                  lambda m: m.group(1) + text + m.group(3), html, flags=re.S)
+                  lambda m: m.group(1) + text + m.group(3), html, flags=re.DOTALL)
 
 
 def test_package_holds_the_record_and_is_ledgered_with_its_sha256(world):

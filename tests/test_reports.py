@@ -5,7 +5,9 @@ tables rather than a JSON dump, and draw no empty chart (a sentence says why ins
 from __future__ import annotations
 
 import base64
+import itertools
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,7 +44,7 @@ def svg_texts(html: str) -> str:
 
 def test_transparency_report_with_no_activity_says_so_instead_of_empty_charts(engine, tmp_path):
     written = engine.transparency_report(tmp_path / "empty")
-    html = open(written["files"]["html"]).read()
+    html = Path(written["files"]["html"]).read_text()
     assert_self_contained(html)
     assert "Searches by stated purpose:</b> no search in this period." in html
     assert "Reviewer decisions:</b> no reviewer recorded a decision" in html
@@ -54,7 +56,7 @@ def test_transparency_report_with_no_activity_says_so_instead_of_empty_charts(en
 
 def test_transparency_report_charts_and_tables_after_a_search(engine, tmp_path):
     engine.search(held_out_probes()[0], gallery="g", purpose="fraud", case="R-1")
-    html = open(engine.transparency_report(tmp_path / "r")["files"]["html"]).read()
+    html = Path(engine.transparency_report(tmp_path / "r")["files"]["html"]).read_text()
     assert_self_contained(html)
     assert "no search in this period" not in html
     assert html.count("data:image/svg+xml;base64,") >= 5
@@ -99,7 +101,7 @@ def test_calibration_chart_draws_both_samples_and_where_support_ends():
 def test_survival_points_stop_where_the_sample_runs_out(engine):
     points = survival_points(engine.calibration.fmr)
     scores, rates = zip(*points)
-    assert rates[0] > 0.5 and all(a >= b for a, b in zip(rates, rates[1:]))
+    assert rates[0] > 0.5 and all(a >= b for a, b in itertools.pairwise(rates))
     assert rates[-1] > 0 and engine.calibration.fmr(scores[-1] + 0.005).impostors_at_or_above == 0
 
 

@@ -210,7 +210,7 @@ def calibration_html(name: str, info: dict, empirical: dict) -> str:
     rows = "".join(
         f"<tr><td>{r['target_fpir']:g}</td><td>{r['threshold']:.4f}</td><td>{(r['predicted_fpir'] or 0):.3g}</td>"
         f"<td>{r['per_comparison_fmr']:.3g}</td><td>{html.escape(str(r['binding']))}</td>"
-        f"<td>{'x%g' % r['extrapolation_factor'] if r['extrapolated'] else 'no'}</td>"
+        f"<td>{'x{:g}'.format(r['extrapolation_factor']) if r['extrapolated'] else 'no'}</td>"
         f"<td>{'yes' if r['supported'] else 'NO'}</td></tr>" for r in info.get("thresholds", []))
     notes = [info.get("gallery_note")] + [r["explanation"] for r in info.get("thresholds", [])
                                           if r["target_fpir"] == info.get("gallery_target_fpir")]

@@ -204,9 +204,9 @@ figcaption{font-size:.85em;color:#555} code{background:#f3f3f3;padding:0 .2em} .
 
 
 def write_html(out: Path, *, title: str, summary: list[str], warnings: list[str], sections: list[tuple[str, str]]) -> Path:
-    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-             "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-             f"<title>{html.escape(title)}</title>",
+    parts = [("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+              "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+              f"<title>{html.escape(title)}</title>"),
              f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
              "<div class='summary'>" + "".join(f"<p>{s}</p>" for s in summary) + "</div>"]
     parts += [f"<div class='warn'>⚠ {html.escape(w)}</div>" for w in warnings]

@@ -30,7 +30,7 @@ MAX_SEGMENT = 5000
 """The most chain entries one package carries; past it the segment stops short of the anchor and says so."""
 BLOCK_ID = "faceledger-proof"
 FIELDS = ("seq", "entry_id", "created_at", "actor", "action", "payload", "prev_hash", "hash")
-_BLOCK = re.compile(r'<script type="application/json" id="' + BLOCK_ID + r'">(.*?)</script>', re.S)
+_BLOCK = re.compile(r'<script type="application/json" id="' + BLOCK_ID + r'">(.*?)</script>', re.DOTALL)
 MAX_FILE_BYTES = 200 * 1024 * 1024
 """A package larger than this is refused by the checker before it is read (bounded memory)."""
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-
 from importlib.metadata import PackageNotFoundError, version
 
 from sqlalchemy import select
