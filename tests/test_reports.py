@@ -117,3 +117,21 @@ def test_evaluation_report_replaces_an_empty_det_with_a_sentence(tmp_path):
     html = path.read_text()
     assert_self_contained(html)
     assert "DET:</b> nothing to draw" in html and html.count("data:image/png;base64,") == 1
+
+
+def test_transparency_report_downloads_from_the_api(engine):
+    from fastapi.testclient import TestClient
+
+    from faceledger.api import create_app
+
+    tokens = {role: engine.add_user(f"report-{role}", role=role)[1] for role in ("auditor", "analyst")}
+    client = TestClient(create_app(engine=engine))
+    response = client.get("/api/v1/reports/transparency.html",
+                          headers={"Authorization": f"Bearer {tokens['auditor']}"})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-disposition"] == 'attachment; filename="transparency.html"'
+    assert_self_contained(response.text)
+    assert "Calibration of gallery g" in response.text
+    assert engine.audit_entries(action="report.transparency")[-1]["payload"]["format"] == "html"
+    refused = client.get("/api/v1/reports/transparency.html", headers={"Authorization": f"Bearer {tokens['analyst']}"})
+    assert refused.status_code == 403

@@ -190,6 +190,7 @@ class Engine:
     audit_verify = via("reports")
     transparency_summary = via("reports")
     transparency_report = via("reports")
+    transparency_report_html = via("reports")
     stats = via("reports")
 
 
