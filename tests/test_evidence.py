@@ -265,7 +265,8 @@ def test_erased_subject_is_withheld_and_the_search_facts_stay(world, tmp_path):
                     reason=f"Chromium is not installed at {CHROMIUM}")
 def test_phone_result_page_downloads_a_package_that_verifies(world, tmp_path):
     """At 390 px in Chromium, against a `faceledger serve` process: the result page fits, its button
-    downloads the package with the session cookie, the file verifies, and the audit page lists the export."""
+    downloads the package with the session cookie, the file verifies, the audit page lists the export, and
+    the transparency page fits and downloads the whole report."""
     sync_api = pytest.importorskip("playwright.sync_api")
     entry = world["search"].ledger_entry
     shots = tmp_path / "screenshots"
@@ -293,13 +294,21 @@ def test_phone_result_page_downloads_a_package_that_verifies(world, tmp_path):
             assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
             page.screenshot(path=str(shots / "package-390.png"), full_page=True)
             context.close()
-            context = browser.new_context(viewport={"width": 390, "height": 844})
+            context = browser.new_context(viewport={"width": 390, "height": 844}, accept_downloads=True)
             page = context.new_page()
             sign_in(page, base, world["tokens"]["auditor"])
             page.goto(f"{base}/audit?action=evidence.export")
             assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
             assert page.get_by_text("evidence.export").first.is_visible()
             page.screenshot(path=str(shots / "audit-390.png"), full_page=True)
+            page.goto(f"{base}/transparency")
+            assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+            page.screenshot(path=str(shots / "transparency-390.png"), full_page=True)
+            with page.expect_download() as report:
+                page.click("#transparency-download")
+            report_file = tmp_path / "transparency.html"
+            report.value.save_as(report_file)
+            assert "Calibration of gallery g" in report_file.read_text()
         finally:
             browser.close()
     exports = world["engine"].audit_entries(action="evidence.export")

@@ -28,7 +28,8 @@ class _ExportByDefault(TyperGroup):
 
 
 evidence_app = typer.Typer(cls=_ExportByDefault, no_args_is_help=True,
-                           help="Evidence packages: one self-contained HTML file per search, and their check.")
+                           help="Evidence packages: one self-contained HTML file per search, and their check. "
+                                "`faceledger evidence ENTRY --out FILE` is short for `evidence export`.")
 
 
 @evidence_app.command("export")
