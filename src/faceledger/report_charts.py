@@ -2,7 +2,9 @@
 SVG and embedded as a data: URI, so a report is one file that needs nothing beside it.
 
 A chart with no data is not drawn: `figure_or_sentence` gives a sentence in its place. Every axis names
-its quantity and unit. `calibration_chart` draws what `faceledger calibration show` reports about a
+its quantity and unit. Figures are made with matplotlib's object API (no pyplot state, so the server's
+threads can draw at once), and each chart is kept for its data (a small LRU cache): a report asked for
+again with the same figures does not redraw them. `calibration_chart` draws what `faceledger calibration show` reports about a
 gallery (its public payload): each sample's impostor-score survival, the fitted tail, where the data end
 and where the estimate stops being supported, and the thresholds at the gallery's target.
 """
@@ -11,30 +13,34 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import math
+from functools import lru_cache
 from html import escape
 
 UNSUPPORTED_FACTOR = 100.0
 """An estimate is not supported more than this factor below the FMR its data reach (docs/accuracy.md)."""
 
 
-def _pyplot():
+def _axes(width: float, height: float):
+    """A new (figure, axes) outside pyplot, with text kept as text in the SVG (small, searchable, sharp)."""
     import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plt.rcParams["svg.fonttype"] = "none"  # text stays text: small, searchable, sharp
-    return plt
+    matplotlib.rcParams["svg.fonttype"] = "none"
+    fig = Figure(figsize=(width, height))
+    return fig, fig.subplots()
 
 
 def svg_data_uri(fig) -> str:
-    """The figure as an SVG data: URI (the figure is closed)."""
-    plt = _pyplot()
+    """The figure as an SVG data: URI."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="svg", metadata={"Date": None}, bbox_inches="tight")
-    plt.close(fig)
     return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _key(value) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def figure(uri: str, caption: str) -> str:
@@ -48,15 +54,18 @@ def figure_or_sentence(uri: str | None, caption: str, empty: str) -> str:
 
 
 def bar_chart(counts: dict, *, title: str, unit: str) -> str | None:
-    """Horizontal bars of counts (largest first), or None when there is nothing to count."""
-    counts = {str(k): v for k, v in counts.items() if v}
-    if not counts:
-        return None
-    plt = _pyplot()
+    """Horizontal bars of counts (in the order given), or None when there is nothing to count."""
+    pairs = [[str(k), v] for k, v in counts.items() if v]
+    return _bar_chart(json.dumps(pairs), title, unit) if pairs else None
+
+
+@lru_cache(maxsize=64)
+def _bar_chart(pairs_json: str, title: str, unit: str) -> str:
     from matplotlib.ticker import MaxNLocator
 
+    counts = dict(json.loads(pairs_json))
     labels = list(counts)
-    fig, ax = plt.subplots(figsize=(5.2, 1.0 + 0.36 * len(labels)))
+    fig, ax = _axes(5.2, 1.0 + 0.36 * len(labels))
     ax.barh(labels[::-1], [counts[k] for k in labels][::-1], color="#3b6ea5", height=0.6)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(title)
@@ -67,10 +76,13 @@ def bar_chart(counts: dict, *, title: str, unit: str) -> str | None:
 def line_chart(series: dict[str, list[float]], *, title: str, xlabel: str, ylabel: str) -> str | None:
     """One line per series against its index, or None when no series has a point."""
     series = {k: v for k, v in series.items() if v}
-    if not series:
-        return None
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.2, 3.2))
+    return _line_chart(_key(series), title, xlabel, ylabel) if series else None
+
+
+@lru_cache(maxsize=32)
+def _line_chart(series_json: str, title: str, xlabel: str, ylabel: str) -> str:
+    series = json.loads(series_json)
+    fig, ax = _axes(5.2, 3.2)
     for name, values in series.items():
         ax.plot(range(1, len(values) + 1), values, marker=".", label=name)
     ax.set_title(title)
@@ -82,10 +94,13 @@ def line_chart(series: dict[str, list[float]], *, title: str, xlabel: str, ylabe
 
 def threshold_curve_chart(curve: list[tuple[int, float]], points: list[dict]) -> str | None:
     """The open-set threshold for FPIR 1% against gallery size, with each gallery's operating point."""
-    if not curve:
-        return None
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.2, 3.2))
+    return _threshold_curve_chart(_key(curve), _key(points)) if curve else None
+
+
+@lru_cache(maxsize=16)
+def _threshold_curve_chart(curve_json: str, points_json: str) -> str:
+    curve, points = json.loads(curve_json), json.loads(points_json)
+    fig, ax = _axes(5.2, 3.2)
     ax.semilogx([n for n, _ in curve], [t for _, t in curve], color="#a53b3b", label="threshold for FPIR 1%")
     for point in points:
         ax.plot([max(point["gallery_size"], 1)], [point["threshold"]], "o",
@@ -122,16 +137,22 @@ def calibration_chart(info: dict, empirical: dict[str, list[tuple[float, float]]
     samples = [name for name in ("packaged", "gallery") if isinstance(info.get(name), dict)]
     if not samples and not info.get("thresholds"):
         return None
-    plt = _pyplot()
+    return _calibration_chart(_key(info), _key(empirical or {}))
+
+
+@lru_cache(maxsize=32)
+def _calibration_chart(info_json: str, empirical_json: str) -> str:
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    info, empirical = json.loads(info_json), json.loads(empirical_json)
+    samples = [name for name in ("packaged", "gallery") if isinstance(info.get(name), dict)]
+    fig, ax = _axes(6.4, 3.6)
     lowest = 1.0
     for name in samples:
         part, colour = info[name], SAMPLE_COLOURS[name]
         floor = float(part["floor"])
         label = f"{name} sample ({part['pairs']:,} impostor pairs)"
-        observed = [(s, f) for s, f in (empirical or {}).get(name, []) if f > 0]
+        observed = [(s, f) for s, f in empirical.get(name, []) if f > 0]
         if observed:
             ax.plot([s for s, _ in observed], [f for _, f in observed], color=colour, lw=1.2, label=f"{label}: observed")
             label = f"{name}: fitted tail"
