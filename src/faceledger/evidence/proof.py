@@ -29,6 +29,8 @@ VERSION = 1
 MAX_SEGMENT = 5000
 """The most chain entries one package carries; past it the segment stops short of the anchor and says so."""
 BLOCK_ID = "faceledger-proof"
+ERASED = "names a person erased since"
+"""Why an entry's content is withheld when it names a person erased after it was written."""
 FIELDS = ("seq", "entry_id", "created_at", "actor", "action", "payload", "prev_hash", "hash")
 _BLOCK = re.compile(r'<script type="application/json" id="' + BLOCK_ID + r'">(.*?)</script>', re.DOTALL)
 MAX_FILE_BYTES = 200 * 1024 * 1024

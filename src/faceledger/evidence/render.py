@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 from html import escape
 
-from .proof import embed
+from .proof import ERASED, embed
 
 PAGE_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 """Set inside the file, so even opened from disk it loads nothing and runs nothing."""
@@ -133,19 +133,26 @@ def _chain(package: dict) -> str:
            "limit": f"entry {last}: the package carries at most {len(entries)} entries, so it stops short of the "
                     "next anchor"}[ends["reason"]]
     own = [e for e in entries if e["entry_id"] in package["own_entries"]]
-    rows = "".join(f'<div class="entry"><b>entry {e["seq"]}</b>: '
-                   f"{_text(e.get('action') if not e.get('withheld') else 'content withheld')} by "
-                   f"{_text(e.get('actor'))}, {_text(e.get('created_at'))}<br>"
-                   f'<span class="mono">id {escape(e["entry_id"])}<br>hash {escape(e["hash"])}<br>prev '
+    rows = "".join(f'<div class="entry"><b>entry {e["seq"]}</b>: {_text(e.get("action"))}'
+                   + (f" (content withheld: {escape(e['withheld'])})" if e.get("withheld") else
+                      f" by {_text(e.get('actor'))}, {_text(e.get('created_at'))}")
+                   + f'<br><span class="mono">id {escape(e["entry_id"])}<br>hash {escape(e["hash"])}<br>prev '
                    f"{escape(e['prev_hash'])}</span></div>" for e in own)
     withheld = [e for e in entries if e.get("withheld")]
-    reasons = sorted({e["withheld"] for e in withheld})
+    erased = [e for e in withheld if e["withheld"] == ERASED]
+    unread = [e for e in withheld if e["withheld"] != ERASED]
+    kinds = []
+    if erased:
+        kinds.append(f"{len(erased)} naming a person erased since")
+    if unread:
+        actions = sorted({str(e.get("action")) for e in unread})
+        kinds.append(f"{len(unread)} of kinds the {escape(package['exported_role'])} role may not read in the "
+                     f"audit log ({escape(', '.join(actions))})")
     withheld_text = (f'<p class="note">{len(withheld)} entr{"y" if len(withheld) == 1 else "ies"} of the segment '
-                     f"({', '.join(str(e['seq']) for e in withheld[:20])}{', ...' if len(withheld) > 20 else ''}) "
-                     f"are carried without their content ({escape('; '.join(reasons))}). Each keeps its hash, "
-                     "pinned by the entry after it, but the chain cannot be recomputed across it: the search is tied "
-                     "to the anchor only when no such entry lies between them. A package exported by an auditor or "
-                     "admin carries every entry in full, except those naming a person erased since.</p>"
+                     f"are carried without their content: {'; '.join(kinds)}. Each keeps its hash, pinned by the "
+                     "entry after it, but the chain cannot be recomputed across it: the search is tied to the "
+                     "anchor only when no such entry lies between them. A package exported by an auditor or admin "
+                     "carries every entry in full, except those naming a person erased since.</p>"
                      ) if withheld else ""
     others = len(entries) - len(own)
     return (f"<p>The ledger entries of this search and its reviews:</p>{rows}"

@@ -15,7 +15,7 @@ from importlib.metadata import PackageNotFoundError, version
 from sqlalchemy import select
 
 from ..errors import FaceledgerError, NotFound
-from ..evidence.proof import build_proof, segment_end
+from ..evidence.proof import ERASED, build_proof, segment_end
 from ..evidence.render import render
 from ..policy import PERMISSIONS, Principal
 from ..store import LedgerEntry, Probe, Review
@@ -24,7 +24,6 @@ from .context import Context, iso, utcnow
 from .galleries import Galleries
 from .review import Reviews
 
-ERASED = "names a person erased since"
 READABLE = ("search", "review", "audit.anchor", "evidence.export")
 """Ledger records every exporting role may read (searches and their reviews through `search.read`)."""
 IMAGE_TYPES = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"), (b"GIF8", "image/gif"),
@@ -130,7 +129,7 @@ class Evidence:
             if _names_erased(row, erasures):
                 withheld[row.seq] = ERASED
             elif not may_read_ledger and row.action not in READABLE:
-                withheld[row.seq] = f"a {row.action} record; the {principal.role} role may not read the audit log"
+                withheld[row.seq] = f"the {principal.role} role may not read the audit log"
         return withheld
 
     def _review_entries(self, entry_id: str) -> set[str]:
