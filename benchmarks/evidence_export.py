@@ -9,7 +9,7 @@ investigative search (a probe photo kept), one review; then FILLER ledger entrie
 filler to the anchor. For each segment length, timed in the same process, median of --runs:
 
 - export: `Engine.export_evidence` by an auditor (record, segment read, render, sha256, ledger append);
-- verify: `evidence.proof.verify_file` on the written file with the anchors and public key;
+- verify: `evidence.check.verify_file` on the written file with the anchors and public key;
 - peer: `Engine.audit_verify` (`faceledger audit verify`), which recomputes every hash of the ledger.
 
 The package is capped at 5,000 chain entries (evidence/proof.py MAX_SEGMENT); the largest row is that cap.
@@ -79,7 +79,7 @@ def main() -> None:
     parser.add_argument("--filler", default="0,997,4997", help="filler entries between review and anchor")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    from faceledger.evidence.proof import verify_file
+    from faceledger.evidence.check import verify_file
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -92,13 +92,17 @@ def main() -> None:
             check = verify_file(out, anchors_path=anchors, public_key_path=public)
             assert check.ok, check.problems
             segment = check.segment[1] - check.segment[0] + 1
+            def export(engine=engine, entry=entry, auditor=auditor):
+                return engine.export_evidence(entry, by=auditor)
+
+            def check_file(out=out, anchors=anchors, public=public):
+                return verify_file(out, anchors_path=anchors, public_key_path=public)
+
             rows.append({
                 "segment_entries": segment, "ledger_entries": engine.stats()["ledger_entries"],
-                "package_bytes": package["bytes"],
-                "export_s": median_seconds(lambda: engine.export_evidence(entry, by=auditor), args.runs),
-                "verify_s": median_seconds(lambda: verify_file(out, anchors_path=anchors, public_key_path=public),
-                                           args.runs),
-                "peer_audit_verify_s": median_seconds(lambda: engine.audit_verify(), args.runs),
+                "package_bytes": package["bytes"], "export_s": median_seconds(export, args.runs),
+                "verify_s": median_seconds(check_file, args.runs),
+                "peer_audit_verify_s": median_seconds(engine.audit_verify, args.runs),
             })
             engine.close()
     header = ("| segment (entries) | ledger (entries) | package | export (median) | verify (median) | "

@@ -19,7 +19,8 @@ from fastapi.testclient import TestClient
 from faceledger.anchors import anchor_ledger, append_anchor, generate_keys, load_private_key
 from faceledger.api import create_app
 from faceledger.errors import NotFound, PermissionDenied
-from faceledger.evidence.proof import BLOCK_ID, EvidenceInvalid, verify_file
+from faceledger.evidence.check import verify_file
+from faceledger.evidence.proof import BLOCK_ID, EvidenceInvalid
 from faceledger.policy import Principal
 
 from .conftest import gallery_files, held_out_probes, open_test_engine
@@ -115,7 +116,7 @@ def test_verify_passes_and_reaches_the_anchor(world, tmp_path):
     assert proof_of(html)["ends_at"]["reason"] == "anchor"
 
 
-def test_verify_catches_an_edited_byte_a_dropped_entry_and_a_swapped_probe(world, tmp_path):
+def test_verify_catches_an_edited_byte_a_dropped_entry_an_edited_page_and_a_swapped_probe(world, tmp_path):
     _, html = export(world, "admin")
     proof = proof_of(html)
     assert len(proof["entries"]) >= 3  # search, review, anchor
@@ -134,6 +135,14 @@ def test_verify_catches_an_edited_byte_a_dropped_entry_and_a_swapped_probe(world
     del cut["entries"][-1]
     check = verify_file(write(tmp_path, with_proof(html, cut), "cut.html"))
     assert not check.ok and any("cut off" in p for p in check.problems)
+
+    relabelled = html.replace('<tr data-field="purpose"><th>purpose</th><td>fraud</td>',
+                              '<tr data-field="purpose"><th>purpose</th><td>public safety</td>')
+    rescored = re.sub(r'(<tr data-field="candidate\.1\.score"><th>score</th><td>)[0-9.]+', r"\g<1>0.99", html)
+    assert relabelled != html and rescored != html
+    for name, page in (("relabelled.html", relabelled), ("rescored.html", rescored)):
+        check = verify_file(write(tmp_path, page, name))  # the proof is intact; the page says something else
+        assert not check.ok and any("the page was edited" in p for p in check.problems), name
 
     swapped = re.sub(r'(<img class="probe"[^>]*src="data:image/jpeg;base64,)([A-Za-z0-9+/]{8})',
                      lambda m: m.group(1) + "AAAAAAAA", html, count=1)
@@ -157,8 +166,9 @@ def test_anchor_check_refuses_a_rewritten_chain_and_a_forged_anchor(world, tmp_p
         entry["hash"] = entry_hash(entry["seq"], entry["entry_id"], entry["created_at"], entry["actor"],
                                    entry["action"], entry["payload"], entry["prev_hash"])
         prev = entry["hash"]
-    path = write(tmp_path, with_proof(html, rechained), "rechained.html")
-    assert verify_file(path).ok  # a consistent chain on its own ...
+    page = with_proof(html.replace("CASE-7", "CASE-8"), rechained)  # the page and its proof edited alike
+    path = write(tmp_path, page, "rechained.html")
+    assert verify_file(path).ok  # a consistent package on its own ...
     check = verify_file(path, anchors_path=world["anchors"], public_key_path=world["public"])
     assert not check.ok and any("another hash" in p for p in check.problems)  # ... but not the anchored one
 

@@ -67,7 +67,8 @@ def evidence_verify(
     json_out: JsonFlag = False,
 ) -> None:
     """Re-check a package's chain segment (every hash and link) and, with --anchor, that it reaches an anchor."""
-    from .evidence.proof import EvidenceInvalid, verify_file
+    from .evidence.check import verify_file
+    from .evidence.proof import EvidenceInvalid
 
     if public_key is not None and anchor is None:
         raise FaceledgerError("--public-key checks anchors: give --anchor ANCHORS too")

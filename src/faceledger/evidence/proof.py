@@ -15,11 +15,9 @@ checks the data, evidence/render.py embeds it as a JSON block in the HTML.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ..errors import FaceledgerError
 from ..ledger import entry_hash
@@ -186,55 +184,3 @@ def check_anchors(proof: dict, anchors: list[dict], public_key) -> tuple[list[st
         else:
             notes.append(f"the chain from the search (entry {first}) reaches anchored entry {anchored}")
     return problems, notes
-
-
-def verify_file(path: Path, *, anchors_path: Path | None = None, public_key_path: Path | None = None) -> EvidenceCheck:
-    """Check an evidence package file: its chain segment, the probe's hash, and optionally its anchors."""
-    from ..anchors import load_public_key, read_anchors
-
-    path = Path(path)
-    try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise EvidenceInvalid(f"{path} is over {MAX_FILE_BYTES // 2**20} MiB: not an evidence package")
-        data = path.read_bytes()
-    except OSError as exc:
-        raise FaceledgerError(f"cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        html = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise EvidenceInvalid(f"{path} is not UTF-8 text: not an evidence package") from None
-    proof = extract(html)
-    problems, notes = check_chain(proof)
-    problems += probe_problems(html, proof)
-    if anchors_path is not None:
-        public_key = load_public_key(public_key_path) if public_key_path is not None else None
-        more, extra = check_anchors(proof, read_anchors(anchors_path), public_key)
-        problems += more
-        notes += extra
-    elif (proof.get("ends_at") or {}).get("reason") != "anchor":
-        notes.append("the segment does not end at an anchor: no anchor covered the search when it was exported")
-    seqs = [e.get("seq") for e in proof["entries"] if isinstance(e.get("seq"), int)]
-    return EvidenceCheck(ok=not problems, search_entry=proof.get("search_entry"),
-                         segment=(min(seqs), max(seqs)) if seqs else None, problems=problems, notes=notes,
-                         sha256=hashlib.sha256(data).hexdigest())
-
-
-def probe_problems(html: str, proof: dict) -> list[str]:
-    """A probe image embedded in the package must be the one the search ledgered (its sha256)."""
-    import base64
-
-    found = re.search(r'<img class="probe" data-sha256="([0-9a-f]{64})" alt="[^"]*" src="data:[^;"]+;base64,'
-                      r'([A-Za-z0-9+/=]+)"', html)
-    if found is None:
-        return []
-    first = proof["entries"][0]
-    if first.get("withheld"):
-        return []
-    try:
-        ledgered = json.loads(first["payload"]).get("probe_sha256")
-    except (TypeError, ValueError, AttributeError):
-        return ["the search entry's payload is not JSON"]
-    actual = hashlib.sha256(base64.b64decode(found.group(2))).hexdigest()
-    if actual != ledgered:
-        return ["the probe image embedded is not the one the search ledgered (its sha256 differs)"]
-    return []

@@ -7,6 +7,7 @@ images as data: URIs, no script and no external reference; the chain proof as an
 from __future__ import annotations
 
 import base64
+import re
 from html import escape
 
 from .proof import ERASED, embed
@@ -77,6 +78,76 @@ def _facts(rows: list[tuple[str, object]]) -> str:
     return f"<table>{body}</table>"
 
 
+def _refused(value) -> list[str]:
+    return [f"{r.get('gallery')}: {r.get('reason')}" for r in value or [] if isinstance(r, dict)]
+
+
+SEARCH_FACTS = (("ledger_entry", "ledger entry"), ("searched_by", "searched by"), ("searched_at", "searched at"),
+                ("purpose", "purpose"), ("case", "case"), ("authorisation", "authorisation"), ("mode", "mode"),
+                ("decision", "decision"), ("galleries", "galleries searched"), ("refused", "galleries that refused"),
+                ("gallery_size", "faces compared (N)"), ("model_id", "model"), ("calibration_id", "calibration"),
+                ("probe_sha256", "probe sha256"), ("probe_quality", "probe quality"),
+                ("probe_expires", "probe kept until"))
+THRESHOLD_FACTS = (("threshold", "threshold (score)"),
+                   ("target_fpir", "target false-positive identification rate (FPIR)"),
+                   ("predicted_fpir", "predicted FPIR at this threshold"), ("calibration_source", "set by"),
+                   ("threshold_supported", "supported by data"), ("threshold_extrapolated", "extrapolated"),
+                   ("extrapolation_factor", "extrapolation factor"), ("threshold_explanation", "how it was set"),
+                   ("meaning", "what the answer means"))
+CANDIDATE_FACTS = (("gallery", "gallery"), ("subject_id", "subject id"), ("score", "score"),
+                   ("false_match_rate", "false-match rate (FMR)"), ("false_match_rate_upper", "FMR upper bound (95%)"),
+                   ("gallery_false_positive_chance", "chance a non-mate in the gallery scores this high"))
+FORMATS = {"target_fpir": _rate, "predicted_fpir": _rate, "false_match_rate": _rate, "false_match_rate_upper": _rate,
+           "gallery_false_positive_chance": _rate, "refused": _refused}
+"""The ledgered facts the page shows, each in a row marked data-field, so `evidence verify` can compare
+every one with the search's entry in the proof (facts_problems)."""
+
+
+def cell(field: str, value) -> str:
+    """The HTML of one ledgered fact as the page shows it."""
+    return _text(FORMATS.get(field, lambda v: v)(value))
+
+
+def record_of(entry: dict) -> dict:
+    """The facts of a search as its ledger entry states them (what services.review.search_record reads)."""
+    payload = entry["payload"]
+    return {**payload, "ledger_entry": entry["entry_id"], "searched_by": entry["actor"],
+            "searched_at": entry["created_at"], "galleries": payload.get("galleries") or payload.get("gallery")}
+
+
+def _ledgered(fields, values: dict, prefix: str = "") -> str:
+    body = "".join(f'<tr data-field="{prefix}{field}"><th>{escape(label)}</th><td>{cell(field, values.get(field))}'
+                   "</td></tr>" for field, label in fields)
+    return f"<table>{body}</table>"
+
+
+_CELL = re.compile(r'<tr data-field="([a-z0-9_.]+)"><th>[^<]*</th><td>(.*?)</td></tr>', re.DOTALL)
+
+
+def facts_problems(html: str, entry: dict) -> list[str]:
+    """Every ledgered fact the page shows that differs from the search's ledger entry (an edited page)."""
+    record = record_of(entry)
+    candidates = {c.get("rank"): c for c in record.get("candidates") or [] if isinstance(c, dict)}
+    problems = []
+    for field, shown in _CELL.findall(html):
+        if field.startswith("candidate."):
+            _, rank, name = field.split(".", 2)
+            source = candidates.get(int(rank)) if rank.isdigit() else None
+            if source is None:
+                problems.append(f"the page shows a candidate {rank} the search did not ledger")
+                continue
+            value = source.get(name)
+            if name == "gallery" and not value:  # a one-gallery search names its gallery once, not per candidate
+                value = record.get("gallery")
+            expected = cell(name, value)
+        else:
+            expected = cell(field, record.get(field))
+        if shown != expected:
+            problems.append(f"the page shows {field} as {shown[:80]!r} but the ledgered search says "
+                            f"{expected[:80]!r}: the page was edited")
+    return problems
+
+
 def _probe(probe: dict) -> str:
     if probe.get("data"):
         return (f'<img class="probe" data-sha256="{escape(probe["sha256"])}" alt="the probe photo" '
@@ -110,12 +181,8 @@ def _candidate(c: dict, gallery: str | None) -> str:
                 if c.get("crop") else f'<p class="withheld">Face not shown: {escape(c["crop_reason"])}.</p>')
         name = escape(str(c.get("subject")))
     above = c.get("above_threshold", True)
-    facts = _facts([
-        ("gallery", c.get("gallery") or gallery), ("subject id", c.get("subject_id")), ("score", c.get("score")),
-        ("false-match rate (FMR)", _rate(c.get("false_match_rate"))),
-        ("FMR upper bound (95%)", _rate(c.get("false_match_rate_upper"))),
-        ("chance a non-mate in the gallery scores this high", _rate(c.get("gallery_false_positive_chance"))),
-        ("review status", c.get("status")), ("label", c.get("label"))])
+    facts = (_ledgered(CANDIDATE_FACTS, {**c, "gallery": c.get("gallery") or gallery}, f"candidate.{c['rank']}.")
+             + _facts([("review status", c.get("status")), ("label", c.get("label"))]))
     badge = '<span class="badge yes">above threshold</span>' if above else '<span class="badge no">below threshold</span>'
     return (f'<div class="card"><h3>Candidate {c["rank"]}: {name}</h3>{badge}{face}{facts}'
             f"<h3>Reviews</h3>{_reviews(c.get('reviews', []))}</div>")
@@ -166,24 +233,9 @@ def _chain(package: dict) -> str:
 def render(package: dict) -> str:
     """The whole HTML document of an evidence package."""
     record = package["record"]
-    search_facts = _facts([
-        ("ledger entry", record["ledger_entry"]), ("searched by", record.get("searched_by")),
-        ("searched at", record.get("searched_at")), ("purpose", record.get("purpose")),
-        ("case", record.get("case")), ("authorisation", record.get("authorisation")),
-        ("mode", record.get("mode")), ("decision", record.get("decision")),
-        ("galleries searched", record.get("galleries") or record.get("gallery")),
-        ("galleries that refused", [f"{r.get('gallery')}: {r.get('reason')}" for r in record.get("refused") or []]),
-        ("faces compared (N)", record.get("gallery_size")), ("model", record.get("model_id")),
-        ("calibration", record.get("calibration_id")), ("probe sha256", record.get("probe_sha256")),
-        ("probe quality", record.get("probe_quality")), ("probe kept until", record.get("probe_expires"))])
-    threshold_facts = _facts([
-        ("threshold (score)", record.get("threshold")), ("target false-positive identification rate (FPIR)",
-                                                        _rate(record.get("target_fpir"))),
-        ("predicted FPIR at this threshold", _rate(record.get("predicted_fpir"))),
-        ("set by", record.get("calibration_source")), ("supported by data", record.get("threshold_supported")),
-        ("extrapolated", record.get("threshold_extrapolated")),
-        ("extrapolation factor", record.get("extrapolation_factor")),
-        ("how it was set", record.get("threshold_explanation")), ("what the answer means", record.get("meaning"))])
+    shown = {**record, "galleries": record.get("galleries") or record.get("gallery")}
+    search_facts = _ledgered(SEARCH_FACTS, shown)
+    threshold_facts = _ledgered(THRESHOLD_FACTS, shown)
     candidates = package["candidates"]
     cards = ('<div class="cards">' + "".join(_candidate(c, record.get("gallery")) for c in candidates) + "</div>" if candidates else
              '<p>No candidate: nothing scored above the threshold.</p>')
