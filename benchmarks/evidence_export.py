@@ -110,8 +110,8 @@ def main() -> None:
     print(header)
     for r in rows:
         print(f"| {r['segment_entries']:,} | {r['ledger_entries']:,} | {r['package_bytes'] / 1024:,.0f} KiB | "
-              f"{r['export_s'] * 1000:,.0f} ms | {r['verify_s'] * 1000:,.0f} ms | "
-              f"{r['peer_audit_verify_s'] * 1000:,.0f} ms |")
+              f"{r['export_s'] * 1000:,.1f} ms | {r['verify_s'] * 1000:,.1f} ms | "
+              f"{r['peer_audit_verify_s'] * 1000:,.1f} ms |")
     if not args.no_write:
         RESULTS.write_text(json.dumps({
             "runs": args.runs, "rows": rows, "python": platform.python_version(), "cpus": os.cpu_count(),
