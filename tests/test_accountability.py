@@ -343,9 +343,8 @@ def test_transparency_report_counts_what_happened(eng, tmp_path):
     assert summary["denied"]["by_attempted_action"] == {"purge": 1}
     assert summary["operating_points"][0]["gallery_size"] == 27
     html = (tmp_path / "report" / "transparency.html").read_text()
-    assert "Transparency report" in html and "thresholds.png" in html
-    for chart in report["files"]["charts"]:
-        assert open(chart, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert "Transparency report" in html and "Calibration of gallery g" in html
+    assert html.count('src="data:image/svg+xml;base64,') >= 5  # the charts are in the file, not beside it
 
 
 # -- calibration -------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import typer
 
 from faceledger import cli
 
-from .conftest import LFW_DIR, OPEN_FACES, gallery_files, held_out_probes, never_enrolled
+from .conftest import OPEN_FACES, gallery_files, held_out_probes, never_enrolled
 
 REPO = Path(__file__).resolve().parents[1]
 

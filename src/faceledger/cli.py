@@ -36,6 +36,7 @@ from .cli_common import (
 from .cli_common import run as run_app
 from .cli_galleries import gallery_app
 from .cli_governance import audit_app, erase, purge, report_app, user_app
+from .cli_evidence import evidence_app
 from .db_cli import db_app
 from .errors import FaceledgerError
 from .evaluate.cli import (
@@ -53,6 +54,7 @@ app.add_typer(report_app, name="report")
 app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(db_app, name="db")
 app.add_typer(calibration_app, name="calibration")
+app.add_typer(evidence_app, name="evidence")
 gallery_app.command("duplicates")(gallery_duplicates)
 app.add_typer(video_app, name="video")
 app.command()(watch)

@@ -3,6 +3,7 @@ rests on, and the cross-subject pairs that score like one person."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -17,10 +18,17 @@ calibration_app = typer.Typer(help="What a gallery's open-set threshold rests on
 def calibration_show(
     gallery: Annotated[str, typer.Option(help="the gallery")],
     as_json: JsonFlag = False,
+    html: Annotated[Path | None, typer.Option("--html", help="also write a self-contained HTML page with the "
+                                                            "calibration plot to this file")] = None,
 ) -> None:
     """Which samples set the gallery's threshold (packaged, the gallery's own, combined), how many pairs,
     the fitted tail, how far each figure is extrapolated, and the thresholds at the gallery's size."""
     info = engine().calibration_info(gallery, by=me())
+    if html is not None:
+        from .report_charts import survival_points
+        from .reporting import calibration_html
+
+        html.write_text(calibration_html(gallery, info, {"packaged": survival_points(engine().calibration.fmr)}))
     if as_json:
         print_json(info)
         return
@@ -30,7 +38,7 @@ def calibration_show(
         out.print(f"  gallery sample not used: {info['gallery_note']}")
     for name in ("packaged", "gallery"):
         part = info.get(name)
-        if part:
+        if isinstance(part, dict):  # "gallery" is also the gallery's name when its own sample is not in use
             tail = part.get("tail") or {}
             out.print(f"  {name} sample: {part['pairs']:,} impostor pairs; the data show FMR down to "
                       f"{part['floor']:.2g}" + (f"; tail: {tail}" if tail else ""))

@@ -22,6 +22,7 @@ from .services.access import Access
 from .services.calibrations import Calibrations
 from .services.context import Context
 from .services.enrolment import Enrolment
+from .services.evidence import Evidence
 from .services.galleries import Galleries
 from .services.governance import Governance
 from .services.indexes import IndexCache
@@ -79,6 +80,7 @@ class Engine:
         self.enrolment = Enrolment(ctx, self.access, self.indexes)
         self.searching = Searching(ctx, self.access, self.indexes, self.calibrations)
         self.reviews = Reviews(ctx, self.access)
+        self.evidence = Evidence(ctx, self.access, self.reviews, self.galleries)
         self.governance = Governance(ctx, self.access, self.indexes, self.calibrations)
         self.users = Users(ctx, self.access)
         self.people = People(ctx, self.access, self.indexes, self.calibrations)
@@ -177,6 +179,7 @@ class Engine:
     review_status = via("reviews")
     search_record = via("reviews")
     recent_searches = via("reviews")
+    export_evidence = via("evidence")
 
     # users
     add_user = via("users")
@@ -196,6 +199,7 @@ class Engine:
     audit_verify = via("reports")
     transparency_summary = via("reports")
     transparency_report = via("reports")
+    transparency_report_html = via("reports")
     stats = via("reports")
 
 

@@ -32,6 +32,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "face.view": frozenset({"admin", "analyst", "reviewer"}),
     "stats": frozenset(ROLES),
     "evaluate": frozenset({"admin", "analyst", "auditor"}),
+    "evidence": frozenset({"admin", "analyst", "auditor"}),
 }
 """Action -> roles allowed. Reviewing is reserved to reviewers so a decision is always a second person's."""
 

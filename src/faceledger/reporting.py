@@ -73,67 +73,102 @@ def _gallery_sizes(searches: list[dict]) -> dict:
     return dict(series)
 
 
-def write_report(summary: dict, out_dir: Path, *, threshold_curve: list[tuple[int, float]]) -> dict:
-    """Write transparency.json, the charts and transparency.html into out_dir; return the paths."""
+def write_report(summary: dict, out_dir: Path, *, threshold_curve: list[tuple[int, float]],
+                 calibrations: list[tuple[str, dict, dict]] = ()) -> dict:
+    """Write transparency.json (the figures, for machines) and transparency.html (one self-contained file:
+    charts embedded, every figure in a table) into out_dir; return the paths. `calibrations` holds, per
+    gallery, its name, `calibration show`'s payload and the observed survival curves to plot with it."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "transparency.json").write_text(json.dumps(summary, indent=2, default=str))
-    charts = _charts(summary, out_dir, threshold_curve)
-    (out_dir / "transparency.html").write_text(_html(summary, charts))
-    return {"json": str(out_dir / "transparency.json"), "html": str(out_dir / "transparency.html"),
-            "charts": [str(out_dir / c) for c in charts.values()]}
+    (out_dir / "transparency.html").write_text(report_html(summary, threshold_curve, calibrations))
+    return {"json": str(out_dir / "transparency.json"), "html": str(out_dir / "transparency.html")}
 
 
-def _charts(summary: dict, out_dir: Path, threshold_curve: list[tuple[int, float]]) -> dict:
-    import matplotlib
+def charts_html(summary: dict, threshold_curve: list[tuple[int, float]],
+                calibrations: list[tuple[str, dict, dict]] = ()) -> str:
+    """The report's charts as <figure>s with data: URIs (a sentence instead of a chart with no data)."""
+    from .report_charts import (
+        bar_chart,
+        calibration_chart,
+        figure_or_sentence,
+        line_chart,
+        threshold_curve_chart,
+    )
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    bars = {
-        "searches_by_purpose": ("Searches by stated purpose", summary["searches"]["by_purpose"]),
-        "searches_by_user": ("Searches by user", summary["searches"]["by_user"]),
-        "search_outcomes": ("Search outcomes", summary["searches"]["by_outcome"]),
-        "review_outcomes": ("Reviewer decisions", summary["reviews"]["by_decision"]),
-        "denied_attempts": ("Denied attempts by action", summary["denied"]["by_attempted_action"]),
-    }
-    files = {}
-
-    def save(fig, name: str, *, title: str, xlabel: str, ylabel: str | None = None, legend: bool = False) -> None:
-        ax = fig.axes[0]
-        ax.set_title(title)
-        ax.set_xlabel(xlabel)
-        if ylabel:
-            ax.set_ylabel(ylabel)
-        if legend:
-            ax.legend(fontsize=8)
-        fig.tight_layout()
-        files[name] = f"{name}.png"
-        fig.savefig(out_dir / files[name], dpi=110)
-        plt.close(fig)
-
-    for name, (title, counts) in bars.items():
-        labels = list(counts) or ["(none)"]
-        fig, ax = plt.subplots(figsize=(5, 0.9 + 0.35 * len(labels)))
-        ax.barh(labels[::-1], [counts.get(k, 0) for k in labels][::-1], color="#3b6ea5", height=0.6)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        save(fig, name, title=title, xlabel="count")
-    fig, ax = plt.subplots(figsize=(5, 3))
-    for gallery, points in summary["gallery_sizes"].items():
-        ax.plot(range(len(points)), [p[1] for p in points], marker=".", label=gallery)
-    save(fig, "gallery_sizes", title="Gallery size seen by each search", xlabel="search (in time order)",
-         ylabel="faces", legend=bool(summary["gallery_sizes"]))
-    fig, ax = plt.subplots(figsize=(5, 3))
-    ax.semilogx([n for n, _ in threshold_curve], [t for _, t in threshold_curve], color="#a53b3b")
-    for point in summary["operating_points"]:
-        ax.plot([max(point["gallery_size"], 1)], [point["threshold"]], "o", label=point["gallery"])
-    save(fig, "thresholds", title="Open-set threshold vs gallery size (target FPIR 1%)", xlabel="faces in gallery",
-         ylabel="score threshold", legend=bool(summary["operating_points"]))
-    return files
+    s = summary["searches"]
+    parts = [
+        figure_or_sentence(bar_chart(s["by_purpose"], title="Searches by stated purpose", unit="searches"),
+                           "Searches by stated purpose", "no search in this period."),
+        figure_or_sentence(bar_chart(s["by_user"], title="Searches by user", unit="searches"),
+                           "Searches by user", "no search in this period."),
+        figure_or_sentence(bar_chart(s["by_outcome"], title="Search outcomes", unit="searches"),
+                           "Search outcomes", "no search in this period."),
+        figure_or_sentence(bar_chart(summary["reviews"]["by_decision"], title="Reviewer decisions", unit="decisions"),
+                           "Reviewer decisions", "no reviewer recorded a decision in this period."),
+        figure_or_sentence(bar_chart(summary["denied"]["by_attempted_action"], title="Denied attempts by action",
+                                     unit="attempts"),
+                           "Denied attempts by action", "nothing was refused in this period."),
+        figure_or_sentence(line_chart({g: [p[1] for p in points] for g, points in summary["gallery_sizes"].items()},
+                                      title="Gallery size seen by each search", xlabel="search (in time order)",
+                                      ylabel="faces in the gallery"),
+                           "Gallery size seen by each search", "no search in this period, so no size was seen."),
+        figure_or_sentence(threshold_curve_chart(threshold_curve, summary["operating_points"]),
+                           "Open-set threshold against gallery size", "no calibration curve was given."),
+    ]
+    for name, info, empirical in calibrations:
+        caption = (f"Calibration of gallery {name}: the dots are its thresholds for FPIR 0.1, 0.01, 0.001 and its "
+                   "target (in the fitted tail they use its 95% bootstrap bound, so they sit on or above the fit)")
+        parts.append(figure_or_sentence(calibration_chart(info, empirical), caption, "no calibration data."))
+    return "".join(parts)
 
 
-def _html(summary: dict, charts: dict) -> str:
+def _table(title: str, counts: dict, unit: str) -> str:
+    if not counts:
+        return f"<h3>{html.escape(title)}</h3><p>None.</p>"
+    rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{v}</td></tr>" for k, v in counts.items())
+    return (f"<h3>{html.escape(title)}</h3><table><tr><th>{html.escape(title.split(' by ')[-1])}</th>"
+            f"<th>{html.escape(unit)}</th></tr>{rows}</table>")
+
+
+def figures_html(summary: dict) -> str:
+    """Every figure of the summary as small tables (what transparency.json holds, for people)."""
+    s, v, r, d, e, p, n = (summary[k] for k in ("searches", "verifications", "reviews", "denied", "erasures",
+                                                  "purges", "enrolments"))
+    sizes = {g: f"{points[-1][1]} (seen by {len(points)} searches)" for g, points in summary["gallery_sizes"].items()}
+    totals = {"searches": s["total"], "1:1 verifications": v["total"], "reviewer decisions": r["total"],
+              "denied attempts": d["total"], "erasure requests": e["requests"], "people erased": e["erased"],
+              "erasures that matched nobody": e["no_match"], "images removed by erasure": e["images_removed"],
+              "subjects removed by erasure": e["subjects_removed"], "retention purges": p["runs"],
+              "images removed by purges": p["images_removed"], "probes removed by purges": p["probes_removed"],
+              "enrolment batches": n["batches"], "images enrolled": n["images"]}
+    return "".join([
+        _table("Totals by kind", totals, "count"),
+        _table("Searches by purpose", s["by_purpose"], "searches"),
+        _table("Searches by user", s["by_user"], "searches"),
+        _table("Searches by mode", s["by_mode"], "searches"),
+        _table("Searches by outcome", s["by_outcome"], "searches"),
+        _table("Searches by candidates returned", s["candidates_returned"], "searches"),
+        _table("Verifications by outcome", v["by_outcome"], "verifications"),
+        _table("Reviews by decision", r["by_decision"], "decisions"),
+        _table("Reviews by mode", r["by_mode"], "decisions"),
+        _table("Denied attempts by action", d["by_attempted_action"], "attempts"),
+        _table("Denied attempts by user", d["by_user"], "attempts"),
+        _table("Images enrolled by legal basis", n["by_legal_basis"], "images"),
+        _table("Gallery size by gallery (last seen)", sizes, "faces"),
+    ])
+
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:62rem;margin:1.5rem auto;padding:0 1rem;color:#222}
+p{overflow-wrap:anywhere}table{border-collapse:collapse;margin:.3rem 0 1rem;max-width:100%}
+td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:left;vertical-align:top}
+figure{display:inline-block;margin:.4rem;width:min(29rem,100%);vertical-align:top}figure img{width:100%}
+figcaption{font-size:.85rem;color:#555}.big{font-size:1.2rem}.empty{color:#555}.wide{overflow-x:auto}
+@media print{figure,table{break-inside:avoid}}"""
+
+
+def report_html(summary: dict, threshold_curve: list[tuple[int, float]],
+                calibrations: list[tuple[str, dict, dict]] = ()) -> str:
     s = summary["searches"]
     share = "n/a" if s["share_no_match"] is None else f"{s['share_no_match']:.0%}"
     points = "".join(
@@ -143,14 +178,13 @@ def _html(summary: dict, charts: dict) -> str:
         f"<td>{'extrapolated' if p.get('extrapolated') else 'within the data'}</td>"
         f"<td>{'yes' if p['supported'] else 'no: beyond what the calibration data can support'}</td></tr>"
         for p in summary["operating_points"])
-    figures = "".join(f'<figure><img src="{html.escape(f)}" alt="{html.escape(n)}"></figure>' for n, f in charts.items())
+    points_table = (f"""<div class="wide"><table><tr><th>gallery</th><th>faces</th><th>target FPIR</th><th>threshold</th>
+<th>predicted FMR per comparison</th><th>calibration</th><th>estimate</th><th>supported by calibration</th></tr>{points}
+</table></div>""" if points else "<p>No gallery yet.</p>")
     period = summary["period"]
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>faceledger transparency report</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}}
-table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}}
-figure{{display:inline-block;margin:.5rem;width:min(28rem,100%);vertical-align:top}}img{{width:100%}}.big{{font-size:1.3rem}}</style></head><body>
+<title>faceledger transparency report</title><style>{CSS}</style></head><body>
 <h1>Transparency report</h1>
 <p>From the tamper-evident ledger: {period['ledger_entries']} entries between {html.escape(str(period['first_entry']))}
 and {html.escape(str(period['last_entry']))}{' (since ' + html.escape(period['since']) + ')' if period['since'] else ''}.</p>
@@ -159,12 +193,37 @@ and {html.escape(str(period['last_entry']))}{' (since ' + html.escape(period['si
 <b>{summary['denied']['total']}</b> denied attempts; {summary['erasures']['erased']} erasures
 ({summary['erasures']['images_removed']} images removed); {summary['purges']['runs']} retention purges
 ({summary['purges']['images_removed']} images, {summary['purges']['probes_removed']} probes removed).</p>
-<h2>Operating thresholds now</h2>
-<table><tr><th>gallery</th><th>faces</th><th>target FPIR</th><th>threshold</th><th>predicted FMR per comparison</th>
-<th>calibration</th><th>estimate</th><th>supported by calibration</th></tr>{points}</table>
+<h2>Operating thresholds now</h2>{points_table}
 <p>"packaged": the impostor sample shipped with the model; "combined": that sample and the gallery's own
-cross-subject pairs, whichever asks for the higher threshold; `faceledger calibration show --gallery G` tells
-which samples, how many pairs, and how far each figure is extrapolated.</p>
-<h2>Charts</h2>{figures}
-<h2>All figures</h2><pre>{html.escape(json.dumps(summary, indent=2, default=str))}</pre>
+cross-subject pairs, whichever asks for the higher threshold; <code>faceledger calibration show --gallery G</code>
+tells which samples, how many pairs, and how far each figure is extrapolated; the calibration charts below
+draw it.</p>
+<h2>Charts</h2>{charts_html(summary, threshold_curve, calibrations)}
+<h2>All figures</h2>{figures_html(summary)}
+</body></html>"""
+
+
+def calibration_html(name: str, info: dict, empirical: dict) -> str:
+    """`faceledger calibration show --html`: one gallery's calibration as a self-contained page."""
+    from .report_charts import calibration_chart, figure_or_sentence
+
+    rows = "".join(
+        f"<tr><td>{r['target_fpir']:g}</td><td>{r['threshold']:.4f}</td><td>{(r['predicted_fpir'] or 0):.3g}</td>"
+        f"<td>{r['per_comparison_fmr']:.3g}</td><td>{html.escape(str(r['binding']))}</td>"
+        f"<td>{'x{:g}'.format(r['extrapolation_factor']) if r['extrapolated'] else 'no'}</td>"
+        f"<td>{'yes' if r['supported'] else 'NO'}</td></tr>" for r in info.get("thresholds", []))
+    notes = [info.get("gallery_note")] + [r["explanation"] for r in info.get("thresholds", [])
+                                          if r["target_fpir"] == info.get("gallery_target_fpir")]
+    chart = figure_or_sentence(calibration_chart(info, empirical), f"Calibration of gallery {name}",
+                               "no calibration data to draw.")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>faceledger calibration: {html.escape(name)}</title><style>{CSS} figure{{width:min(44rem,100%)}}</style></head><body>
+<h1>Calibration of gallery {html.escape(name)}</h1>
+<p>{info.get('gallery_faces', 0):,} faces; calibration {html.escape(str(info.get('calibration_id')))} ({html.escape(
+        str(info.get('source')))}); target FPIR {info.get('gallery_target_fpir')}.</p>
+{chart}
+<div class="wide"><table><tr><th>target FPIR</th><th>threshold</th><th>predicted FPIR</th><th>FMR per comparison</th>
+<th>set by</th><th>extrapolated</th><th>supported</th></tr>{rows}</table></div>
+{''.join(f'<p>{html.escape(n)}</p>' for n in notes if n)}
 </body></html>"""

@@ -13,7 +13,8 @@ from fastapi.staticfiles import StaticFiles
 from .. import __version__
 from ..config import Settings
 from ..engine import Engine
-from . import routes, routes_calibration, routes_video, signin, web, web_video
+from . import routes, routes_calibration, routes_evidence, routes_video, signin, web, web_video
+from .docs_offline import install_docs
 from .deps import install_error_handlers
 from .security import Guard
 from .sessions_store import WebSessions
@@ -66,16 +67,19 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         if owned:
             engine.close()
 
-    app = FastAPI(title="faceledger", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="faceledger", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)  # served from local files: docs_offline.py
     app.state.engine = engine
     app.state.settings = settings
     app.state.web_sessions = web_sessions = WebSessions.from_settings(engine, settings)
     app.include_router(routes.router)
     app.include_router(routes_calibration.router)
     app.include_router(routes_video.router)
+    app.include_router(routes_evidence.router)
     app.include_router(signin.router)
     app.include_router(web.router)
     app.include_router(web_video.router)
+    install_docs(app, title="faceledger")  # before /static: its assets are mounted under /static/docs
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
 
     @app.get("/healthz", tags=["health"], summary="Liveness (no token needed)")

@@ -31,12 +31,12 @@ PUBLIC_PREFIXES = ("/static/",)
 CSP = ("default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob: mediastream:; script-src 'self'; "
        "style-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
 """The pages' policy: no inline script or style, nothing from another origin, never framed."""
-DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-            "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
-            "font-src 'self' https://fonts.gstatic.com; img-src 'self' data: https:; worker-src 'self' blob:; "
-            "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
-"""/docs and /redoc (Swagger UI and ReDoc): FastAPI loads them from a CDN with an inline start-up script.
-They show only the public OpenAPI document; when they are served locally this policy can go."""
+DOCS_CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+            "font-src 'self'; worker-src 'self' blob:; connect-src 'self'; frame-ancestors 'none'; "
+            "form-action 'self'; base-uri 'none'")
+"""/docs and /redoc: Swagger UI and ReDoc from this server's own files (docs_offline.py), no inline script;
+inline styles stay allowed because both set them at run time (ReDoc's styled-components), and ReDoc
+runs its search in a blob: worker. Nothing from another origin."""
 DOCS_PATHS = {"/docs", "/docs/oauth2-redirect", "/redoc"}
 VIDEO_UPLOADS = ("/api/v1/video/", "/video")
 """Video uploads are capped at FACELEDGER_VIDEO_MAX_BYTES (plus the form's fields), not the image cap."""

@@ -1,4 +1,6 @@
-"""metrics.json and a self-contained report.html with matplotlib plots (Agg backend, PNG, embedded)."""
+"""metrics.json and a self-contained report.html with matplotlib plots (Agg backend, PNG, embedded as data:
+URIs; the PNG files are also written beside it, but the page does not need them). A plot with nothing to
+draw is not written: the page says so in a sentence instead of showing empty axes."""
 
 from __future__ import annotations
 
@@ -23,6 +25,12 @@ def _plt():
 
     plt.rcParams.update({"figure.dpi": 100, "font.size": 10, "axes.grid": True, "grid.alpha": 0.3})
     return plt
+
+
+def _discard(fig) -> None:
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
 
 
 def _save(fig, out: Path, name: str) -> str:
@@ -56,20 +64,22 @@ def verification_plots(curves: dict, result: dict, out: Path) -> dict[str, str]:
     ax.set_title(f"ROC (AUC {result['auc']:.4f})")
     plots["roc"] = _save(fig, out, "roc.png")
 
-    fig, ax = plt.subplots(figsize=(6, 4.2))
     shown = (far > 0) & (frr > 0)  # a DET curve lives where both error rates are measurable
-    ax.plot(far[shown], frr[shown], color=COLOURS[1], drawstyle="steps-post")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("false match rate (FMR)")
-    ax.set_ylabel("false non-match rate (FNMR)")
-    ax.set_title(f"DET (EER {100 * result['eer']:.2f} %)")
     op = result.get("at_operating_threshold")
-    if op:
-        ax.plot(max(op["fmr"], 0.5 / n_imp), max(op["fnmr"], 0.5 / n_gen), "ko",
-                label=f"engine threshold {op['threshold']:.3f}")
-        ax.legend(loc="upper right")
-    plots["det"] = _save(fig, out, "det.png")
+    plots["det"] = None  # nothing to draw when no threshold has both error rates above zero
+    if shown.any():
+        fig, ax = plt.subplots(figsize=(6, 4.2))
+        ax.plot(far[shown], frr[shown], color=COLOURS[1], drawstyle="steps-post")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("false match rate (FMR)")
+        ax.set_ylabel("false non-match rate (FNMR)")
+        ax.set_title(f"DET (EER {100 * result['eer']:.2f} %)")
+        if op:
+            ax.plot(max(op["fmr"], 0.5 / n_imp), max(op["fnmr"], 0.5 / n_gen), "ko",
+                    label=f"engine threshold {op['threshold']:.3f}")
+            ax.legend(loc="upper right")
+        plots["det"] = _save(fig, out, "det.png")
 
     fig, ax = plt.subplots(figsize=(6, 4.2))
     bins = np.linspace(-0.3, 1.0, 66)
@@ -77,8 +87,8 @@ def verification_plots(curves: dict, result: dict, out: Path) -> dict[str, str]:
     ax.hist(curves["genuine"], bins=bins, alpha=0.6, color=COLOURS[0], label=f"genuine ({len(curves['genuine']):,})")
     if op:
         ax.axvline(op["threshold"], color="k", linestyle="--", label=f"engine threshold {op['threshold']:.3f}")
-    ax.set_xlabel("cosine similarity")
-    ax.set_ylabel("pairs")
+    ax.set_xlabel("score (cosine similarity)")
+    ax.set_ylabel("pairs (count)")
     ax.set_title("score distributions (pairs where both faces were found)")
     ax.legend()
     plots["scores"] = _save(fig, out, "scores.png")
@@ -90,10 +100,12 @@ def identification_plots(runs: list[dict], out: Path) -> dict[str, str]:
     fig, ax = plt.subplots(figsize=(7, 4.8))
     styles = {"single": "-", "multi": "--"}
     sizes = sorted({r["gallery_identities"] for r in runs})
+    drawn = 0
     for r in runs:
         c = r["_curve"]
         colour = COLOURS[sizes.index(r["gallery_identities"]) % len(COLOURS)]
         shown = (c["fpir"] > 0) & (c["fnir"] > 0)
+        drawn += int(shown.any())
         ax.plot(c["fpir"][shown], c["fnir"][shown],
                 linestyle=styles.get(r["template"], ":"), color=colour, drawstyle="steps-post",
                 label=f"N={r['gallery_identities']:,}, {r['template']}-image template")
@@ -102,6 +114,9 @@ def identification_plots(runs: list[dict], out: Path) -> dict[str, str]:
     ax.set_xlabel("false positive identification rate (FPIR)")
     ax.set_ylabel("false negative identification rate (FNIR, rank 1)")
     ax.set_title("open-set identification DET")
+    if not drawn:  # no run has both error rates above zero anywhere: no curve to show
+        _discard(fig)
+        return {"det": None}
     ax.legend(fontsize=8)
     return {"det": _save(fig, out, "identification_det.png")}
 
@@ -144,7 +159,13 @@ def write_json(out: Path, payload: dict) -> Path:
     return path
 
 
-def _img(out: Path, name: str, alt: str, wide: bool = False) -> str:
+NOTHING_TO_DRAW = ("nothing to draw: no threshold gives both error rates above zero in this sample (too few "
+                   "errors to plot on log axes); the tables give the figures")
+
+
+def _img(out: Path, name: str | None, alt: str, wide: bool = False) -> str:
+    if name is None:
+        return f"<p class='empty'><b>{html.escape(alt)}:</b> {NOTHING_TO_DRAW}.</p>"
     data = base64.b64encode((out / name).read_bytes()).decode()
     style = ' style="width:75%"' if wide else ""
     return f'<figure{style}><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)}</figcaption></figure>'
@@ -175,13 +196,17 @@ h1{font-size:1.6em;margin-bottom:.2em} h2{margin-top:1.6em;border-bottom:1px sol
 .warn{background:#fff4e5;border-left:4px solid #ff7f0e;padding:.6em 1em;margin:.6em 0}
 table{border-collapse:collapse;margin:.6em 0;font-size:.82em} th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right;white-space:nowrap}
 th{background:#f0f0f0;white-space:normal;vertical-align:bottom} td:first-child,th:first-child{text-align:left}
-figure{display:inline-block;vertical-align:top;width:48%;margin:.5em 1% .5em 0} figure img{width:100%;border:1px solid #eee}
+figure{display:inline-block;vertical-align:top;width:48%;margin:.5em 1% .5em 0}
+@media (max-width:700px){figure,figure[style]{width:100%!important}} .empty{color:#555}
+table{display:block;overflow-x:auto;max-width:100%} figure img{width:100%;border:1px solid #eee}
 figcaption{font-size:.85em;color:#555} code{background:#f3f3f3;padding:0 .2em} .flag{color:#d62728;font-weight:bold}
 """
 
 
 def write_html(out: Path, *, title: str, summary: list[str], warnings: list[str], sections: list[tuple[str, str]]) -> Path:
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+    parts = [("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+              "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+              f"<title>{html.escape(title)}</title>"),
              f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
              "<div class='summary'>" + "".join(f"<p>{s}</p>" for s in summary) + "</div>"]
     parts += [f"<div class='warn'>⚠ {html.escape(w)}</div>" for w in warnings]

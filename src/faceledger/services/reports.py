@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from ..calibration import OpenSetCalibration
 from ..ledger import LedgerCheck
 from ..policy import Principal
-from ..reporting import summarize, write_report
+from ..reporting import report_html, summarize, write_report
 from ..store import FaceRecord, Gallery, ImageRecord, LedgerEntry, Subject
 from .access import Access
 from .calibrations import Calibrations
@@ -56,13 +56,34 @@ class Reports:
         """Write the transparency report (JSON + HTML with charts) from the ledger; the report is ledgered."""
         principal = self.access.authorize(by, "report")
         summary = self._summary(since)
-        calibration = OpenSetCalibration(self.calibrations.current)  # the packaged sample with its fitted tail
-        curve = [(n, calibration.threshold_for_fpir(0.01, n).score)
-                 for n in np.unique(np.logspace(0, 8, 60).astype(int))]
-        written = write_report(summary, Path(out_dir), threshold_curve=curve)
+        written = write_report(summary, Path(out_dir), threshold_curve=self._threshold_curve(),
+                               calibrations=self._calibration_plots(summary, principal))
         self.ctx.ledger.record(actor=principal.name, action="report.transparency",
                                payload={"since": iso(since), "searches": summary["searches"]["total"]})
         return {"summary": summary, "files": written}
+
+    def transparency_report_html(self, *, since: datetime | None = None, by: Principal | None = None) -> str:
+        """The transparency report as one self-contained HTML page (for a download); ledgered likewise."""
+        principal = self.access.authorize(by, "report")
+        summary = self._summary(since)
+        page = report_html(summary, self._threshold_curve(), self._calibration_plots(summary, principal))
+        self.ctx.ledger.record(actor=principal.name, action="report.transparency",
+                               payload={"since": iso(since), "searches": summary["searches"]["total"], "format": "html"})
+        return page
+
+    def _threshold_curve(self) -> list[tuple[int, float]]:
+        """The open-set threshold for FPIR 1% from 1 to 10^8 faces (the packaged sample with its fitted tail)."""
+        calibration = OpenSetCalibration(self.calibrations.current)
+        return [(int(n), calibration.threshold_for_fpir(0.01, int(n)).score)
+                for n in np.unique(np.logspace(0, 8, 60).astype(int))]
+
+    def _calibration_plots(self, summary: dict, principal: Principal, limit: int = 12) -> list[tuple[str, dict, dict]]:
+        """`calibration show` of each gallery (the first `limit`), with the packaged sample's observed tail."""
+        from ..report_charts import survival_points
+
+        observed = {"packaged": survival_points(self.calibrations.current.fmr)}
+        return [(p["gallery"], self.calibrations.describe_gallery(p["gallery"], by=principal), observed)
+                for p in summary["operating_points"][:limit]]
 
     def _summary(self, since: datetime | None) -> dict:
         return summarize(self.ctx.ledger.entries(since=since), self.searching.operating_points(), since=iso(since))
