@@ -13,7 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from .. import __version__
 from ..config import Settings
 from ..engine import Engine
-from . import routes, routes_calibration, signin, web
+from . import routes, routes_calibration, routes_scan, signin, web
 from .deps import install_error_handlers
 from .security import Guard
 from .sessions_store import WebSessions
@@ -71,6 +71,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.web_sessions = web_sessions = WebSessions.from_settings(engine, settings)
     app.include_router(routes.router)
     app.include_router(routes_calibration.router)
+    app.include_router(routes_scan.router)
     app.include_router(signin.router)
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
