@@ -221,3 +221,27 @@ def test_snap_takes_one_photo_from_the_camera_and_searches_it(server, steady, vi
     (entry,) = scan_entries(base, tokens["auditor"], case)
     assert entry["payload"]["decision"] == "match" and "capture" not in entry["payload"]
     assert not page.errors, page.errors
+
+
+def test_scan_refusal_in_plain_words_and_stop_ends_the_scan(server, approaching, tmp_path, request):
+    base, tokens, _ = server
+    page = open_page(approaching, "phone", tmp_path, request)
+    fill_search(page, base, tokens["analyst"], "SCAN-stop")
+    page.fill("input[name=purpose]", "curiosity")
+    page.click("#scan-start")
+    page.wait_for_function("() => document.getElementById('scan-feedback').dataset.code === 'error'")
+    assert "not allowed" in page.inner_text("#scan-feedback") and "--" not in page.inner_text("#scan-feedback")
+    assert page.evaluate("() => document.getElementById('scan-video').srcObject.getVideoTracks()"
+                         ".every(t => t.readyState === 'ended')")  # the camera is off again
+    shoot(page, "1-scan-refused")
+    page.errors.clear()  # the refused start is an expected 403
+    page.fill("input[name=purpose]", "fraud")
+    page.click("#scan-start")
+    page.wait_for_function("() => document.getElementById('scan-feedback').dataset.code === 'closer'",
+                           timeout=30_000)
+    with page.expect_response(lambda r: r.request.method == "DELETE") as cancelled:
+        page.click("#scan-stop")
+    assert cancelled.value.status == 200 and "/api/v1/scans/" in cancelled.value.url
+    assert page.locator("#scan").is_hidden()
+    assert scan_entries(base, tokens["auditor"], "SCAN-stop") == []
+    assert not page.errors, page.errors

@@ -41,8 +41,9 @@ class GateConfig:
     """Good frames of the followed face after which the scan searches."""
     keep: int = 3
     """Best frames kept (JPEG bytes) for the probe record and the template; older ones are dropped."""
-    max_faces: int = 5
-    """Only the largest faces of a frame are followed (the camera points at one person)."""
+    max_faces: int = 3
+    """Only the largest faces of a frame are followed (the camera points at one person); with the
+    tracker's small shot pool this bounds the pixels a scan holds."""
 
 
 @dataclass
@@ -88,7 +89,8 @@ class ScanGate:
     """frame index -> (the followed face's observation in it, the frame's JPEG): at most config.keep."""
 
     def __post_init__(self) -> None:
-        self.tracker = Tracker(self.embed, self.tracker_config)
+        # A small shot pool: the gate keeps its own best frames; the tracker's pixels are for matching.
+        self.tracker = Tracker(self.embed, self.tracker_config or TrackerConfig(pool=4))
 
     def feed(self, t: float, index: int, observations: list[Observation], rgb: np.ndarray, jpeg: bytes) -> Feedback:
         """Take one frame's faces; say what to do next. The frame's JPEG is kept only while it is one of
@@ -96,6 +98,7 @@ class ScanGate:
         cfg = self.config
         self.frames_seen += 1
         height, width = rgb.shape[:2]
+        faces = len(observations)
         observations = sorted(observations, key=lambda o: o.quality.face_size, reverse=True)[:cfg.max_faces]
         self.tracker.update(t, observations, rgb)
         seen = {id(o) for o in observations}
@@ -113,9 +116,8 @@ class ScanGate:
         if code == "good":
             self.good += 1
             self._keep(obs, jpeg)
-        note = (f"{len(observations)} faces in view: following the largest (boxed)" if len(observations) > 1
-                else None)
-        return self._answer(code, len(observations), obs.box, width, height, note)
+        note = f"{faces} faces in view: following the largest (boxed)" if faces > 1 else None
+        return self._answer(code, faces, obs.box, width, height, note)
 
     @property
     def ready(self) -> bool:

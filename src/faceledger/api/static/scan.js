@@ -86,14 +86,16 @@
         stopCamera();
         return;
       }
-      if (response.status === 429) {  // faster than the scan takes frames: wait as told
+      if (response.status === 429) {  // faster than the scan (or this user's rate limit) allows: wait as told
         const seconds = parseFloat(response.headers.get("Retry-After") || "1");
+        if (seconds > 2) say("Too many requests: waiting " + Math.ceil(seconds) + " s", "hold_still");
         await wait(Math.max(FRAME_EVERY_MS, seconds * 1000));
         continue;
       }
       if (!response.ok) {
         say(await problem(response), "error");
         stopCamera();
+        cancel();
         return;
       }
       const answer = await response.json();
@@ -107,12 +109,14 @@
         setProgress(1);
         say(answer.decision === "match" ? "Searched: opening the candidates" : "Searched: opening the answer",
             "done");
+        scanId = null;
         stopCamera();
         window.location.assign(answer.result_url);
         return;
       }
-      if (answer.status === "ended") {
+      if (answer.status === "ended") {  // the server has ended the scan: nothing to cancel
         say(answer.reason, "error");
+        scanId = null;
         stopCamera();
         return;
       }
@@ -131,13 +135,7 @@
     setProgress(0);
     showBox(null);
     say("Starting the camera…", "");
-    const response = await post("/api/v1/scans", JSON.stringify({
-      gallery: form.elements.gallery.value, purpose: form.elements.purpose.value,
-      case: form.elements.case.value, authorisation: form.elements.authorisation.value || null,
-      top_k: parseInt(form.elements.top_k.value || "10", 10) }), "application/json");
-    if (!response.ok) { say(await problem(response), "error"); return; }
-    scanId = (await response.json()).scan;
-    try {
+    try {  // the camera first: the scan's time starts only once there are frames to send
       stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" }, audio: false });
     } catch (err) {
       say("The camera is not available: " + err.message, "error");
@@ -145,20 +143,28 @@
     }
     video.srcObject = stream;
     await video.play();
+    const response = await post("/api/v1/scans", JSON.stringify({
+      gallery: form.elements.gallery.value, purpose: form.elements.purpose.value,
+      case: form.elements.case.value, authorisation: form.elements.authorisation.value || null,
+      top_k: parseInt(form.elements.top_k.value || "10", 10) }), "application/json");
+    if (!response.ok) { say(await problem(response), "error"); stopCamera(); return; }
+    scanId = (await response.json()).scan;
     running = true;
     say("Point the camera at the person", "");
     loop();
   }
 
-  async function stop() {
+  function cancel() {  // end the scan on the server (its frames are dropped there); nothing to wait for
+    if (!scanId) return;
+    const id = scanId;
+    scanId = null;
+    fetch("/api/v1/scans/" + id, { method: "DELETE", credentials: "same-origin",
+                                   headers: { "X-CSRF-Token": csrf } }).catch(() => {});
+  }
+  function stop() {
     stopCamera();
+    cancel();
     box.hidden = true;
-    if (scanId) {
-      const id = scanId;
-      scanId = null;
-      fetch("/api/v1/scans/" + id, { method: "DELETE", credentials: "same-origin",
-                                     headers: { "X-CSRF-Token": csrf } });
-    }
   }
 
   startButton.addEventListener("click", () => { if (!running) start(); });
