@@ -287,7 +287,7 @@ def served(tmp_path_factory):
               for name, role in (("api-analyst", "analyst"), ("api-other", "analyst"), ("api-auditor", "auditor"))}
     engine.close()
     with running_serve(home, home.parent / "server.log", env={"FACELEDGER_RATE_LIMIT_PER_MINUTE": "0"}) as (base, _):
-        yield base, {k: {"Authorization": f"Bearer {v}"} for k, v in tokens.items()}
+        yield base, {k: {"Authorization": f"Bearer {v}"} for k, v in tokens.items()}, home
 
 
 def post_frame(base, headers, scan, data: bytes):
@@ -301,7 +301,7 @@ def start(base, headers, case: str, **body):
 
 
 def test_api_scan_searches_once_and_refuses_a_second_search(served):
-    base, h = served
+    base, h, _ = served
     response = start(base, h["api-analyst"], "API-1")
     assert response.status_code == 201
     scan = response.json()["scan"]
@@ -327,7 +327,7 @@ def test_api_scan_searches_once_and_refuses_a_second_search(served):
 
 
 def test_api_bad_frames_and_scans(served):
-    base, h = served
+    base, h, _ = served
     assert start(base, h["api-auditor"], "API-2").status_code == 403
     assert start(base, h["api-analyst"], "API-2", purpose=None).status_code == 422
     assert start(base, h["api-analyst"], "API-2", purpose="curiosity").status_code == 403
@@ -344,3 +344,25 @@ def test_api_bad_frames_and_scans(served):
     gone = post_frame(base, h["api-analyst"], scan, jpeg(scene_frame(ENROLLED, 230)))
     assert gone.status_code == 404 and "new scan" in gone.json()["detail"]
     assert httpx.post(f"{base}/api/v1/scans", json={"gallery": "g"}, timeout=30).status_code == 401
+
+
+def test_a_scan_lives_in_its_process_and_its_search_is_in_the_shared_ledger(served):
+    """Two `faceledger serve` processes on one data directory: a scan started on one is unknown to the
+    other (404, nothing searched there); its search is ledgered in the store both read."""
+    base, h, home = served
+    with running_serve(home, home.parent / "server-2.log") as (other, _):
+        scan = start(base, h["api-analyst"], "API-3").json()["scan"]
+        elsewhere = post_frame(other, h["api-analyst"], scan, jpeg(scene_frame(ENROLLED, 230)))
+        assert elsewhere.status_code == 404 and "new scan" in elsewhere.json()["detail"]
+        for data in approach_jpegs(ENROLLED)[-6:]:  # close and steady: searches after a few frames
+            time.sleep(0.17)
+            response = post_frame(base, h["api-analyst"], scan, data)
+            if response.status_code == 429:  # faster than 6 a second: skip this frame
+                continue
+            answer = response.json()
+            if answer["status"] != "scanning":
+                break
+        assert answer["status"] == "searched"
+        seen = httpx.get(f"{other}/api/v1/audit", params={"action": "search", "case": "API-3"},
+                         headers=h["api-auditor"], timeout=30).json()
+        assert [e["entry_id"] for e in seen] == [answer["ledger_entry"]]
