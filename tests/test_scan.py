@@ -144,6 +144,21 @@ def test_a_scan_expires_when_idle_and_its_frames_go_with_it(scanner):
     assert searches_for(engine, "SCAN-3") == []
 
 
+def test_an_abandoned_scan_is_dropped_without_another_request(scanner):
+    engine, analyst, clock = scanner
+    engine.scans.sweep_every = 0.05
+    started = engine.start_scan(gallery="g", purpose="fraud", case="SCAN-9", by=analyst)
+    engine.scan_frame(started["scan"], jpeg(scene_frame(ENROLLED, 230)), by=analyst)
+    gate = engine.scans._scans[started["scan"]].gate
+    assert gate.kept
+    clock.now += engine.scans.idle_seconds + 1
+    deadline = time.monotonic() + 30  # the sweeper's next round, however loaded the machine
+    while started["scan"] in engine.scans._scans and time.monotonic() < deadline:
+        time.sleep(0.05)
+    engine.scans.sweep_every = 5.0
+    assert started["scan"] not in engine.scans._scans and not gate.kept
+
+
 def test_the_time_limit_without_a_usable_face_is_a_failed_search(scanner):
     engine, analyst, clock = scanner
     started = engine.start_scan(gallery="g", purpose="fraud", case="SCAN-4", by=analyst)

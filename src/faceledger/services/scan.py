@@ -12,7 +12,7 @@ as a failed search, as a photo without a face is.
 
 Memory is bounded: a scan holds its tracker and at most `GateConfig.keep` frames (each at most
 FRAME_MAX_BYTES), only while it runs; after its search, or when it is cancelled or idle for
-IDLE_SECONDS, every frame, crop and embedding is dropped. At most MAX_SCANS run at once (MAX_PER_USER
+IDLE_SECONDS (a sweeper thread runs while scans are held), every frame, crop and embedding is dropped. At most MAX_SCANS run at once (MAX_PER_USER
 per user: starting another ends the oldest). Frames of a scan are rate limited (FRAMES_PER_SECOND),
 and a frame sent while the previous one is still being processed is refused, not queued.
 """
@@ -88,8 +88,11 @@ class Scans:
         self.clock = clock
         self.config = config or GateConfig()
         self.idle_seconds, self.max_seconds = IDLE_SECONDS, MAX_SECONDS
+        self.sweep_every = 5.0
+        """Seconds between the sweeper's checks for idle scans (it runs only while scans are held)."""
         self._scans: dict[str, Scan] = {}
         self._lock = threading.Lock()
+        self._sweeper: threading.Thread | None = None
 
     # -- start, cancel --------------------------------------------------------------------------------
 
@@ -122,6 +125,10 @@ class Scans:
                 raise ScanBusy(f"{MAX_SCANS} scans are running on this server; try again in a few seconds",
                                retry_after=5.0)
             self._scans[scan.scan_id] = scan
+            if self._sweeper is None:  # an abandoned scan's frames must not wait for the next request
+                self._sweeper = threading.Thread(target=self._sweep_while_held, name="faceledger-scans",
+                                                 daemon=True)
+                self._sweeper.start()
         return {"scan": scan.scan_id, "gallery": gallery, "purpose": purpose, "case": case,
                 "needed": self.config.good_frames, "max_seconds": self.max_seconds,
                 "idle_seconds": self.idle_seconds, "frame_max_bytes": FRAME_MAX_BYTES,
@@ -237,6 +244,15 @@ class Scans:
             raise ScanBusy(f"a scan takes at most {FRAMES_PER_SECOND:g} frames a second",
                            retry_after=(1.0 - scan.tokens) / FRAMES_PER_SECOND)
         scan.tokens -= 1.0
+
+    def _sweep_while_held(self) -> None:
+        while True:
+            time.sleep(self.sweep_every)
+            with self._lock:
+                self._sweep(self.clock())
+                if not self._scans:
+                    self._sweeper = None
+                    return
 
     def _sweep(self, now: float) -> None:
         for scan in [s for s in self._scans.values() if now - s.last_seen > self.idle_seconds]:
