@@ -365,7 +365,7 @@ def test_web_pages_sign_in_search_review(world):
     assert anonymous.post("/login", data={"token": "flt_nope", "csrf": login_csrf}).status_code == 401
     csrf = sign_in(analyst, tokens["analyst"])
     page = analyst.get("/")
-    assert page.status_code == 200 and 'name="purpose"' in page.text and "Use the camera" in page.text
+    assert page.status_code == 200 and 'name="purpose"' in page.text and "Snap a photo" in page.text and "scan.js" in page.text
     probe = held_out_probes()[3]
     form = {**search_form(case="WEB-1"), "csrf": csrf}
     result = analyst.post("/search", data=form, files={"image": jpeg(probe)})

@@ -29,6 +29,7 @@ from .services.indexes import IndexCache
 from .services.people import People
 from .services.reports import Reports
 from .services.review import Reviews
+from .services.scan import Scans
 from .services.search import Searching
 from .services.users import Users
 from .services.video import VideoSearch
@@ -88,6 +89,7 @@ class Engine:
         self.video = VideoSearch(ctx, self.access, self.searching)
         self.watching = Watching(ctx, self.access, self.video)
         self.video_jobs = VideoJobs(ctx, self.access, self.video)
+        self.scans = Scans(ctx, self.access, self.searching)
         self.governance.purge_if_overdue()
 
     @property
@@ -173,6 +175,9 @@ class Engine:
     watch = via("watching")
     allow_live = via("watching")
     retry_alerts = via("watching")
+    start_scan = via("scans", "start")
+    scan_frame = via("scans", "frame")
+    cancel_scan = via("scans", "cancel")
 
     # review
     review = via("reviews")

@@ -13,7 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from .. import __version__
 from ..config import Settings
 from ..engine import Engine
-from . import routes, routes_calibration, routes_evidence, routes_video, signin, web, web_video
+from . import routes, routes_calibration, routes_evidence, routes_scan, routes_video, signin, web, web_video
 from .docs_offline import install_docs
 from .deps import install_error_handlers
 from .security import Guard
@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.include_router(routes_calibration.router)
     app.include_router(routes_video.router)
     app.include_router(routes_evidence.router)
+    app.include_router(routes_scan.router)
     app.include_router(signin.router)
     app.include_router(web.router)
     app.include_router(web_video.router)

@@ -93,6 +93,22 @@ class Searching:
         return self._search_probe(principal, searched, refused, loaded, probe, purpose=purpose, case=case,
                                   top_k=top_k, investigative=investigative, authorisation=authorisation)
 
+    def search_face(self, loaded: LoadedImage, probe: Face, *, gallery: str, purpose: str | None, case: str | None,
+                    top_k: int = 10, authorisation: str | None = None, capture: dict | None = None,
+                    by: Principal | None = None) -> SearchResult:
+        """`search` with a face found and embedded elsewhere (a camera scan's best shots fused into one
+        template: services/scan.py): the same checks, open-set answer, probe record and ledger entry.
+        `loaded` is the image recorded as the probe; `capture` (ledgered) says how the face was taken."""
+        principal = self.access.authorize(by, "search", gallery=gallery)
+        request = {"gallery": gallery, "purpose": purpose, "case": case, "investigative": False}
+        with self.access.refusals(principal, "search", request):
+            purpose = require_text(purpose, "a purpose", "--purpose")
+            case = require_text(case, "a case reference", "--case")
+            authorisation = optional_text(authorisation, "the authorisation id", "--authorisation")
+            searched, refused = self._allowed([gallery], purpose, False)
+        return self._search_probe(principal, searched, refused, loaded, probe, purpose=purpose, case=case, top_k=top_k,
+                                  investigative=False, authorisation=authorisation, capture=capture)
+
     def _allowed(self, names: list[str], purpose: str, investigative: bool) -> tuple[list[str], list[dict]]:
         """The galleries whose policy allows this search, and those that refused it with the reason.
         All refusing is a refusal of the search (PolicyViolation)."""
@@ -116,7 +132,7 @@ class Searching:
 
     def _search_probe(self, principal: Principal, names: list[str], refused: list[dict], loaded: LoadedImage,
                       probe: Face, *, purpose: str, case: str, top_k: int, investigative: bool,
-                      authorisation: str | None) -> SearchResult:
+                      authorisation: str | None, capture: dict | None = None) -> SearchResult:
         """Rank, threshold, and ledger the search together with its probe record, in one transaction."""
         ctx = self.ctx
         mode = "investigative" if investigative else "open-set"
@@ -148,7 +164,8 @@ class Searching:
                 "galleries": names, "refused": refused, "purpose": purpose, "case": case,
                 "authorisation": authorisation, "gallery_id": rows[0].id, "gallery_ids": [g.id for g in rows],
                 "top_k": top_k, "candidates": [c.as_json() for c in candidates],
-                "probe_expires": iso(probe_expires), "probe_image_kept": keep_image})
+                "probe_expires": iso(probe_expires), "probe_image_kept": keep_image,
+                **({"capture": capture} if capture else {})})
             session.add(Probe(
                 entry_id=entry.entry_id, gallery_id=rows[0].id, searched_by=principal.name, sha256=loaded.sha256,
                 embedding=probe.embedding.tobytes(), quality=probe.quality.as_dict(), mode=mode,
