@@ -118,6 +118,8 @@ class GalleryIn(BaseModel):
     retain_days: int | None = Field(None, ge=1, le=MAX_DAYS)
     probe_retain_days: int | None = Field(None, ge=0, le=MAX_DAYS)
     keep_probe_images: bool = False
+    keep_probe_for_review: bool = Field(True, description="keep a face crop of the probe until it is reviewed")
+    blind_review: bool = Field(False, description="reviewers decide before they see rank and score")
 
 
 class GalleryPatch(BaseModel):
@@ -127,6 +129,8 @@ class GalleryPatch(BaseModel):
     retain_days: int | None = Field(None, ge=1, le=MAX_DAYS)
     probe_retain_days: int | None = Field(None, ge=0, le=MAX_DAYS)
     keep_probe_images: bool | None = None
+    keep_probe_for_review: bool | None = None
+    blind_review: bool | None = None
 
 
 @router.get("/galleries", tags=["galleries"], summary="Galleries with sizes and policy")
@@ -139,7 +143,9 @@ def create_gallery(engine: EngineDep, by: Me, body: GalleryIn) -> dict:
     return engine.create_gallery(body.name, purposes=body.purposes, allow_investigative=body.allow_investigative,
                                  target_fpir=body.target_fpir, retain_days=body.retain_days,
                                  probe_retain_days=body.probe_retain_days,
-                                 keep_probe_images=body.keep_probe_images, by=by)
+                                 keep_probe_images=body.keep_probe_images,
+                                 keep_probe_for_review=body.keep_probe_for_review, blind_review=body.blind_review,
+                                 by=by)
 
 
 @router.get("/galleries/{name}", tags=["galleries"], summary="One gallery's size and policy")
