@@ -168,6 +168,8 @@ class Engine:
     review_status = via("reviews")
     search_record = via("reviews")
     recent_searches = via("reviews")
+    review_queue = via("reviews")
+    review_probe = via("reviews")
 
     # users
     add_user = via("users")

@@ -89,16 +89,42 @@ def search_record(engine: EngineDep, by: Me, entry: str) -> dict:
     return engine.search_record(entry, by=by)
 
 
+@router.get("/searches/{entry}/probe", tags=["review"], summary="The probe's face kept for review (JPEG)",
+            response_class=Response, responses={200: {"content": {"image/jpeg": {}}},
+                                                410: {"description": "deleted or never kept, and why"}})
+def search_probe(engine: EngineDep, by: Me, entry: str) -> Response:
+    """Kept until every candidate has a reviewer's decision or the probe's retention ends; after that (or
+    where the gallery keeps no probe image) 410 Gone, the detail saying which."""
+    return Response(engine.review_probe(entry, by=by), media_type="image/jpeg", headers={"Cache-Control": "private, no-store"})
+
+
+@router.get("/reviews/queue", tags=["review"], summary="Searches awaiting a reviewer's decision, oldest first")
+def review_queue(
+    engine: EngineDep, by: Me,
+    gallery: str | None = None,
+    case: Annotated[str | None, Query(max_length=200, description="part of the case reference")] = None,
+    older_than_hours: Annotated[float | None, Query(ge=0, le=MAX_DAYS * 24)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 20,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+) -> dict:
+    return engine.review_queue(gallery=gallery or None, case=case or None, older_than_hours=older_than_hours,
+                               limit=limit, offset=offset, by=by)
+
+
 class ReviewIn(BaseModel):
     search: str = Field(description="the search's ledger entry id")
-    candidate: int = Field(ge=1, le=1000, description="candidate rank (1 = best)")
+    candidate: int | None = Field(None, ge=1, le=1000, description="candidate rank (1 = best)")
+    key: str | None = Field(None, max_length=64, description="the candidate's key (blind review: no rank shown)")
     decision: Literal[DECISIONS]  # type: ignore[valid-type]
     note: str | None = None
 
 
 @router.post("/reviews", tags=["review"], status_code=201, summary="A reviewer's decision on a candidate")
 def review(engine: EngineDep, by: Me, body: ReviewIn) -> dict:
-    return engine.review(body.search, candidate=body.candidate, decision=body.decision, note=body.note, by=by)
+    """On a blind-review gallery the answer carries no rank or score until the reviewer has decided on
+    every candidate of the search."""
+    return engine.review(body.search, candidate=body.candidate, key=body.key, decision=body.decision,
+                         note=body.note, by=by)
 
 
 @router.get("/faces/{face_id}/crop", tags=["galleries"], summary="JPEG of an enrolled face",
