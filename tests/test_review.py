@@ -174,6 +174,8 @@ def test_blind_review_hides_rank_and_score_until_the_reviewer_has_decided_on_eve
     assert [c["key"] for c in blind["candidates"]] == sorted(c["key"] for c in blind["candidates"])
     assert blind["candidates"] == eng.search_record(entry, by=REV1)["candidates"]  # stable order
     first, second = blind["candidates"]
+    with pytest.raises(FaceledgerError, match="reviews blind: name the candidate by its key"):
+        eng.review(entry, candidate=1, decision="confirm", by=REV1)  # a rank would reveal who came first
     answer = eng.review(entry, key=first["key"], decision="reject", by=REV1)
     assert answer["candidate"] is None and all("score" not in c for c in answer["status"])
     assert "score" not in json.dumps(answer)
@@ -295,6 +297,9 @@ def test_api_probe_queue_and_blind_review(api):
     record = client.get(f"/api/v1/searches/{blind}", headers=auth("reviewer")).json()
     assert record["scores_hidden"] is True and "score" not in json.dumps(record["candidates"])
     key = record["candidates"][0]["key"]
+    by_rank = client.post("/api/v1/reviews", headers=auth("reviewer"), json={"search": blind, "candidate": 1,
+                                                                            "decision": "confirm"})
+    assert by_rank.status_code == 422 and "by its key" in by_rank.json()["detail"]
     answer = client.post("/api/v1/reviews", headers=auth("reviewer"), json={"search": blind, "key": key,
                                                                            "decision": "inconclusive"}).json()
     assert "score" not in json.dumps(answer)
@@ -324,3 +329,31 @@ def test_a_cli_review_deletes_the_probe_a_running_serve_shows(tmp_path):
         assert gone.status_code == 410 and "after the search was reviewed" in gone.json()["detail"]
         queue = httpx.get(f"{base}/api/v1/reviews/queue", headers=auth).json()
         assert queue["total"] == 0
+
+
+# -- PostgreSQL ----------------------------------------------------------------------------------------
+
+def test_the_review_cycle_on_postgresql(tmp_path, postgres):
+    """The queue's batched read, the blind view, the deletion of the crop and its ledger look-up, on the
+    other database (the rest of this module runs on SQLite)."""
+    engine = open_test_engine(tmp_path / "home", db=postgres.create_database())
+    try:
+        engine.create_gallery("b", allow_investigative=True, blind_review=True, probe_retain_days=1)
+        engine.enroll(gallery_files()[:6], gallery="b", subject_from_folder=True, source="LFW",
+                      legal_basis="research")
+        entries = [lead_search(engine, "b", case=f"PG-{i}") for i in range(2)]
+        queue = engine.review_queue(gallery="b", case="pg-", by=REV1)
+        assert [s["ledger_entry"] for s in queue["searches"]] == entries and queue["searches"][0]["probe_image"] == "kept"
+        keys = [c["key"] for c in engine.search_record(entries[0], by=REV1)["candidates"]]
+        assert engine.search_record(entries[0], by=REV1)["scores_hidden"] is True
+        for key in keys:
+            engine.review(entries[0], key=key, decision="reject", by=REV1)
+        with pytest.raises(Gone, match="after the search was reviewed"):
+            engine.review_probe(entries[0], by=REV1)
+        assert [s["ledger_entry"] for s in engine.review_queue(case="PG", by=REV1)["searches"]] == entries[1:]
+        engine.purge(now=utcnow() + timedelta(days=2))
+        with pytest.raises(Gone, match="when its retention ended"):
+            engine.review_probe(entries[1], by=REV1)
+        assert engine.audit_verify().ok
+    finally:
+        engine.close()

@@ -62,8 +62,12 @@ class Reviews:
             self.access.record_denial(principal, "review", "the searcher may not review their own search",
                                       {"search": entry_id, "candidate": rank})
             raise Conflict("you made this search; a second person must review it")
-        with ctx.writing() as session:
+        with ctx.sessions() as session:
             blind = self._blind(session, search)
+        if blind and key is None:  # a rank would tell a blind reviewer which candidate the engine ranked first
+            raise FaceledgerError("this gallery reviews blind: name the candidate by its key, not its rank "
+                                  "(rank and score are shown once you have decided on every candidate)")
+        with ctx.writing() as session:
             if session.execute(select(Review.id).where(
                     Review.search_entry_id == entry_id, Review.candidate_rank == rank,
                     Review.reviewer == principal.name)).first():
