@@ -222,7 +222,7 @@ class Reviews:
             if deleted is not None:
                 return {"kept": False, "deleted_at": deleted["created_at"], "reason":
                         f"the probe image was deleted on {_day(deleted['created_at'])} after the search was "
-                        "reviewed (every candidate has a reviewer's decision)"}
+                        "reviewed (every candidate has a reviewer's confirm or reject)"}
             if not payload.get("candidates"):
                 return {"kept": False, "deleted_at": None, "reason":
                         "not kept: the search returned no candidate, so there is nothing to review"}
