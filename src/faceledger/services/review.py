@@ -13,7 +13,7 @@ import hashlib
 import json
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import JSON, String, cast, func, literal, select
 from sqlalchemy.orm import Session
 
 from ..errors import AlreadyExists, Conflict, FaceledgerError, Gone, NotFound
@@ -250,61 +250,79 @@ class Reviews:
             raise FaceledgerError("the page size must be between 1 and 500 and the offset not negative")
         if older_than_hours is not None and older_than_hours < 0:
             raise FaceledgerError("the age must be zero or more hours")
-        query = select(LedgerEntry).where(LedgerEntry.action == "search").order_by(LedgerEntry.seq)
-        if older_than_hours:
-            cutoff = utcnow() - timedelta(hours=older_than_hours)
-            query = query.where(LedgerEntry.created_at <= cutoff.isoformat(timespec="microseconds"))
-        needle = (case or "").strip().casefold()
-        total, page = 0, []
         with self.ctx.sessions() as session:
-            for rows in _batches(session.execute(query.execution_options(yield_per=QUEUE_BATCH)).scalars()):
-                entries = [e for e in map(entry_as_dict, rows) if _matches(e["payload"], gallery, needle)]
-                for item in self._awaiting(session, entries):
+            fields = _queue_fields(session.get_bind().dialect.name)
+            query = (select(LedgerEntry.entry_id, LedgerEntry.actor, LedgerEntry.created_at, *fields.values())
+                     .where(LedgerEntry.action == "search", fields["candidates"] > 0).order_by(LedgerEntry.seq))
+            if older_than_hours:
+                cutoff = utcnow() - timedelta(hours=older_than_hours)
+                query = query.where(LedgerEntry.created_at <= cutoff.isoformat(timespec="microseconds"))
+            needle = (case or "").strip().casefold()
+            total, page = 0, []
+            rows = session.execute(query.execution_options(yield_per=QUEUE_BATCH))
+            for batch in _batches(rows):
+                found = [row._asdict() for row in batch if _queued(row, gallery, needle)]
+                for item in self._awaiting(session, found):
                     if offset <= total < offset + limit:
                         page.append(item)
                     total += 1
         return {"total": total, "limit": limit, "offset": offset, "searches": page,
                 "filters": {"gallery": gallery, "case": case, "older_than_hours": older_than_hours}}
 
-    def _awaiting(self, session: Session, entries: list[dict]) -> list[dict]:
-        ids = [e["entry_id"] for e in entries]
+    def _awaiting(self, session: Session, rows: list[dict]) -> list[dict]:
+        """The rows (search entries) with a candidate that has no confirm or reject, as queue items.
+        A search's candidates are ranked 1..n, so n (read by the database) is all that is needed."""
+        ids = [r["entry_id"] for r in rows]
         if not ids:
             return []
-        decisions: dict[str, dict[int, set]] = {}
+        settled: dict[str, set[int]] = {}
+        touched: set[str] = set()
         for entry_id, rank, decision in session.execute(select(
                 Review.search_entry_id, Review.candidate_rank, Review.decision).where(Review.search_entry_id.in_(ids))):
-            decisions.setdefault(entry_id, {}).setdefault(rank, set()).add(decision)
+            touched.add(entry_id)
+            if decision in CLOSING:
+                settled.setdefault(entry_id, set()).add(rank)
         probes = dict(session.execute(select(Probe.entry_id, Probe.review_image.is_not(None)).where(
             Probe.entry_id.in_(ids))).all())
         found = []
-        for e in entries:
-            made = decisions.get(e["entry_id"], {})
-            ranks = [c["rank"] for c in e["payload"]["candidates"]]
-            settled = sum(1 for r in ranks if made.get(r, set()) & CLOSING)
-            if settled == len(ranks):
+        for r in rows:
+            count = int(r["candidates"])
+            done = len({rank for rank in settled.get(r["entry_id"], ()) if 1 <= rank <= count})
+            if done == count:
                 continue
-            p = e["payload"]
             found.append({
-                "ledger_entry": e["entry_id"], "searched_by": e["actor"], "searched_at": e["created_at"],
-                "gallery": p.get("gallery"), "purpose": p.get("purpose"), "case": p.get("case"),
-                "mode": p.get("mode"), "candidates": len(ranks), "settled": settled,
-                "awaiting": len(ranks) - settled,
-                "status": "in review" if made else "unreviewed",
-                "probe_image": "kept" if probes.get(e["entry_id"]) else
-                               "not kept" if e["entry_id"] in probes else "deleted (retention or erasure)"})
+                "ledger_entry": r["entry_id"], "searched_by": r["actor"], "searched_at": r["created_at"],
+                "gallery": r["gallery"], "purpose": r["purpose"], "case": r["case"], "mode": r["mode"],
+                "candidates": count, "settled": done, "awaiting": count - done,
+                "status": "in review" if r["entry_id"] in touched else "unreviewed",
+                "probe_image": "kept" if probes.get(r["entry_id"]) else
+                               "not kept" if r["entry_id"] in probes else "deleted (retention or erasure)"})
         return found
+
+
+def _queue_fields(dialect: str) -> dict:
+    """The few fields of a search entry's JSON payload the queue needs, extracted by the database, so no
+    payload is parsed here (SQLite's JSON functions; PostgreSQL's json operators)."""
+    names = ("case", "purpose", "mode", "gallery", "galleries")
+    if dialect == "postgresql":
+        doc = cast(LedgerEntry.payload, JSON)
+        fields = {name: doc.op("->>", return_type=String)(literal(name)).label(name) for name in names}
+        fields["candidates"] = func.json_array_length(doc.op("->", return_type=JSON)(literal("candidates")))
+    else:
+        fields = {name: func.json_extract(LedgerEntry.payload, f"$.{name}").label(name) for name in names}
+        fields["candidates"] = func.json_array_length(LedgerEntry.payload, "$.candidates")
+    fields["candidates"] = fields["candidates"].label("candidates")
+    return fields
+
+
+def _queued(row, gallery: str | None, needle: str) -> bool:
+    if gallery and gallery not in (json.loads(row.galleries) if row.galleries else [row.gallery]):
+        return False
+    return not needle or needle in str(row.case or "").casefold()
 
 
 def _gallery_ids(payload: dict) -> list[int]:
     return list(payload.get("gallery_ids") or [payload.get("gallery_id")])
-
-
-def _matches(payload: dict, gallery: str | None, needle: str) -> bool:
-    if not payload.get("candidates") or payload.get("decision") == "failed":
-        return False
-    if gallery and gallery not in (payload.get("galleries") or [payload.get("gallery")]):
-        return False
-    return not needle or needle in str(payload.get("case") or "").casefold()
 
 
 def _batches(rows, size: int = QUEUE_BATCH):
