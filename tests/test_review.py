@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import timedelta
@@ -94,6 +95,31 @@ def test_cli_flags_set_and_clear_the_review_policy(tmp_path, capsys, monkeypatch
                          "--keep-probe-for-review")
     assert code == 0, err
     assert "open review" in out and "a face crop until reviewed" in out
+
+
+def test_cli_blind_review_by_key_then_the_scores(tmp_path, capsys, monkeypatch):
+    from .test_cli import run
+    home = tmp_path / "home"
+    engine = open_test_engine(home)
+    engine.create_gallery("b", allow_investigative=True, blind_review=True)
+    engine.enroll(gallery_files()[:6], gallery="b", subject_from_folder=True, source="LFW", legal_basis="research")
+    entry = lead_search(engine, "b", case="CLI-B")
+    keys = [c["key"] for c in engine.search_record(entry, by=REV1)["candidates"]]
+    monkeypatch.setenv("FACELEDGER_TOKEN", engine.add_user("cli-blind", role="reviewer")[1])
+    engine.close()
+    code, out, err = run(capsys, monkeypatch, home, "result", entry)
+    assert code == 0, err
+    assert "hidden" in out and "0." not in out  # no score printed
+    code, out, err = run(capsys, monkeypatch, home, "result", entry, "--json")
+    assert sorted(c["key"] for c in json.loads(out)) == sorted(keys) and "score" not in out
+    code, _, err = run(capsys, monkeypatch, home, "review", entry, "--candidate", "1", "--decision", "reject")
+    assert code == 2 and "by its key" in err
+    code, out, err = run(capsys, monkeypatch, home, "review", entry, "--key", keys[0], "--decision", "reject")
+    assert code == 0 and f"candidate {keys[0]} (" in out, err  # still blind: named by its key
+    code, out, err = run(capsys, monkeypatch, home, "review", entry, "--key", keys[1], "--decision", "reject")
+    assert code == 0 and re.search(r"candidate [12] \(", out), err  # the last decision: its rank is shown
+    code, out, err = run(capsys, monkeypatch, home, "result", entry)
+    assert code == 0 and "hidden" not in out and "rejected" in out
 
 
 # -- the probe kept for review -------------------------------------------------------------------------

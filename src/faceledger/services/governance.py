@@ -41,9 +41,10 @@ class Governance:
                 "at": now.isoformat(), **removal.summary(),
                 "galleries": {str(g): len(ids) for g, ids in removal.face_ids_by_gallery.items()}})
             last = entry
-            if removal.probe_images:  # kept probe images went with their probes (services/review.py)
+            for start in range(0, len(removal.probe_images), 1000):  # kept probe images went with their probes
                 last = ctx.ledger.append(session, actor=actor, action="probe.image.delete", payload={
-                    "reason": "retention", "searches": removal.probe_images, "at": now.isoformat()})
+                    "reason": "retention", "searches": removal.probe_images[start:start + 1000],
+                    "at": now.isoformat()})
             self.indexes.discard_files(removal)  # a kill after the commit must not leave them on disk
             session.commit()
         ctx.ledger.note_committed(last)

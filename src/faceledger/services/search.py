@@ -327,7 +327,7 @@ def review_crop(loaded: LoadedImage, probe: Face, galleries: list[Gallery], cand
                 ) -> bytes | None:
     """The probe's face crop kept until the search is reviewed, where every gallery searched keeps one
     (`keep_probe_for_review`, or `keep_probe_images`, which keeps more); nothing when there is no
-    candidate to review. services/review.py deletes it once every candidate has a decision."""
+    candidate to review. services/review.py deletes it once every candidate has a confirm or reject."""
     if not candidates or not all(g.keep_probe_for_review or g.keep_probe_images for g in galleries):
         return None
     return face_crop_jpeg(loaded, probe.box, margin=REVIEW_CROP_MARGIN, max_side=REVIEW_CROP_MAX_SIDE)
