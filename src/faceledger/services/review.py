@@ -266,6 +266,11 @@ class Reviews:
                     if offset <= total < offset + limit:
                         page.append(item)
                     total += 1
+            probes = dict(session.execute(select(Probe.entry_id, Probe.review_image.is_not(None)).where(
+                Probe.entry_id.in_([item["ledger_entry"] for item in page]))).all())
+        for item in page:
+            item["probe_image"] = ("kept" if probes.get(item["ledger_entry"]) else "not kept"
+                                   if item["ledger_entry"] in probes else "deleted (retention or erasure)")
         return {"total": total, "limit": limit, "offset": offset, "searches": page,
                 "filters": {"gallery": gallery, "case": case, "older_than_hours": older_than_hours}}
 
@@ -282,8 +287,6 @@ class Reviews:
             touched.add(entry_id)
             if decision in CLOSING:
                 settled.setdefault(entry_id, set()).add(rank)
-        probes = dict(session.execute(select(Probe.entry_id, Probe.review_image.is_not(None)).where(
-            Probe.entry_id.in_(ids))).all())
         found = []
         for r in rows:
             count = int(r["candidates"])
@@ -294,9 +297,7 @@ class Reviews:
                 "ledger_entry": r["entry_id"], "searched_by": r["actor"], "searched_at": r["created_at"],
                 "gallery": r["gallery"], "purpose": r["purpose"], "case": r["case"], "mode": r["mode"],
                 "candidates": count, "settled": done, "awaiting": count - done,
-                "status": "in review" if r["entry_id"] in touched else "unreviewed",
-                "probe_image": "kept" if probes.get(r["entry_id"]) else
-                               "not kept" if r["entry_id"] in probes else "deleted (retention or erasure)"})
+                "status": "in review" if r["entry_id"] in touched else "unreviewed"})
         return found
 
 
