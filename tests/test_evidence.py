@@ -323,3 +323,18 @@ def test_phone_result_page_downloads_a_package_that_verifies(world, tmp_path):
             browser.close()
     exports = world["engine"].audit_entries(action="evidence.export")
     assert exports[-1]["payload"]["sha256"] == check.sha256 and exports[-1]["actor"] == "analyst-user"
+
+
+def test_a_gallery_keeping_no_photos_shows_the_review_crop_until_the_search_is_reviewed(world, tmp_path):
+    engine, users = world["engine"], world["users"]
+    engine.create_gallery("crop-only", purposes=["fraud"], allow_investigative=True)  # keep_probe_for_review on
+    engine.enroll(gallery_files()[:9], gallery="crop-only", subject_from_folder=True, source="LFW",
+                  legal_basis="research")
+    searched = engine.search(world["probe"], gallery="crop-only", purpose="fraud", case="CASE-8", top_k=1,
+                             investigative=True, by=users["analyst"])
+    html = engine.export_evidence(searched.ledger_entry, by=users["analyst"])["html"].decode()
+    assert 'class="probe-crop"' in html and 'class="probe"' not in html and "kept until the search is reviewed" in html
+    assert verify_file(write(tmp_path, html)).ok  # the crop is not passed off as the ledgered photo
+    engine.review(searched.ledger_entry, candidate=1, decision="reject", by=users["reviewer"])
+    html = engine.export_evidence(searched.ledger_entry, by=users["analyst"])["html"].decode()
+    assert "probe-crop" not in html and "keeps no probe photos" in html

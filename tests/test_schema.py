@@ -65,7 +65,7 @@ def test_a_new_store_is_made_by_the_migrations_and_is_exactly_the_models(new_url
     store = open_store(new_url)
     try:
         change = store.schema_change
-        assert change.created and change.applied == ["0001", "0002", "0003"] and change.to_revision == migrations.head()
+        assert change.created and change.applied == ["0001", "0002", "0003", "0004"] and change.to_revision == migrations.head()
         assert schema_status(store.db).state == "current"
         with store.db.connect() as conn:
             assert conn.get_isolation_level() != "AUTOCOMMIT"  # the lock's connection went back to the pool as it was
@@ -96,15 +96,19 @@ def test_on_sqlite_the_migrations_write_the_statements_the_release_wrote(tmp_pat
     after_the_release = {"web_sessions", "sqlite_autoindex_web_sessions_1", "ix_web_sessions_user_id",
                          "ix_web_sessions_expires_at"}  # revision 0002
     assert set(made) - set(released) == {"sqlite_autoindex_faceledger_schema_version_1", *after_the_release}
-    widened = {"galleries"}  # revision 0003 adds three policy columns, each with a server default
+    widened = {  # revision 0003 adds three policy columns, 0004 a probe's review crop and a review's blindness
+        "galleries": {"allow_live": ("BOOLEAN", 1, "0", 0), "blind_review": ("BOOLEAN", 1, "0", 0),
+                      "keep_probe_for_review": ("BOOLEAN", 1, "1", 0)},
+        "probes": {"review_image": ("BLOB", 0, None, 0)},
+        "reviews": {"blind": ("BOOLEAN", 1, "0", 0)}}
     assert {name: made[name] for name in released if name not in widened} == {
         name: sql for name, sql in released.items() if name not in widened}
-    with sqlite3.connect(tmp_path / "new.db") as new, sqlite3.connect(FIXTURE / "faceledger.db") as old:
-        columns = [{row[1]: row[2:] for row in db.execute("PRAGMA table_info(galleries)")} for db in (new, old)]
-    added = {name: spec for name, spec in columns[0].items() if name not in columns[1]}
-    assert {name: spec for name, spec in columns[0].items() if name in columns[1]} == columns[1]
-    assert added == {"allow_live": ("BOOLEAN", 1, "0", 0), "blind_review": ("BOOLEAN", 1, "0", 0),
-                     "keep_probe_for_review": ("BOOLEAN", 1, "1", 0)}
+    for table, expected in widened.items():
+        with sqlite3.connect(tmp_path / "new.db") as new, sqlite3.connect(FIXTURE / "faceledger.db") as old:
+            columns = [{row[1]: row[2:] for row in db.execute(f"PRAGMA table_info({table})")} for db in (new, old)]
+        added = {name: spec for name, spec in columns[0].items() if name not in columns[1]}
+        assert {name: spec for name, spec in columns[0].items() if name in columns[1]} == columns[1]
+        assert added == expected, table
 
 
 # -- the store of the release before migrations --------------------------------------------------------
@@ -247,7 +251,7 @@ def test_a_release_store_behind_three_revisions_is_stamped_then_upgraded_on_open
     store = open_store(sqlite_url(release_home(tmp_path, "on") / "faceledger.db"))
     try:
         change = store.schema_change
-        assert (change.previous_state, change.stamped, change.applied) == ("unversioned", "0001", ["0002", "0003", TEST_REVISION])
+        assert (change.previous_state, change.stamped, change.applied) == ("unversioned", "0001", ["0002", "0003", "0004", TEST_REVISION])
         assert not change.created and change.as_payload()["to_revision"] == TEST_REVISION
         assert "ix_images_sha256" in {ix["name"] for ix in inspect(store.db).get_indexes("images")}
     finally:

@@ -325,18 +325,19 @@ def stats(as_json: JsonFlag = False) -> None:
 @app.command()
 def review(
     entry: Annotated[str, typer.Argument(help="the search's ledger entry id")],
-    candidate: Annotated[int, typer.Option(help="candidate rank (1 = best)")],
     decision: Annotated[str, typer.Option(help=" | ".join(DECISIONS))],
+    candidate: Annotated[int | None, typer.Option(help="candidate rank (1 = best)")] = None,
+    key: Annotated[str | None, typer.Option(help="the candidate's key (blind review shows no rank)")] = None,
     note: Annotated[str | None, typer.Option(help="why")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Record a reviewer's decision on a search candidate (reviewer role; never your own search)."""
-    result = engine().review(entry, candidate=candidate, decision=decision, note=note, by=me())
+    result = engine().review(entry, candidate=candidate, key=key, decision=decision, note=note, by=me())
     if as_json:
         print_json(result)
         return
-    out.print(f"recorded: candidate {candidate} ({result['subject']}) of search {entry}: {decision}; "
-              f"ledger entry {result['ledger_entry']}")
+    out.print(f"recorded: candidate {result['candidate'] or result['key']} ({result['subject']}) of search {entry}: "
+              f"{decision}; ledger entry {result['ledger_entry']}")
 
 
 @app.command()
@@ -349,6 +350,9 @@ def result(entry: Annotated[str, typer.Argument(help="the search's ledger entry 
     table = Table("rank", "subject", "score", "false-match rate", "label", "status", "reviews")
     for c in rows:
         reviews = "; ".join(f"{r['reviewer']}: {r['decision']}" for r in c["reviews"]) or "-"
+        if "score" not in c:  # blind review: rank and score come after your decision on every candidate
+            table.add_row(f"key {c['key']}", c["subject"], "hidden", "hidden", c.get("label", ""), "-", reviews)
+            continue
         table.add_row(str(c["rank"]), c["subject"], f"{c['score']:.3f}", fmt_rate(c["false_match_rate"]),
                       c.get("label", ""), c["status"], reviews)
     out.print(table if rows else "this search returned no candidates")

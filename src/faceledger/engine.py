@@ -185,6 +185,8 @@ class Engine:
     search_record = via("reviews")
     recent_searches = via("reviews")
     export_evidence = via("evidence")
+    review_queue = via("reviews")
+    review_probe = via("reviews")
 
     # users
     add_user = via("users")

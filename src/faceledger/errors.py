@@ -35,6 +35,10 @@ class NotFound(FaceledgerError):
     """A named gallery, subject, entry or file does not exist."""
 
 
+class Gone(NotFound):
+    """It existed and was deleted (by retention, after its review, or by an erasure); the message says which."""
+
+
 class AlreadyExists(FaceledgerError):
     """Something with that name already exists."""
 

@@ -115,7 +115,7 @@ def candidate_status(decisions: list[dict]) -> str:
 
 
 POLICY_FIELDS = ("purposes", "allow_investigative", "target_fpir", "retain_days", "probe_retain_days",
-                 "keep_probe_images")
+                 "keep_probe_images", "keep_probe_for_review", "blind_review")
 """A gallery's policy: the columns of the gallery row that `gallery update` may change."""
 
 
@@ -125,7 +125,7 @@ def gallery_policy(gallery) -> dict:
 
 
 def validated_policy(*, purposes, allow_investigative, target_fpir, retain_days, probe_retain_days,
-                     keep_probe_images) -> dict:
+                     keep_probe_images, keep_probe_for_review=True, blind_review=False) -> dict:
     """Gallery policy fields, checked and normalised; a bad value raises a clear error."""
     check_fpir(target_fpir)
     check_positive_days(retain_days, "--retain-days")
@@ -133,7 +133,8 @@ def validated_policy(*, purposes, allow_investigative, target_fpir, retain_days,
     cleaned = sorted({clean_text(p, "a purpose", "--purposes", required=False) for p in purposes or ()} - {None})
     return {"purposes": cleaned, "allow_investigative": bool(allow_investigative), "target_fpir": float(target_fpir),
             "retain_days": retain_days, "probe_retain_days": int(probe_retain_days),
-            "keep_probe_images": bool(keep_probe_images)}
+            "keep_probe_images": bool(keep_probe_images), "keep_probe_for_review": bool(keep_probe_for_review),
+            "blind_review": bool(blind_review)}
 
 
 def check_retain_until(retain_until: datetime | None, retain_days: int | None, gallery: str,

@@ -25,6 +25,9 @@ class Removal:
     subjects: int = 0
     probes: int = 0
     face_ids_by_gallery: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
+    probe_images: list[str] = field(default_factory=list)
+    """Searches (ledger entry ids) whose kept probe image (full, or the crop kept for review) went with
+    their expired probe: the caller ledgers them as `probe.image.delete`, reason "retention"."""
 
     def summary(self) -> dict:
         return {"images": self.images, "faces": self.faces, "subjects": self.subjects, "probes": self.probes}
@@ -72,6 +75,9 @@ def purge_expired(session: Session, now: datetime) -> Removal:
     expired = list(session.execute(select(ImageRecord.id).where(
         ImageRecord.retain_until.is_not(None), ImageRecord.retain_until < now)).scalars())
     delete_images(session, expired, removal)
+    removal.probe_images = list(session.execute(select(Probe.entry_id).where(
+        Probe.expires_at < now, (Probe.image.is_not(None)) | (Probe.review_image.is_not(None)))
+        .order_by(Probe.id)).scalars())
     removal.probes = session.execute(delete(Probe).where(Probe.expires_at < now)).rowcount
     return removal
 

@@ -21,6 +21,7 @@ STATUS: list[tuple[type[Exception], int, str]] = [
     (errors.NoFaceFound, 400, "no-face"),
     (errors.MultipleFaces, 400, "multiple-faces"),
     (errors.ImageError, 400, "bad-image"),
+    (errors.Gone, 410, "gone"),
     (errors.NotFound, 404, "not-found"),
     (errors.AlreadyExists, 409, "already-exists"),
     (errors.Conflict, 409, "conflict"),

@@ -89,16 +89,42 @@ def search_record(engine: EngineDep, by: Me, entry: str) -> dict:
     return engine.search_record(entry, by=by)
 
 
+@router.get("/searches/{entry}/probe", tags=["review"], summary="The probe's face kept for review (JPEG)",
+            response_class=Response, responses={200: {"content": {"image/jpeg": {}}},
+                                                410: {"description": "deleted or never kept, and why"}})
+def search_probe(engine: EngineDep, by: Me, entry: str) -> Response:
+    """Kept until every candidate has a reviewer's decision or the probe's retention ends; after that (or
+    where the gallery keeps no probe image) 410 Gone, the detail saying which."""
+    return Response(engine.review_probe(entry, by=by), media_type="image/jpeg", headers={"Cache-Control": "private, no-store"})
+
+
+@router.get("/reviews/queue", tags=["review"], summary="Searches awaiting a reviewer's decision, oldest first")
+def review_queue(
+    engine: EngineDep, by: Me,
+    gallery: str | None = None,
+    case: Annotated[str | None, Query(max_length=200, description="part of the case reference")] = None,
+    older_than_hours: Annotated[float | None, Query(ge=0, le=MAX_DAYS * 24)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 20,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+) -> dict:
+    return engine.review_queue(gallery=gallery or None, case=case or None, older_than_hours=older_than_hours,
+                               limit=limit, offset=offset, by=by)
+
+
 class ReviewIn(BaseModel):
     search: str = Field(description="the search's ledger entry id")
-    candidate: int = Field(ge=1, le=1000, description="candidate rank (1 = best)")
+    candidate: int | None = Field(None, ge=1, le=1000, description="candidate rank (1 = best)")
+    key: str | None = Field(None, max_length=64, description="the candidate's key (blind review: no rank shown)")
     decision: Literal[DECISIONS]  # type: ignore[valid-type]
     note: str | None = None
 
 
 @router.post("/reviews", tags=["review"], status_code=201, summary="A reviewer's decision on a candidate")
 def review(engine: EngineDep, by: Me, body: ReviewIn) -> dict:
-    return engine.review(body.search, candidate=body.candidate, decision=body.decision, note=body.note, by=by)
+    """On a blind-review gallery the answer carries no rank or score until the reviewer has decided on
+    every candidate of the search."""
+    return engine.review(body.search, candidate=body.candidate, key=body.key, decision=body.decision,
+                         note=body.note, by=by)
 
 
 @router.get("/faces/{face_id}/crop", tags=["galleries"], summary="JPEG of an enrolled face",
@@ -118,6 +144,8 @@ class GalleryIn(BaseModel):
     retain_days: int | None = Field(None, ge=1, le=MAX_DAYS)
     probe_retain_days: int | None = Field(None, ge=0, le=MAX_DAYS)
     keep_probe_images: bool = False
+    keep_probe_for_review: bool = Field(True, description="keep a face crop of the probe until it is reviewed")
+    blind_review: bool = Field(False, description="reviewers decide before they see rank and score")
 
 
 class GalleryPatch(BaseModel):
@@ -127,6 +155,8 @@ class GalleryPatch(BaseModel):
     retain_days: int | None = Field(None, ge=1, le=MAX_DAYS)
     probe_retain_days: int | None = Field(None, ge=0, le=MAX_DAYS)
     keep_probe_images: bool | None = None
+    keep_probe_for_review: bool | None = None
+    blind_review: bool | None = None
 
 
 @router.get("/galleries", tags=["galleries"], summary="Galleries with sizes and policy")
@@ -139,7 +169,9 @@ def create_gallery(engine: EngineDep, by: Me, body: GalleryIn) -> dict:
     return engine.create_gallery(body.name, purposes=body.purposes, allow_investigative=body.allow_investigative,
                                  target_fpir=body.target_fpir, retain_days=body.retain_days,
                                  probe_retain_days=body.probe_retain_days,
-                                 keep_probe_images=body.keep_probe_images, by=by)
+                                 keep_probe_images=body.keep_probe_images,
+                                 keep_probe_for_review=body.keep_probe_for_review, blind_review=body.blind_review,
+                                 by=by)
 
 
 @router.get("/galleries/{name}", tags=["galleries"], summary="One gallery's size and policy")

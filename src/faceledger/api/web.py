@@ -12,7 +12,7 @@ from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse
 
 from ..engine import Engine
 from ..enrollment import face_crop_jpeg, load_with
@@ -26,7 +26,7 @@ from ..errors import (
     PermissionDenied,
 )
 from ..policy import DECISIONS
-from . import web_admin, web_people
+from . import web_admin, web_people, web_review
 from .deps import EngineDep, Me, as_utc, check_csrf, read_upload
 from .pages import TEMPLATES, render
 from .problems import classify
@@ -106,28 +106,7 @@ def search(
                   probe=probe_view(data, name, result.probe_box, engine.settings), decisions=DECISIONS)
 
 
-@router.get("/searches")
-def searches(request: Request, engine: EngineDep, by: Me) -> HTMLResponse:
-    return render(request, "searches.html", searches=engine.recent_searches(limit=100, by=by))
-
-
-@router.get("/searches/{entry}")
-def search_record(request: Request, engine: EngineDep, by: Me, entry: str) -> HTMLResponse:
-    return render(request, "result.html", record=engine.search_record(entry, by=by), fresh=False, probe=None,
-                  decisions=DECISIONS)
-
-
-@router.post("/searches/{entry}/review")
-def review(
-    request: Request, engine: EngineDep, by: Me, entry: str,
-    candidate: Annotated[int, Form(ge=1)],
-    decision: Annotated[str, Form()],
-    note: Annotated[str | None, Form()] = None,
-    csrf: Annotated[str | None, Form()] = None,
-):
-    check_csrf(request, csrf)
-    engine.review(entry, candidate=candidate, decision=decision, note=note or None, by=by)
-    return RedirectResponse(f"/searches/{entry}#candidate-{candidate}", 303)
+# /searches, /searches/{entry} and the review form: web_review.py (with the review queue, /reviews)
 
 
 # -- verify ----------------------------------------------------------------------------------------------
@@ -186,3 +165,4 @@ def transparency(request: Request, engine: EngineDep, by: Me) -> HTMLResponse:
 
 router.include_router(web_admin.router)
 router.include_router(web_people.router)
+router.include_router(web_review.router)

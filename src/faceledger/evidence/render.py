@@ -154,7 +154,13 @@ def _probe(probe: dict) -> str:
                 f'src="{data_uri(probe["data"], probe["mime"])}">'
                 f'<p class="muted">The photo searched with, as uploaded (sha256 {escape(probe["sha256"])}, the '
                 "hash the search ledgered).</p>")
-    return f'<p class="withheld">The probe photo is not in this package: {escape(probe["reason"])}.</p>'
+    withheld = f'<p class="withheld">The probe photo is not in this package: {escape(probe["reason"])}.</p>'
+    if probe.get("review_crop"):
+        return (withheld + '<img class="probe-crop" alt="the probe\'s face, as kept for review" '
+                f'src="{data_uri(probe["review_crop"], "image/jpeg")}">'
+                '<p class="muted">The probe\'s face as the store keeps it for its reviewers (the face and a margin '
+                "around it, at most 320 px; not the photo the ledger's hash covers).</p>")
+    return withheld
 
 
 def _when(value) -> str:

@@ -108,8 +108,9 @@ class Evidence:
             return {"reason": f"its record was deleted when its retention ended ({expires})" if past else
                     "its record was deleted (an erasure, or a purge)"}
         if image is None:
-            return {"reason": "it was not kept (the gallery's policy keeps no probe photos, or it was released "
-                              "after review)"}
+            crop = probe.review_image if may_see_faces else None
+            return {"reason": "the gallery's policy keeps no probe photos" + (
+                "; only the face crop kept until the search is reviewed" if crop else ""), "review_crop": crop}
         if not may_see_faces:
             return {"reason": f"it is kept, but the {principal.role} role may not view faces"}
         mime = next((m for magic, m in IMAGE_TYPES if image.startswith(magic)), None)

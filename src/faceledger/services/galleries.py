@@ -24,6 +24,7 @@ class Galleries:
     def create_gallery(self, name: str, *, purposes: Sequence[str] = (), allow_investigative: bool = False,
                        target_fpir: float | None = None, retain_days: int | None = None,
                        probe_retain_days: int | None = None, keep_probe_images: bool = False,
+                       keep_probe_for_review: bool = True, blind_review: bool = False,
                        by: Principal | None = None) -> dict:
         """A new gallery and its policy; the policy is ledgered."""
         ctx = self.ctx
@@ -33,7 +34,8 @@ class Galleries:
             purposes=purposes, allow_investigative=allow_investigative,
             target_fpir=target_fpir or ctx.settings.target_fpir, retain_days=retain_days,
             probe_retain_days=ctx.settings.probe_retain_days if probe_retain_days is None else probe_retain_days,
-            keep_probe_images=keep_probe_images)
+            keep_probe_images=keep_probe_images, keep_probe_for_review=keep_probe_for_review,
+            blind_review=blind_review)
         with ctx.writing() as session:
             if session.execute(select(Gallery.id).where(Gallery.name == name)).first():
                 raise AlreadyExists(f"gallery {name!r} already exists")

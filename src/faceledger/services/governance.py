@@ -40,9 +40,14 @@ class Governance:
             entry = ctx.ledger.append(session, actor=actor, action="purge", payload={
                 "at": now.isoformat(), **removal.summary(),
                 "galleries": {str(g): len(ids) for g, ids in removal.face_ids_by_gallery.items()}})
+            last = entry
+            for start in range(0, len(removal.probe_images), 1000):  # kept probe images went with their probes
+                last = ctx.ledger.append(session, actor=actor, action="probe.image.delete", payload={
+                    "reason": "retention", "searches": removal.probe_images[start:start + 1000],
+                    "at": now.isoformat()})
             self.indexes.discard_files(removal)  # a kill after the commit must not leave them on disk
             session.commit()
-        ctx.ledger.note_committed(entry)
+        ctx.ledger.note_committed(last)
         self.indexes.refresh(removal)
         self.calibrations.forget(list(removal.face_ids_by_gallery))
         return {"ledger_entry": entry.entry_id, **removal.summary()}

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ..calibration import Threshold, fpir_at
+from ..enrollment import face_crop_jpeg
 from ..errors import FaceledgerError, PolicyViolation
 from ..faces import Face
 from ..imaging import LoadedImage
@@ -170,7 +171,7 @@ class Searching:
                 entry_id=entry.entry_id, gallery_id=rows[0].id, searched_by=principal.name, sha256=loaded.sha256,
                 embedding=probe.embedding.tobytes(), quality=probe.quality.as_dict(), mode=mode,
                 candidates=[c.as_json() for c in candidates], created_at=now, expires_at=probe_expires,
-                image=loaded.data if keep_image else None))
+                image=loaded.data if keep_image else None, review_image=review_crop(loaded, probe, rows, candidates)))
             session.commit()
         ctx.ledger.note_committed(entry)
         return SearchResult(candidates=tuple(candidates), ledger_entry=entry.entry_id,
@@ -331,6 +332,22 @@ def _best_per_subject(session: Session, scores: np.ndarray, ids: np.ndarray, top
                                            face_id=int(fid), image=info[2])
         ranked.append(sorted(best.values(), key=lambda h: h.score, reverse=True)[:top_k])
     return ranked
+
+
+REVIEW_CROP_MARGIN = 0.5
+REVIEW_CROP_MAX_SIDE = 320
+"""The probe kept for its reviewers: the face box widened by half its size on each side (hair line, ears,
+chin: what a reviewer compares), at most 320 px, JPEG. Never the rest of the photo."""
+
+
+def review_crop(loaded: LoadedImage, probe: Face, galleries: list[Gallery], candidates: list[Candidate]
+                ) -> bytes | None:
+    """The probe's face crop kept until the search is reviewed, where every gallery searched keeps one
+    (`keep_probe_for_review`, or `keep_probe_images`, which keeps more); nothing when there is no
+    candidate to review. services/review.py deletes it once every candidate has a confirm or reject."""
+    if not candidates or not all(g.keep_probe_for_review or g.keep_probe_images for g in galleries):
+        return None
+    return face_crop_jpeg(loaded, probe.box, margin=REVIEW_CROP_MARGIN, max_side=REVIEW_CROP_MAX_SIDE)
 
 
 def meaning(decision: str, mode: str, target_fpir: float, compared: int, threshold: float) -> str:

@@ -181,6 +181,9 @@ class Probe(Base):
     image: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    review_image: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    """A small JPEG of the probe's face (box plus margin) for its reviewers, where the gallery keeps one:
+    deleted once every candidate has a reviewer's decision, or with the probe when its retention ends."""
 
 
 class Review(Base):
@@ -198,6 +201,8 @@ class Review(Base):
     note: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     ledger_entry: Mapped[str] = mapped_column(String(36))
+    blind: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """The reviewer decided without seeing rank or score (a blind-review gallery)."""
 
 
 class Maintenance(Base):
