@@ -383,6 +383,10 @@ def test_a_gallery_like_the_packaged_population_costs_only_its_shift():
     truth = norm.sf(t.score, 0.0, 0.1)  # the population's FMR at the threshold: the promise holds
     assert truth <= t.per_comparison_fmr
     assert t.predicted_fpir <= 0.011  # what it says matches what it asks for
+    # a shallow target the gallery answers from its own pairs (FMR 2.2e-4: ~110 of them): the predicted
+    # rate is read the same way, not from the shifted packaged tail (it said 0.21 for 0.2 before)
+    shallow = shift.threshold_for_fpir(0.2, 1000)
+    assert shallow.per_comparison_fmr >= shift.reference_fmr and shallow.predicted_fpir <= 0.2
 
 
 def test_a_gallery_tail_heavier_than_the_packaged_one_keeps_its_own_bound():

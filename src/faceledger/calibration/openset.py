@@ -312,12 +312,12 @@ class OpenSetCalibration:
 
     def _gallery_fmr(self, score: float) -> tuple[float, float]:
         """(point, upper) FMR at score as COMBINE "shift" reads the gallery: its own counts (Wilson) where
-        REFERENCE_PAIRS or more score this high, else the packaged tail moved up by the shift."""
+        their upper bound reaches the reference FMR, else the packaged tail moved up by the shift."""
         g = self.gallery
         if self.shift is None:
             return g.fmr_upper(score)
-        if g.pairs_above(score) >= REFERENCE_PAIRS:
-            est = g.cal.fmr(score)
+        est = g.cal.fmr(score)
+        if est.upper >= self.reference_fmr:  # where the gallery answers thresholds from its own pairs
             return est.fmr, est.upper
         read = g.tail is None or score < g.tail.censor_at  # the trimmed top pairs may be duplicates
         seen = float(g._lower[g.cal._bin(score)]) if read else 0.0
