@@ -128,8 +128,24 @@ class Bench:
             raise SystemExit(f"{name}: the threshold changed between searches: {sorted(thresholds)}")
         return facts(th, size), out
 
+    def calibration(self, name: str):
+        """The OpenSetCalibration the engine's searches of this gallery use."""
+        with self.eng.sessions() as session:
+            return self.eng.calibrations.for_gallery(session, self.eng.ctx.gallery(session, name))
+
     def close(self) -> None:
         self.eng.close()
+
+
+def before_rule(cal, f: float, size: int, ms, rank1, non_clean) -> dict:
+    """The same gallery sample under the combination rule before this change (COMBINE "max-bound")."""
+    from faceledger.calibration import OpenSetCalibration
+
+    old = OpenSetCalibration(cal.packaged.cal, cal.gallery_sample, combine="max-bound")
+    th = old.threshold_for_fpir(f, size)
+    return {"threshold": float(th.score), "predicted_fpir": float(th.predicted_fpir), "supported": bool(th.supported),
+            "extrapolation_factor": float(th.extrapolation_factor), "fp": int((non_clean >= th.score).sum()),
+            "fnir": 1 - float(np.mean(rank1 & (ms >= th.score)))}
 
 
 def facts(th, size: int) -> dict:
@@ -166,6 +182,7 @@ def measure(b: Bench, name: str, mated_v: np.ndarray, mated_subj: list[str], non
     non_clean = ns[clean]
     impostor = {f"p{q:g}": float(np.quantile(non_clean[np.isfinite(non_clean)], q / 100)) for q in (50, 90, 99)}
     rows = []
+    cal = b.calibration(name)
     for f in targets:
         # The threshold is Searching.match's (one value for every search of the gallery, checked). Each
         # search through match costs ~0.1 s of CPU (the calibration's threshold and tail bound are
@@ -196,8 +213,10 @@ def measure(b: Bench, name: str, mated_v: np.ndarray, mated_subj: list[str], non
                      "searched_with_match": [len(mi), len(ni)], "match_agrees_with_rank": bool(agree),
                      "oracle_threshold": ot, "oracle_fnir": 1 - float(np.mean(rank1 & (ms >= ot))),
                      "oracle_fp": int((non_clean >= ot).sum()),
-                     "oracle_resolved": f * n >= 5})
-    return {"gallery": name, "mated": len(mated_subj), "mated_probe_no_face": int((~np.isfinite(ms)).sum()),
+                     "oracle_resolved": f * n >= 5,
+                     "before": before_rule(cal, f, th["gallery_size"], ms, rank1, non_clean)})
+    described = cal.describe()
+    return {"gallery": name, "combine": {k: described.get(k) for k in ("combine", "gallery_shift", "gallery_shape_check")}, "mated": len(mated_subj), "mated_probe_no_face": int((~np.isfinite(ms)).sum()),
             "nonmated": len(non_names), "nonmated_probe_no_face": int((~np.isfinite(ns)).sum()),
             "label_noise_searches": int(noisy.sum()), "rank1": float(rank1.mean()),
             "nonmated_top1_quantiles": impostor, "search_seconds": round(time.time() - t, 1), "rows": rows}
@@ -238,7 +257,8 @@ def scale(b: Bench, e, s: dict, args) -> list[dict]:
     if args.scale_sizes:
         import search_scale as ss
 
-        gmm = ss.fit_gmm(x[~e.failed], 32, args.seed)
+        gmm = ss.fit_gmm(x[distractor_fit_rows(e, args.distractors)], 32, args.seed)
+        args.lfw_impostor = pair_quantiles(x[distractor_fit_rows(e, "one-per-person")])
         biggest = max(args.scale_sizes)
         synth = np.empty((biggest - len(single), x.shape[1]), np.float32)
         ss.fill_distractors(synth, "gmm", gmm, args.seed)
@@ -259,6 +279,34 @@ def scale(b: Bench, e, s: dict, args) -> list[dict]:
     return out
 
 
+def distractor_fit_rows(e, kind: str) -> np.ndarray:
+    """The LFW embeddings the distractor GMM is fitted to: every usable image ("all-images", the construction
+    before: people with hundreds of photographs own whole components, whose draws then score like one person
+    among themselves) or the first usable image of each person ("one-per-person": the draws' pairwise scores
+    follow LFW's impostor distribution, see pair_tails in the JSON)."""
+    ok = np.nonzero(~e.failed)[0]
+    if kind == "all-images":
+        return ok
+    seen: set[str] = set()
+    rows = []
+    for i in ok:
+        person = e.paths[i].split("/", 1)[0]
+        if person not in seen:
+            seen.add(person)
+            rows.append(i)
+    return np.array(rows)
+
+
+def pair_quantiles(a: np.ndarray, b: np.ndarray | None = None, pairs: int = 2_000_000, seed: int = 5) -> dict:
+    """Quantiles of the scores of random pairs (i != j within a, or a x b)."""
+    rng = np.random.default_rng(seed)
+    i = rng.integers(0, len(a), pairs)
+    j = rng.integers(0, len(a if b is None else b), pairs)
+    keep = i != j if b is None else np.ones(pairs, bool)
+    sc = np.einsum("ij,ij->i", a[i[keep]], (a if b is None else b)[j[keep]])
+    return {f"p{q:g}": round(float(np.quantile(sc, q / 100)), 4) for q in (50, 99, 99.9, 99.99, 99.999)}
+
+
 def calibration_only(b: Bench, n: int, vecs, subj, mated_v, mated_subj, non_v, non_names, args) -> dict:
     """A gallery too large to enrol here: the engine's calibration objects on it (the packaged calibration
     + gallery_sample over a seeded 20k-face subset, exactly as Calibrations._build_sample), searches by an
@@ -268,7 +316,8 @@ def calibration_only(b: Bench, n: int, vecs, subj, mated_v, mated_subj, non_v, n
 
     t = time.time()
     rng = np.random.default_rng(1)
-    pick = np.sort(rng.choice(n, cal_mod.SAMPLE_FACES, replace=False))
+    pick = np.sort(rng.choice(n, cal_mod.SAMPLE_FACES, replace=False)) if n > cal_mod.SAMPLE_FACES else np.arange(n)
+    mated_v, non_v = np.nan_to_num(mated_v), np.nan_to_num(non_v)  # a probe with no face: score 0, no candidate
     sid = {}
     ids = np.array([sid.setdefault(subj[i], len(sid)) for i in pick], np.int64)
     sample = gallery_sample(vecs[pick], ids, max_pairs=cal_mod.SAMPLE_PAIRS, seed=1, model_id=MODEL)
@@ -305,22 +354,19 @@ def calibration_only(b: Bench, n: int, vecs, subj, mated_v, mated_subj, non_v, n
         k, nn = int((non_clean >= th["threshold"]).sum()), int(clean.sum())
         lo, hi = wilson_interval(k, nn)
         ot = oracle_threshold(non_clean, f)
+        th["before"] = before_rule(cal, f, n, ms, rank1, non_clean)
         rows.append({"target_fpir": f, **th, "observed_fpir": k / nn, "fp": k, "nonmated": nn, "fpir_wilson95": [lo, hi],
                      "fp_with_label_noise": int((ns >= th["threshold"]).sum()),
                      "fnir": 1 - float(np.mean(rank1 & (ms >= th["threshold"]))),
                      "fn": int((~(rank1 & (ms >= th["threshold"]))).sum()), "mated": len(rank1),
                      "oracle_threshold": ot, "oracle_fnir": 1 - float(np.mean(rank1 & (ms >= ot))),
                      "oracle_fp": int((non_clean >= ot).sum()), "oracle_resolved": f * nn >= 5})
-    synth = np.array([x.startswith("synthetic-") for x in subj])
-    sample_rows = pick[:4000]
-    v = vecs[sample_rows]
-    sc = v @ v.T
-    iu = np.triu_indices(len(v), 1)
-    both = synth[sample_rows][:, None] & synth[sample_rows][None, :]
-    tail = {"synthetic_pairs_p99.99": float(np.quantile(sc[iu][both[iu]], 0.9999)) if both[iu].any() else None,
-            "nonmated_probe_vs_synthetic_p99.99": float(np.quantile(non_v @ vecs[np.nonzero(synth)[0][:5000]].T, 0.9999))}
+    synth = vecs[np.nonzero([x.startswith("synthetic-") for x in subj])[0][:200_000]]
+    tail = {"synthetic_pairs": pair_quantiles(synth), "lfw_impostor_pairs_one_per_person": args.lfw_impostor,
+            "nonmated_probe_vs_synthetic": pair_quantiles(non_v, synth)} if len(synth) else {}
     return {"kind": "scale", "template": "single", "faces": n, "through": "calibration objects (not enrolled)",
-            "pair_tails": tail,
+            "pair_tails": tail, "distractors": args.distractors,
+            "combine": {k: cal.describe().get(k) for k in ("combine", "gallery_shift", "gallery_shape_check")},
             "gallery": f"scale-{n}", "sample_seconds": round(sample_s, 1), "search_seconds": round(time.time() - t, 1),
             "gallery_sample_pairs": int(sample.pairs), "mated": len(rank1), "nonmated": len(non_names),
             "label_noise_searches": int(noisy.sum()), "rank1": float(rank1.mean()),
@@ -362,6 +408,17 @@ def shifts(b: Bench, e, s: dict, args) -> list[dict]:
             tails[cond]["pairs"] = int(sc.size)
         for cond in ("both", "probes"):
             name = f"shift-{shift}-{cond}"
+            if args.shifts_via == "calibration":  # the engine's calibration objects, exact search (no enrolment)
+                gal, grs = (gv[gok], [i for i, ok in zip(grows, gok) if ok]) if cond == "both" else (base_gal, grows)
+                r = calibration_only(b, len(grs), gal, [who(i) for i in grs], mv, list(s["mated"]), nv,
+                                     list(s["nonmated"]), args)
+                out.append({**r, "kind": "shift", "shift": shift, "shifted": cond, "faces": len(grs),
+                            "gallery_images_no_face": int((~gok).sum()) if cond == "both" else 0,
+                            "impostor_pair_quantiles": tails[cond], "impostor_pair_quantiles_unshifted": tails["none"],
+                            "mated_probe_no_face": int((~np.isfinite(mv).all(axis=1)).sum()),
+                            "nonmated_probe_no_face": int((~np.isfinite(nv).all(axis=1)).sum())})
+                log(f"{name}: calibration objects, {r['search_seconds']} s")
+                continue
             if cond == "both":
                 rows = [i for i, ok in zip(grows, gok) if ok]
                 timing = b.enrol(name, [who(i) for i in rows], [paths[i] for i in rows], gv[gok])
@@ -426,15 +483,20 @@ def row_cells(r: dict) -> str:
         note.append(f"×{r['extrapolation_factor']:.0f} extrap.")
     oracle = (f"{pct(r['oracle_fnir'])} ({r['oracle_threshold']:.3f})" if r["oracle_resolved"]
               else f"({pct(r['oracle_fnir'])}, {r['oracle_threshold']:.3f}: unresolved)")
+    b = r.get("before")
+    before = (f"{b['threshold']:.4f}{'' if b['supported'] else ' **unsupported**'}, {b['fp']}/{r['nonmated']}, "
+              f"{pct(b['fnir'])}" if b else "–")
     return (f"{r['target_fpir']:g} | {r['threshold']:.4f} {' '.join(note)} | {pct(r['predicted_fpir'])} | "
-            f"{pct(r['observed_fpir'])} ({r['fp']}/{r['nonmated']}; {pct(lo)}–{pct(hi)}) | {pct(r['fnir'])} | {oracle}")
+            f"{pct(r['observed_fpir'])} ({r['fp']}/{r['nonmated']}; {pct(lo)}–{pct(hi)}) | {pct(r['fnir'])} | {oracle} | "
+            f"{before}")
 
 
-HEAD = "target FPIR | engine threshold | predicted FPIR | observed FPIR (95 % Wilson) | engine FNIR | oracle FNIR (thr)"
+HEAD = ("target FPIR | engine threshold | predicted FPIR | observed FPIR (95 % Wilson) | engine FNIR | oracle FNIR (thr) | "
+        "rule before (max-bound): thr, FP, FNIR")
 
 
 def markdown(res: dict) -> str:
-    lines = ["| gallery | faces | " + HEAD + " |", "|---|---:|---|---|---|---|---|---|"]
+    lines = ["| gallery | faces | " + HEAD + " |", "|---|---:|---|---|---|---|---|---|---|"]
     for g in res.get("real", []) + res.get("scale", []):
         label = {"real": f"LFW, {g['template']}", "scale": "LFW + synthetic"}[g["kind"]]
         if g.get("through", "engine") != "engine":
@@ -442,7 +504,7 @@ def markdown(res: dict) -> str:
         for r in g["rows"]:
             lines.append(f"| {label} | {g['faces']:,} | {row_cells(r)} |")
     if res.get("shifts"):
-        lines += ["", "| shift | shifted | faces | " + HEAD + " |", "|---|---|---:|---|---|---|---|---|---|"]
+        lines += ["", "| shift | shifted | faces | " + HEAD + " |", "|---|---|---:|---|---|---|---|---|---|---|"]
         for g in res["shifts"]:
             for r in g["rows"]:
                 lines.append(f"| {g['shift']} | {g['shifted']} | {g['faces']:,} | {row_cells(r)} |")
@@ -455,7 +517,7 @@ def markdown(res: dict) -> str:
                          f"{g['mated_probe_no_face']} / {g['nonmated_probe_no_face']} | {pct(g['rank1'])} |")
     if res.get("templates"):
         lines += ["", "| images per mated person | fusion | N (compared) | " + HEAD + " |",
-                  "|---|---|---:|---|---|---|---|---|---|"]
+                  "|---|---|---:|---|---|---|---|---|---|---|"]
         for g in res["templates"]:
             for r in g["rows"]:
                 lines.append(f"| {g['images_per_mated']} | {g['fusion']} | {g['faces']:,} | {row_cells(r)} |")
@@ -470,8 +532,12 @@ def main() -> None:
     parser.add_argument("--all-sizes", type=int, nargs="*", default=[10_000])
     parser.add_argument("--scale-sizes", type=int, nargs="*", default=[100_000, 1_000_000])
     parser.add_argument("--engine-max", type=int, default=0, help="largest gallery enrolled through the engine")
+    parser.add_argument("--distractors", choices=["one-per-person", "all-images"], default="one-per-person",
+                        help="LFW embeddings the synthetic distractors' GMM is fitted to (see distractor_fit_rows)")
     parser.add_argument("--shifts", nargs="*", default=list(op.SHIFTS))
     parser.add_argument("--shift-gallery", type=int, default=5000)
+    parser.add_argument("--shifts-via", choices=["engine", "calibration"], default="engine",
+                        help="shifted galleries enrolled through the engine, or its calibration objects + exact search")
     parser.add_argument("--embed-missing", action="store_true", help="embed shifted images not in the cache")
     parser.add_argument("--template-distractors", type=int, default=4000)
     parser.add_argument("--sections", nargs="*", default=list(SECTIONS), choices=SECTIONS)

@@ -65,6 +65,10 @@ def test_a_look_alike_population_raises_the_threshold(eng):
     base = {r["target_fpir"]: r for r in plain["thresholds"]}
     assert at[0.01]["threshold"] > base[0.01]["threshold"] + 0.05
     assert at[0.01]["binding"] == "gallery"
+    # the payload says how the gallery moved the threshold (keys a calibration plot reads)
+    assert shifted["combine"] == "shift" and shifted["gallery_shift"]["shift"] > 0.05
+    assert shifted["gallery_shift"]["gallery_score"] > shifted["gallery_shift"]["packaged_score"]
+    assert all({"expected_pairs", "pairs_seen", "p_value", "consistent"} <= set(c) for c in shifted["gallery_shape_check"])
 
 
 def test_erased_subjects_leave_the_gallery_sample(eng):
@@ -133,6 +137,15 @@ def test_calibration_show_cli(tmp_path, monkeypatch, capsys):
     info = json.loads(result.output)
     assert info["gallery_faces"] == 120 and info["gallery_sample"]["pairs"] == 120 * 119 // 2 - 60
     assert {r["target_fpir"] for r in info["thresholds"]} >= {0.1, 0.01, 0.001}
+    cli_common.state.clear()
+    try:  # the text form of a gallery too small for its own sample (its payload's "gallery" is then the name)
+        text = CliRunner().invoke(app, ["--home", str(home), "calibration", "show", "--gallery", "g"])
+    finally:
+        if "engine" in cli_common.state:
+            cli_common.state["engine"].close()
+        cli_common.state.clear()
+    assert text.exit_code == 0, text.output
+    assert "gallery sample not used" in text.output and "0.01" in text.output
 
 
 def test_calibration_duplicates_and_several_galleries_through_the_api(eng):
@@ -148,7 +161,7 @@ def test_calibration_duplicates_and_several_galleries_through_the_api(eng):
     client = TestClient(create_app(engine=eng))
     auth = {"Authorization": f"Bearer {token}"}
     shown = client.get("/api/v1/galleries/a/calibration", headers=auth)
-    assert shown.status_code == 200 and shown.json()["source"] == "packaged"
+    assert shown.status_code == 200 and shown.json()["source"] == "packaged" and shown.json()["gallery_name"] == "a"
     dups = client.get("/api/v1/galleries/a/duplicates", params={"against": "b", "min_score": 0.4}, headers=auth)
     assert dups.status_code == 200 and dups.json()["pairs"][0]["subject_b"] == "Ardern (b)"
     probe = OPEN_FACES / "ardern_2022.jpg"

@@ -356,3 +356,57 @@ def test_a_face_filed_under_another_name_leaves_the_gallery_sample():
     top = lambda sample: float(np.nonzero(sample.counts)[0][-1])  # noqa: E731
     assert top(g) < top(plain)  # the same-person pairs owned the top of the tail
     assert (x[-1] @ x[100]) >= 0.5 and g.counts.sum() > 0  # the look-alike's pair is still an impostor pair
+
+
+def _sample_of(scores: np.ndarray, subjects: int = 1000) -> GallerySample:
+    counts = score_histogram(np.clip(scores, -1, 1), BIN)
+    return GallerySample(model_id="test-model", bin_width=BIN, counts=counts, pairs=int(counts.sum()),
+                         subjects=subjects, faces=subjects, exhaustive=True, seed=0, duplicate_score=0.9,
+                         duplicates_excluded=0, duplicates_kept=0)
+
+
+def test_a_gallery_like_the_packaged_population_costs_only_its_shift():
+    """A 1,000-face gallery (0.5 M pairs) from the packaged population: the shift rule reads it where it has
+    100 pairs, finds no excess, and keeps (about) the packaged threshold and its promise. (On LFW the
+    gallery's own bound at FMR 1e-5 is much wider than on this normal tail: benchmarks/openset_combine.py.)"""
+    packaged = normal_calibration(sigma=0.1, seed=1)
+    sample = _sample_of(np.random.default_rng(21).normal(0.0, 0.1, 499_500))
+    shift = OpenSetCalibration(packaged, sample, reps=100)
+    old = OpenSetCalibration(packaged, sample, reps=100, combine="max-bound")
+    alone = OpenSetCalibration(packaged, None, reps=100).threshold_for_fpir(0.01, 1000)
+    t, t_old = shift.threshold_for_fpir(0.01, 1000), old.threshold_for_fpir(0.01, 1000)
+    described = shift.describe()
+    assert described["combine"] == "shift" and described["gallery_shift"]["applied"]
+    assert described["gallery_shift"]["shift"] < 0.02  # the Wilson bound on 100 pairs, no real excess
+    assert alone.score <= t.score <= alone.score + 0.02
+    assert abs(t.score - t_old.score) < 0.02  # a light (normal) tail: its own bound is narrow too
+    truth = norm.sf(t.score, 0.0, 0.1)  # the population's FMR at the threshold: the promise holds
+    assert truth <= t.per_comparison_fmr
+    assert t.predicted_fpir <= 0.011  # what it says matches what it asks for
+    # a shallow target the gallery answers from its own pairs (FMR 2.2e-4: ~110 of them): the predicted
+    # rate is read the same way, not from the shifted packaged tail (it said 0.21 for 0.2 before)
+    shallow = shift.threshold_for_fpir(0.2, 1000)
+    assert shallow.per_comparison_fmr >= shift.reference_fmr and shallow.predicted_fpir <= 0.2
+
+
+def test_a_gallery_tail_heavier_than_the_packaged_one_keeps_its_own_bound():
+    """The shifted packaged tail borrows the packaged shape: a gallery whose deeper pairs refute it (more
+    pairs than the shifted tail expects) is answered by its own tail and bound, as before."""
+    rng = np.random.default_rng(1)
+    scores = rng.normal(0.06, 0.1, 40_000)
+    heavy = rng.random(len(scores)) < 0.02
+    scores[heavy] = 0.35 + genpareto.rvs(0.25, scale=0.05, size=int(heavy.sum()), random_state=2)
+    sample = _sample_of(scores, subjects=2000)
+    packaged = normal_calibration(sigma=0.1, seed=1)
+    shift = OpenSetCalibration(packaged, sample, reps=100)
+    old = OpenSetCalibration(packaged, sample, reps=100, combine="max-bound")
+    described = shift.describe()
+    assert not described["gallery_shift"]["applied"]
+    assert any(not c["consistent"] and c["pairs_seen"] > 2 * c["expected_pairs"] for c in described["gallery_shape_check"])
+    for target, size in ((0.1, 1000), (0.01, 1000), (0.01, 10_000)):
+        assert shift.threshold_for_fpir(target, size).score == old.threshold_for_fpir(target, size).score
+
+
+def test_an_unknown_combination_rule_is_refused():
+    with pytest.raises(CalibrationError, match="combination rule"):
+        OpenSetCalibration(normal_calibration(), None, combine="mean")

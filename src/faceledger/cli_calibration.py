@@ -48,6 +48,13 @@ def calibration_show(
         out.print(f"  gallery's own sample: {sample['subjects']:,} subjects, {sample['faces']:,} faces, "
                   f"{sample['pairs']:,} cross-subject pairs ({kind}); probable duplicates left out: "
                   f"{sample['duplicates_excluded']}, kept: {sample['duplicates_kept']}")
+    shift = info.get("gallery_shift")
+    if shift and shift["applied"]:
+        out.print(f"  combined by the gallery's excess: at FMR {shift['reference_fmr']:.2g} ({shift['reference_pairs']} "
+                  f"of its pairs) it reaches {shift['gallery_score']:.4f} (95 % upper) against the packaged "
+                  f"{shift['packaged_score']:.4f}: packaged thresholds raised by {shift['shift']:.4f}")
+    elif shift:
+        out.print("  the gallery's tail is heavier than the packaged one's shape: its own tail bound sets the threshold")
     table = Table("target FPIR", "threshold", "predicted FPIR", "set by", "extrapolated", "supported")
     for row in info["thresholds"]:
         table.add_row(f"{row['target_fpir']:g}", f"{row['threshold']:.4f}", fmt_rate(row["predicted_fpir"] or 0),

@@ -7,12 +7,24 @@ Each source (a score histogram) answers "which score has FMR p?" in one of two w
   Below the sample's own floor (3 / pairs) the figure is extrapolated, and says by how far; beyond
   `max_extrapolation` times the floor it is not supported.
 
-Combined: the highest score any trustworthy source asks for. The gallery counts when it has at least
-MIN_SUBJECTS subjects and MIN_PAIRS cross-subject pairs. Where the gallery cannot reach p itself (beyond
-max_extrapolation of its floor), it still speaks through a shift: how far its tail bound sits above the
-packaged tail at the deepest FMR it does support, added to the packaged threshold at p. A gallery whose
-people score higher among themselves than LFW's (one lab, one family, one camera) therefore raises the
-threshold instead of inheriting LFW's promise.
+Combined (COMBINE = "shift"): the packaged answer, raised by what the gallery's own pairs show. The
+gallery counts when it has at least MIN_SUBJECTS subjects and MIN_PAIRS cross-subject pairs. Where its
+sample holds at least REFERENCE_PAIRS pairs above the score for p, the gallery answers from its own
+data: the lowest score whose FMR's 95 % Wilson upper bound is at most p. Deeper (fewer pairs to read),
+it answers with the packaged tail moved up by the gallery's excess at its reference FMR (REFERENCE_PAIRS
+/ pairs): its 95 % upper quantile there minus the packaged point quantile there, never negative, and never
+below a score at which its own sample shows (95 % Wilson lower bound) an FMR above p. That reading
+borrows the packaged tail's shape, so it is used only where the gallery's deeper pairs agree with it:
+where the shifted packaged tail expects 30 or 10 of the gallery's pairs, the gallery must not hold
+significantly more (Poisson, p < 0.01 each). A gallery whose tail is heavier than that (many faces of
+a few people, a population unlike LFW) is answered by "max-bound" below, its own tail and bound. A gallery
+whose people score higher among themselves than LFW's (one lab, one family, one camera) therefore
+raises the threshold by how much higher, measured where it has data; a gallery like LFW's costs only
+the uncertainty of that measurement, not the width of its own 5 M-pair tail fit extrapolated.
+
+COMBINE = "max-bound" (before; kept for the comparison in benchmarks/openset_combine.py): the highest
+score either source's own GPD bound asks for; beyond the gallery's reach (max_extrapolation of its
+floor), the packaged threshold raised by the gallery's excess at the deepest FMR it supports.
 """
 
 from __future__ import annotations
@@ -28,6 +40,11 @@ from .gallery import DUPLICATE_SCORE, MAX_EXCLUDED_SHARE, GallerySample
 from .tail import REPS, TailFit, fit_tail
 
 MAX_EXTRAPOLATION = 100.0
+REFERENCE_PAIRS = 100  # the gallery reads its own tail where it has at least this many pairs above
+COMBINES = ("shift", "max-bound")
+COMBINE = "shift"
+CHECK_PAIRS = (30, 10)  # the shift's shape check: the shifted packaged tail's expected gallery pairs
+SHAPE_ALPHA = 0.01
 
 
 @dataclass(frozen=True)
@@ -54,12 +71,29 @@ class SourceAnswer:
     method: str
 
 
-def _wilson_lower(k: np.ndarray, n: int, z: float = 1.96) -> np.ndarray:
+def _wilson(k: np.ndarray, n: int, sign: float, z: float = 1.96) -> np.ndarray:
     p = k / n
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return np.maximum(0.0, centre - half)
+    return np.clip(centre + sign * half, 0.0, 1.0)
+
+
+def _wilson_lower(k: np.ndarray, n: int) -> np.ndarray:
+    return _wilson(k, n, -1.0)
+
+
+def _poisson_at_least(k: int, mean: float) -> float:
+    """P(K >= k) for K ~ Poisson(mean) (small means; far beyond the mean it is 0 for our purpose)."""
+    if k <= 0:
+        return 1.0
+    if k > mean + 12 * math.sqrt(mean) + 40:
+        return 0.0
+    term, below = math.exp(-mean), 0.0
+    for i in range(k):
+        below += term
+        term *= mean / (i + 1)
+    return max(0.0, 1.0 - below)
 
 
 class Source:
@@ -85,6 +119,8 @@ class Source:
         else:
             self.duplicates = 0
         self._lower = _wilson_lower(tail, cal.total)
+        self._upper = _wilson(tail, cal.total, 1.0)
+        self._counts_above = tail
         min_exc = int(min(1000, max(100, cal.total // 20)))
         self.tail: TailFit | None
         try:
@@ -104,6 +140,22 @@ class Source:
         ok = np.nonzero(self._lower <= p)[0]
         edge = self._edge(int(ok[0])) if len(ok) else 1.0
         return min(edge, self.tail.censor_at) if self.tail is not None and not self.trust_top else edge
+
+    def upper_quantile(self, p: float) -> float:
+        """The lowest bin edge whose FMR's 95 % Wilson upper bound is at most p (the sample's own data,
+        read conservatively; duplicates left out as in consistent_edge)."""
+        ok = np.nonzero(self._upper <= p)[0]
+        return self._edge(int(ok[0])) if len(ok) else 1.0
+
+    def pairs_above(self, score: float) -> int:
+        return int(self._counts_above[self.cal._bin(score)])
+
+    def point_quantile(self, p: float) -> float:
+        """The score with FMR p by the sample's point estimate (histogram where >= 100 pairs show it, else
+        the tail fit's point estimate)."""
+        if p * self.cal.total >= REFERENCE_PAIRS or self.tail is None or p >= self.tail.exceed_fraction:
+            return self.cal.threshold_for_fmr(p).score
+        return self.tail.quantile(p)
 
     def fmr_upper(self, score: float) -> tuple[float, float]:
         """(point, upper) FMR at score: histogram (Wilson) inside the data, tail bound beyond u."""
@@ -148,7 +200,10 @@ class OpenSetCalibration:
     """Packaged and gallery calibrations combined: a drop-in for Calibration in the search path."""
 
     def __init__(self, packaged: Calibration | None, gallery: GallerySample | None = None, *,
-                 reps: int = REPS, max_extrapolation: float = MAX_EXTRAPOLATION) -> None:
+                 reps: int = REPS, max_extrapolation: float = MAX_EXTRAPOLATION, combine: str = COMBINE) -> None:
+        if combine not in COMBINES:
+            raise CalibrationError(f"unknown combination rule {combine!r} (one of {', '.join(COMBINES)})")
+        self.combine = combine
         if packaged is None and gallery is None:
             raise CalibrationError("an open-set calibration needs a packaged calibration or a gallery sample")
         if packaged is not None and gallery is not None and gallery.model_id and gallery.model_id != packaged.model_id:
@@ -169,6 +224,17 @@ class OpenSetCalibration:
         self.calibration_id = "+".join(parts)
         self.source = "combined" if self.packaged and self.gallery else ("gallery" if self.gallery else "packaged")
         self._thresholds: dict[tuple[float, int], OpenSetThreshold] = {}
+        self.reference_fmr = self.shift = None
+        self.shift_check: list[dict] = []
+        if self.gallery is not None and self.packaged is not None and combine == "shift":
+            g = self.gallery
+            self.reference_fmr = min(REFERENCE_PAIRS / g.cal.total, 1.0)
+            self._reference_score = g.upper_quantile(self.reference_fmr)
+            self._packaged_reference = self.packaged.point_quantile(self.reference_fmr)
+            self.shift = self._shift_measured = round(max(0.0, self._reference_score - self._packaged_reference), 6)
+            self.shift_check = self._shape_check()
+            if not all(c["consistent"] for c in self.shift_check):
+                self.shift = None  # the gallery's tail is not the packaged one's shape: its own bound answers
 
     # -- thresholds ------------------------------------------------------------------------------
 
@@ -180,11 +246,14 @@ class OpenSetCalibration:
         if self.packaged is not None:
             answers["packaged"] = self.packaged.answer(target_fmr)
         if self.gallery is not None:
-            g = self.gallery.answer(target_fmr)
-            # Beyond the gallery's reach, its excess over the packaged tail is carried down. Within its
-            # reach but with no finite score holding p (score 1.0), the gallery's "cannot promise" stands.
-            if not g.supported and g.factor > self.gallery.max_extrapolation and self.packaged is not None:
-                g = self._gallery_shift(target_fmr, answers["packaged"], g, notes)
+            if self.shift is not None:
+                g = self._gallery_over_packaged(target_fmr, answers["packaged"], notes)
+            else:
+                g = self.gallery.answer(target_fmr)
+                # Beyond the gallery's reach, its excess over the packaged tail is carried down. Within its
+                # reach but with no finite score holding p (score 1.0), the gallery's "cannot promise" stands.
+                if not g.supported and g.factor > self.gallery.max_extrapolation and self.packaged is not None:
+                    g = self._gallery_shift(target_fmr, answers["packaged"], g, notes)
             answers["gallery"] = g
         binding = max(answers, key=lambda k: (answers[k].score, k == "gallery"))
         b = answers[binding]
@@ -216,6 +285,56 @@ class OpenSetCalibration:
                 + t.explanation + f" Predicted FPIR {predicted:.3g}.")
         return OpenSetThreshold(**{**t.__dict__, "predicted_fpir": predicted, "explanation": text})
 
+    def _shape_check(self) -> list[dict]:
+        """Does the gallery's tail beyond its reference FMR follow the shifted packaged tail? At the scores
+        where that model expects CHECK_PAIRS of the gallery's pairs, the gallery must not hold
+        significantly more (one-sided Poisson test at SHAPE_ALPHA)."""
+        g, out = self.gallery, []
+        for expected in CHECK_PAIRS:
+            q = expected / g.cal.total
+            if q >= self.reference_fmr:
+                continue
+            score = self.packaged.point_quantile(q) + self.shift
+            seen = g.pairs_above(score) if score < 1.0 else 0
+            chance = _poisson_at_least(seen, expected)
+            out.append({"expected_pairs": expected, "score": round(score, 6), "pairs_seen": seen,
+                        "p_value": chance, "consistent": chance >= SHAPE_ALPHA})
+        return out
+
+    def _gallery_over_packaged(self, p: float, packaged: SourceAnswer, notes: list[str]) -> SourceAnswer:
+        """COMBINE "shift": the gallery's own upper quantile where it has data, else the packaged answer
+        raised by the gallery's excess at its reference FMR (see the module docstring)."""
+        g = self.gallery
+        if p >= self.reference_fmr:
+            score = g.upper_quantile(p)
+            return SourceAnswer(score, self._gallery_fmr(score)[1], False, 1.0, g.floor, score < 1.0,
+                                "the gallery's own pairs, 95 % upper bound")
+        edge = g.consistent_edge(p)
+        score = min(round(max(packaged.score + self.shift, edge), 6), 1.0)
+        if self.shift > 0:
+            notes.append(f"at FMR {self.reference_fmr:.2g} ({REFERENCE_PAIRS} of its pairs) the gallery's scores reach "
+                         f"{self._reference_score:.4f} (95 % upper bound) against the packaged {self._packaged_reference:.4f}, "
+                         f"so the packaged threshold is raised by {self.shift:.4f}")
+        if edge > packaged.score + self.shift:
+            notes.append(f"the gallery's own pairs show an FMR above {p:.2g} up to {edge:.4f}")
+        return SourceAnswer(score, self._gallery_fmr(score)[1], packaged.extrapolated, packaged.factor,
+                            packaged.floor, packaged.supported and score < 1.0,
+                            "packaged tail raised by the gallery's excess")
+
+    def _gallery_fmr(self, score: float) -> tuple[float, float]:
+        """(point, upper) FMR at score as COMBINE "shift" reads the gallery: its own counts (Wilson) where
+        their upper bound reaches the reference FMR, else the packaged tail moved up by the shift."""
+        g = self.gallery
+        if self.shift is None:
+            return g.fmr_upper(score)
+        est = g.cal.fmr(score)
+        if est.upper >= self.reference_fmr:  # where the gallery answers thresholds from its own pairs
+            return est.fmr, est.upper
+        read = g.tail is None or score < g.tail.censor_at  # the trimmed top pairs may be duplicates
+        seen = float(g._lower[g.cal._bin(score)]) if read else 0.0
+        point, upper = self.packaged.fmr_upper(score - self.shift)
+        return max(point, seen), max(upper, seen)
+
     def _gallery_shift(self, p: float, packaged: SourceAnswer, g: SourceAnswer, notes: list[str]) -> SourceAnswer:
         """The gallery beyond its reach: the packaged threshold moved by the gallery's excess where it can speak."""
         deepest = self.gallery.floor * self.gallery.max_extrapolation  # where the gallery has data to compare
@@ -235,8 +354,7 @@ class OpenSetCalibration:
                             "packaged tail shifted by the gallery's excess")
 
     def _upper(self, name: str, score: float) -> float:
-        source = self.packaged if name == "packaged" else self.gallery
-        return source.fmr_upper(score)[1]
+        return self.packaged.fmr_upper(score)[1] if name == "packaged" else self._gallery_fmr(score)[1]
 
     def _explain(self, p: float, binding: str, answers: dict[str, SourceAnswer], notes: list[str]) -> str:
         b = answers[binding]
@@ -271,7 +389,7 @@ class OpenSetCalibration:
     def fmr(self, score: float) -> FmrEstimate:
         """FMR at a score: the larger point and the larger upper bound of the sources (conservative)."""
         sources = [s for s in (self.packaged, self.gallery) if s is not None]
-        values = [s.fmr_upper(score) for s in sources]
+        values = [self._gallery_fmr(score) if s is self.gallery else s.fmr_upper(score) for s in sources]
         base = sources[0].cal.fmr(score)
         point = max(v[0] for v in values)
         upper = max(v[1] for v in values)
@@ -280,7 +398,15 @@ class OpenSetCalibration:
 
     def describe(self) -> dict:
         """What the calibration rests on, for the ledger and the transparency report."""
-        out = {"calibration_id": self.calibration_id, "source": self.source, "gallery_note": self.gallery_note}
+        out = {"calibration_id": self.calibration_id, "source": self.source, "gallery_note": self.gallery_note,
+               "combine": self.combine}
+        if self.reference_fmr is not None:
+            out["gallery_shift"] = {"reference_fmr": self.reference_fmr, "reference_pairs": REFERENCE_PAIRS,
+                                    "gallery_score": self._reference_score,
+                                    "packaged_score": self._packaged_reference, "shift": self._shift_measured,
+                                    "applied": self.shift is not None}
+        if self.shift_check:
+            out["gallery_shape_check"] = self.shift_check
         for name, s in (("packaged", self.packaged), ("gallery", self.gallery)):
             if s is not None:
                 out[name] = {"pairs": s.cal.total, "floor": s.floor,

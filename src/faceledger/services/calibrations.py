@@ -148,8 +148,10 @@ class Calibrations:
                          "per_comparison_fmr": t.per_comparison_fmr, "supported": t.supported,
                          "extrapolated": t.extrapolated, "extrapolation_factor": t.extrapolation_factor,
                          "binding": t.binding, "explanation": t.explanation})
+        # "gallery" names the gallery, unless its own sample is in use: then `describe()` puts that sample's
+        # part there (as the ledger has always recorded it). "gallery_name" always names the gallery.
         return {"gallery": gallery, "gallery_faces": faces, "gallery_target_fpir": target,
-                **calibration.describe(), "thresholds": rows}
+                **calibration.describe(), "gallery_name": gallery, "thresholds": rows}
 
     def duplicates(self, gallery: str, *, against: str | None = None, min_score: float | None = None,
                    limit: int = 200, by: Principal | None = None) -> dict:
