@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine as SqlEngine
 from sqlalchemy.orm import Session, sessionmaker
 
+from .. import caches
 from ..config import Settings
 from ..enrollment import load_with
 from ..errors import IndexMismatch, NotFound
@@ -73,6 +74,11 @@ class Context:
     a PostgreSQL advisory lock), so processes sharing the store never interleave their checks and writes."""
     ledger: Ledger
     pipeline: FacePipeline
+
+    def __post_init__(self) -> None:
+        # a fresh process (each CLI command) reads the calibration tail fits and the optimised embedding
+        # model made before instead of remaking them (about 2 s of CPU; caches.py)
+        caches.use_dir(self.settings.home / "cache")
 
     @property
     def lock(self) -> threading.RLock:
