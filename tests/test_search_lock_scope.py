@@ -50,3 +50,33 @@ def test_a_gallery_changed_while_ranking_is_ranked_again_under_the_lock(tmp_path
     finally:
         other.close()
         engine.close()
+
+
+def test_concurrent_probes_get_their_own_model_copy_up_to_the_limit(pipeline, tmp_path):
+    import threading
+
+    import numpy as np
+
+    from faceledger.imaging import load_image
+    from faceledger.services.context import ModelCopies
+
+    copies = ModelCopies(pipeline, Settings(home=tmp_path, model_copies=2))
+    image = load_image(min(sorted(p for p in LFW_DIR.iterdir() if p.is_dir())[0].glob("*.jpg")))
+    with copies.borrow() as first:
+        assert first is pipeline  # the engine's own copy is lent first: one command loads one copy
+        with copies.borrow() as second:  # every copy busy: a second one is made
+            assert second is not pipeline
+            same = [c.single_face(image, name="a").embedding for c in (first, second)]
+            assert np.array_equal(same[0], same[1])  # the same models: the same vector
+            waited = threading.Event()
+
+            def third() -> None:
+                with copies.borrow():  # at the limit: waits for a copy to come back
+                    waited.set()
+
+            worker = threading.Thread(target=third)
+            worker.start()
+            assert not waited.wait(0.5)
+        worker.join(30)
+        assert waited.is_set()
+    assert copies._made == 2
