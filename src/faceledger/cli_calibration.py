@@ -6,9 +6,8 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from .cli_common import JsonFlag, engine, fmt_rate, me, out, print_json
+from .cli_common import JsonFlag, Rows, engine, fmt_rate, me, out, print_json
 
 calibration_app = typer.Typer(help="What a gallery's open-set threshold rests on.", no_args_is_help=True)
 
@@ -40,7 +39,7 @@ def calibration_show(
         out.print(f"  gallery's own sample: {sample['subjects']:,} subjects, {sample['faces']:,} faces, "
                   f"{sample['pairs']:,} cross-subject pairs ({kind}); probable duplicates left out: "
                   f"{sample['duplicates_excluded']}, kept: {sample['duplicates_kept']}")
-    table = Table("target FPIR", "threshold", "predicted FPIR", "set by", "extrapolated", "supported")
+    table = Rows("target FPIR", "threshold", "predicted FPIR", "set by", "extrapolated", "supported")
     for row in info["thresholds"]:
         table.add_row(f"{row['target_fpir']:g}", f"{row['threshold']:.4f}", fmt_rate(row["predicted_fpir"] or 0),
                       row["binding"], f"x{row['extrapolation_factor']:g}" if row["extrapolated"] else "no",
@@ -69,7 +68,7 @@ def gallery_duplicates(
     if not found["pairs"]:
         out.print(f"no cross-subject pair scores at or above {found['min_score']:.3f}")
         return
-    table = Table("subject", "face", "subject", "face", "score", "false-match rate")
+    table = Rows("subject", "face", "subject", "face", "score", "false-match rate")
     for p in found["pairs"]:
         table.add_row(f"{p['subject_a']} ({p['gallery_a']})", str(p["face_a"]),
                       f"{p['subject_b']} ({p['gallery_b']})", str(p["face_b"]), f"{p['score']:.3f}",
