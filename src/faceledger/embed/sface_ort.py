@@ -150,7 +150,7 @@ def _optimised_key(ort, model: ModelFile, model_dir: Path | None, threads: int) 
     graph is then made again from the file, verified by its sha256 as always."""
     shipped = model_path(model, model_dir)
     stat = shipped.stat()
-    cpu = platform.machine() + platform.processor()
+    cpu = platform.machine()  # (not platform.processor(): on Linux it starts a subprocess)
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
             cpu += next((line for line in fh if line.startswith(("flags", "Features"))), "")
@@ -179,11 +179,8 @@ def _load_optimised(ort, folder: Path, key: str, threads: int):
 
 
 def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def verified_bytes(model: ModelFile, model_dir: Path | None = None) -> bytes:
