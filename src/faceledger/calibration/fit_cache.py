@@ -1,8 +1,8 @@
 """Tail fits kept on disk, so that a fresh process (each CLI command) does not refit the same histogram.
 
 A tail fit (tail.py: 200 bootstrap refits) takes about 1.5 s of CPU and is a pure function of its inputs:
-the histogram's counts, the bin width, the keyword options, and the code that fits (tail.py, numpy and
-scipy). The key is a sha256 of all of these, so a changed histogram, option, fitting code or library
+the histogram's counts, the bin width, the keyword options, and the code that fits (tail.py, core.py,
+numpy and scipy). The key is a sha256 of all of these, so a changed histogram, option, fitting code or library
 version never reads an old fit; the stored numbers are the fit's own float64 values, so a fit read back
 is identical to the one computed. A missing, corrupt or foreign file is refitted (and rewritten).
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import caches
-from . import tail
+from . import core, tail
 from .tail import TailFit, fit_tail
 
 MAX_FILES = 32
@@ -28,9 +28,10 @@ _code: dict[str, str] = {}
 
 
 def _code_digest() -> str:
-    """What the fit depends on besides its arguments: tail.py's source and the numeric libraries."""
+    """What the fit depends on besides its arguments: tail.py's and core.py's source (SCORE_MIN places
+    the bins) and the numeric libraries."""
     if "digest" not in _code:
-        source = Path(tail.__file__).read_bytes()
+        source = Path(tail.__file__).read_bytes() + Path(core.__file__).read_bytes()
         _code["digest"] = hashlib.sha256(source + f"|{np.__version__}|".encode() + _scipy_version()).hexdigest()
     return _code["digest"]
 
