@@ -67,7 +67,7 @@ def audit_list(
     if as_json:
         print_json(rows)
         return
-    table = Rows("seq", "time (UTC)", "user", "action", "purpose", "case", "entry")
+    table = Rows("seq", "time (UTC)", "user", "action", "purpose", "case", "entry", optional=("time (UTC)",))
     for r in rows:
         p = {**r["payload"].get("request", {}), **r["payload"]}
         table.add_row(str(r["seq"]), r["created_at"][:19], r["actor"], r["action"] + (
