@@ -72,6 +72,16 @@ def test_a_failing_command_given_json_prints_one_json_error_on_stdout_with_the_s
     assert json.loads(usage.stdout) == {"error": {"kind": "MissingParameter", "message": "Missing argument 'image'."}}
 
 
+def test_an_unexpected_error_given_json_is_json_too_with_pythons_exit_code(home, tmp_path):
+    (tmp_path / "not-an-image.jpg").write_text("plain text")  # fails to enrol: listed for the CSV
+    done = faceledger("enroll", str(tmp_path / "not-an-image.jpg"), "--gallery", "g", "--subject", "x", "--source", "s",
+                      "--legal-basis", "research", "--failures-csv", str(tmp_path / "no-such-dir" / "f.csv"),
+                      "--json", home=home)  # the CSV cannot be written: an OSError, not a FaceledgerError
+    assert done.returncode == 1
+    body = json.loads(done.stdout)["error"]
+    assert body["kind"] == "FileNotFoundError" and "no-such-dir" in body["message"]
+
+
 def test_without_json_an_error_is_still_one_red_line_on_stderr(home):
     done = faceledger("search", str(probe()), "--gallery", "g", "--case", "C-1", home=home)
     assert done.returncode == 2 and done.stdout == ""

@@ -173,6 +173,10 @@ def run(app: Callable[..., object]) -> None:
                 sys.exit(code)
     except FaceledgerError as exc:
         fail(exc)
+    except Exception as exc:  # a bug or an OS error: a traceback (exit 1), or with --json a JSON object
+        if not wants_json():
+            raise
+        fail(exc, 1)
     finally:
         opened = state.pop("engine", None)
         state.clear()
