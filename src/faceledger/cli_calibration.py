@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
 from .cli_common import JsonFlag, Rows, engine, fmt_rate, me, out, print_json
 
@@ -39,7 +40,7 @@ def calibration_show(
         out.print(f"  gallery's own sample: {sample['subjects']:,} subjects, {sample['faces']:,} faces, "
                   f"{sample['pairs']:,} cross-subject pairs ({kind}); probable duplicates left out: "
                   f"{sample['duplicates_excluded']}, kept: {sample['duplicates_kept']}")
-    table = Rows("target FPIR", "threshold", "predicted FPIR", "set by", "extrapolated", "supported")
+    table = Table("target FPIR", "threshold", "predicted FPIR", "set by", "extrapolated", "supported")
     for row in info["thresholds"]:
         table.add_row(f"{row['target_fpir']:g}", f"{row['threshold']:.4f}", fmt_rate(row["predicted_fpir"] or 0),
                       row["binding"], f"x{row['extrapolation_factor']:g}" if row["extrapolated"] else "no",

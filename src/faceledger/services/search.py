@@ -117,16 +117,15 @@ class Searching:
     def _search_probe(self, principal: Principal, names: list[str], refused: list[dict], loaded: LoadedImage,
                       probe: Face, *, purpose: str, case: str, top_k: int, investigative: bool,
                       authorisation: str | None) -> SearchResult:
-        """Rank and threshold, then ledger the search together with its probe record in one transaction.
-
-        The ranking (index, subjects, calibration) reads a snapshot of the store without the database's
-        write lock, so other searches, in this process or another, rank at the same time; the write
-        transaction holds the lock only to append the ledger entry and the probe row. It first reads the
-        galleries again: if one changed meanwhile (faces added or removed: its generation; or its target
-        FPIR), the search is ranked again inside the transaction, so what is ledgered is always the
-        answer over the galleries as they are when the entry is written."""
+        """Rank, threshold, and ledger the search together with its probe record, in one transaction."""
         ctx = self.ctx
         mode = "investigative" if investigative else "open-set"
+        # The ranking (index, subjects, calibration) reads a snapshot of the store without the database's
+        # write lock, so other searches, in this process or another, rank at the same time; the write
+        # transaction holds the lock only to append the ledger entry and the probe row. It first reads the
+        # galleries again: if one changed meanwhile (faces added or removed: its generation; or its target
+        # FPIR), the search is ranked again inside the transaction, so what is ledgered is always the
+        # answer over the galleries as they are when the entry is written.
         with ctx.sessions() as session:  # a read snapshot, no write lock (stale indexes are rebuilt here)
             seen = [ctx.gallery(session, name) for name in names]
             ranked = self.match_many(session, seen, probe.embedding, top_k=top_k, investigative=investigative)
