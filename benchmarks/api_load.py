@@ -14,8 +14,16 @@ The gallery (fresh temporary data directory, SQLite, Flat index) holds --gallery
 The server is `faceledger serve` in a subprocess on 127.0.0.1 (a free port), with the rate limit off
 (FACELEDGER_RATE_LIMIT_PER_MINUTE=0). The load comes from 1, 4 and 16 threads, each with its own
 httpx.Client, posting real probe photos (held-out images of enrolled people and people not enrolled,
-round-robin) as an analyst; each level stops after --requests requests or --seconds seconds, whichever
-comes first, after 3 warm-up requests. Client and server share this machine's cores.
+round-robin) as an analyst; each level stops after --requests requests or --seconds seconds (counted from
+the end of its warm-up), whichever comes first, after 4 warm-up requests (the first loads the index and
+calibrations; then one per client at once, so a server that makes model copies on demand has made them).
+Client and server share this machine's cores. Each level also records the server process's CPU seconds
+(user + system, from /proc) per request: on a machine other jobs share, a level's req/s depends on how
+much CPU the server gets, and the CPU per request shows whether it did more work.
+
+--baseline OTHER/src: the same levels are run, on the same gallery, against a server started from that
+source tree (e.g. `git archive main src | tar -x -C /tmp/before`), in rounds alternating the two servers
+(this tree, baseline; then --rounds more), so a change of load on the machine hits both alike.
 
 Prints a markdown table, writes benchmarks/results/api_load.json and api_load.md.
 """
@@ -102,8 +110,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(home: Path, port: int) -> subprocess.Popen:
+def start_server(home: Path, port: int, src: Path | None = None) -> subprocess.Popen:
     env = {**os.environ, "FACELEDGER_RATE_LIMIT_PER_MINUTE": "0"}
+    if src is not None:
+        env["PYTHONPATH"] = str(src.resolve())
     process = subprocess.Popen([sys.executable, "-c", "from faceledger.cli import main; main()", "--home", str(home),
                                 "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
@@ -118,13 +128,21 @@ def start_server(home: Path, port: int) -> subprocess.Popen:
     raise SystemExit("faceledger serve did not start")
 
 
+def server_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc; 0.0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def load(base: str, token: str, images: list[tuple[str, bytes]], *, clients: int, requests: int,
-         seconds: float) -> dict:
+         seconds: float, server_pid: int = 0) -> dict:
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     lock = threading.Lock()
     issued = [0]
-    deadline = time.perf_counter() + seconds
 
     def worker(offset: int) -> None:
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=120) as http:
@@ -145,10 +163,20 @@ def load(base: str, token: str, images: list[tuple[str, bytes]], *, clients: int
                     latencies.append(elapsed)
                     statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
 
-    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=120) as http:
-        for name, data in images[:3]:  # warm-up
+    def warm(name: str, data: bytes) -> None:
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=300) as http:
             http.post("/api/v1/search", data={"gallery": "bench", "purpose": "benchmark", "case": "WARM"},
                       files={"image": (name, data, "image/jpeg")})
+
+    warm(*images[0])  # the index and the calibrations
+    for _ in range(3):  # then as many at once as there are clients (model copies made on demand)
+        at_once = [threading.Thread(target=warm, args=images[i % len(images)]) for i in range(clients)]
+        for t in at_once:
+            t.start()
+        for t in at_once:
+            t.join()
+    deadline = time.perf_counter() + seconds
+    cpu0 = server_cpu_seconds(server_pid)
     t0 = time.perf_counter()
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
     for t in threads:
@@ -156,9 +184,12 @@ def load(base: str, token: str, images: list[tuple[str, bytes]], *, clients: int
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
+    cpu = server_cpu_seconds(server_pid) - cpu0
     ms = np.array(latencies) * 1000
     return {"clients": clients, "requests": len(latencies), "seconds": round(wall, 2),
             "requests_per_second": round(len(latencies) / wall, 2),
+            "server_cpu_ms_per_request": round(1000 * cpu / max(len(latencies), 1), 1),
+            "server_cores_busy": round(cpu / wall, 2),
             "p50_ms": round(float(np.percentile(ms, 50)), 1), "p99_ms": round(float(np.percentile(ms, 99)), 1),
             "mean_ms": round(float(ms.mean()), 1), "statuses": {str(k): v for k, v in sorted(statuses.items())}}
 
@@ -167,13 +198,18 @@ def markdown(result: dict) -> str:
     g = result["gallery"]
     lines = [f"POST /api/v1/search, `faceledger serve` on 127.0.0.1, gallery of {g['faces']:,} faces "
              f"({g['real_faces']} real, {g['synthetic_faces']:,} synthetic), Flat index, SQLite; "
-             f"{result['machine']['cpus']} CPU cores shared by server and clients.", "",
-             "| concurrent clients | requests | req/s | p50 (ms) | p99 (ms) | statuses |",
-             "| ---: | ---: | ---: | ---: | ---: | --- |"]
+             f"{result['machine']['cpus']} CPU cores shared by server and clients; load average "
+             f"{result['load_average'][0]:.1f} before, {result['load_average_after'][0]:.1f} after.", "",
+             "| server | round | concurrent clients | requests | req/s | × 1 client | p50 (ms) | p99 (ms) | "
+             "server CPU ms / request | server cores busy | statuses |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for row in result["levels"]:
-        lines.append(f"| {row['clients']} | {row['requests']} | {row['requests_per_second']:.2f} | "
-                     f"{row['p50_ms']:.0f} | {row['p99_ms']:.0f} | "
-                     f"{', '.join(f'{k}: {v}' for k, v in row['statuses'].items())} |")
+        one = next(r for r in result["levels"] if r["clients"] == 1 and r["server"] == row["server"]
+                   and r["round"] == row["round"]) if any(r["clients"] == 1 for r in result["levels"]) else row
+        lines.append(f"| {row['server']} | {row['round']} | {row['clients']} | {row['requests']} | "
+                     f"{row['requests_per_second']:.2f} | {row['requests_per_second'] / one['requests_per_second']:.2f} | "
+                     f"{row['p50_ms']:.0f} | {row['p99_ms']:.0f} | {row['server_cpu_ms_per_request']:.0f} | "
+                     f"{row['server_cores_busy']:.2f} | {', '.join(f'{k}: {v}' for k, v in row['statuses'].items())} |")
     return "\n".join(lines)
 
 
@@ -185,31 +221,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=150, help="at most this many requests per level")
     parser.add_argument("--seconds", type=float, default=45, help="at most this long per level")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--baseline", type=Path, help="another source tree: its server runs the same levels")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of (this tree, baseline)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
+    servers = {"this tree": None, **({"baseline": args.baseline} if args.baseline else {})}
+    load_before = os.getloadavg()
 
     workdir = Path(tempfile.mkdtemp(prefix="faceledger-api-load-"))
     try:
         print("building the gallery ...", file=sys.stderr)
         gallery, token = build_gallery(workdir / "home", size=args.gallery_size, real=args.real, seed=args.seed)
         images = [(p.name, p.read_bytes()) for p in probes()]
-        port = free_port()
-        server = start_server(workdir / "home", port)
-        try:
-            levels = []
-            for clients in args.clients:
-                print(f"{clients} client(s) ...", file=sys.stderr)
-                levels.append(load(f"http://127.0.0.1:{port}", token, images, clients=clients,
-                                   requests=args.requests, seconds=args.seconds))
-        finally:
-            server.terminate()
-            server.wait(10)
+        levels = []
+        for round_ in range(1, args.rounds + 1):
+            for label, src in servers.items():
+                port = free_port()
+                server = start_server(workdir / "home", port, src)
+                try:
+                    for clients in args.clients:
+                        print(f"round {round_}, {label}: {clients} client(s) ...", file=sys.stderr)
+                        row = load(f"http://127.0.0.1:{port}", token, images, clients=clients,
+                                   requests=args.requests, seconds=args.seconds, server_pid=server.pid)
+                        levels.append({"server": label, "round": round_, **row})
+                finally:
+                    server.terminate()
+                    server.wait(10)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     result = {"benchmark": "api_load", "date": datetime.now(UTC).isoformat(timespec="seconds"),
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
               "gallery": gallery, "probes": len(images), "limits": {"requests": args.requests, "seconds": args.seconds},
-              "levels": levels}
+              "servers": {k: str(v) if v else "this checkout's src" for k, v in servers.items()},
+              "load_average": load_before, "load_average_after": os.getloadavg(), "levels": levels}
     table = markdown(result)
     print(table)
     if not args.no_write:

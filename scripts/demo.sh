@@ -11,7 +11,17 @@ export COLUMNS="${COLUMNS:-110}"
 rm -rf "$FACELEDGER_HOME"
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-run() { printf '\033[2m$ %s\033[0m\n' "$*"; "$@"; }
+# Each command is shown as it can be pasted into a shell: an argument is quoted where the shell needs it.
+show() {
+  local line="" arg
+  for arg in "$@"; do
+    if [[ "$arg" =~ ^[A-Za-z0-9_./:=@%+,-]+$ ]]; then line+=" $arg"; else line+=" ${arg@Q}"; fi
+  done
+  printf '\033[2m$%s\033[0m\n' "$line"
+}
+run() { show "$@"; "$@"; }
+
+show export FACELEDGER_HOME="$FACELEDGER_HOME" FACELEDGER_OPERATOR="$FACELEDGER_OPERATOR"
 
 say "1. Create a gallery and its policy: the purposes a search may state, records kept 365 days,
       open-set searches held to a 1% chance of any false candidate for someone not enrolled."
@@ -24,7 +34,7 @@ run $FL enroll "$DATA/open-faces/ardern_2018.jpg" --subject "Jacinda Ardern" --g
     --source "Wikimedia Commons (see tests/data/CREDITS.md)" --legal-basis "openly licensed portrait"
 for file in obama_senate_portrait.jpg:"Barack Obama" sunak_portrait.jpg:"Rishi Sunak" \
             eileen_collins_nasa.png:"Eileen Collins"; do
-  $FL enroll "$DATA/open-faces/${file%%:*}" --subject "${file#*:}" --gallery demo \
+  run $FL enroll "$DATA/open-faces/${file%%:*}" --subject "${file#*:}" --gallery demo \
       --source "Wikimedia Commons / NASA (see tests/data/CREDITS.md)" --legal-basis "public domain or open licence"
 done
 gallery_files=()
@@ -73,6 +83,7 @@ say "10. The transparency report: searches by purpose and user, 'no match' share
 run $FL report transparency --out "$FACELEDGER_HOME/report"
 
 printf '\nOpen %s/report/transparency.html in a browser. The demo data directory is %s/ (delete it freely).\nTry: %s --help\n' "$FACELEDGER_HOME" "$FACELEDGER_HOME" "$FL"
-printf 'The web app on this data directory, in two lines (sign in with the token the first line prints):\n'
-printf '  FACELEDGER_HOME=%q %s user add you --role admin\n' "$FACELEDGER_HOME" "$FL"
-printf '  FACELEDGER_HOME=%q %s serve    # then open http://127.0.0.1:8000\n' "$FACELEDGER_HOME" "$FL"
+printf '\nThe web app on this data directory: the first line prints your token once, the second starts the\n'
+printf 'server; open http://127.0.0.1:8000 and sign in with the token.\n'
+printf 'FACELEDGER_HOME=%s %s user add you --role admin\n' "$FACELEDGER_HOME" "$FL"
+printf 'FACELEDGER_HOME=%s %s serve\n' "$FACELEDGER_HOME" "$FL"

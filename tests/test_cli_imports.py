@@ -16,7 +16,7 @@ from pathlib import Path
 
 import faceledger
 
-from .conftest import OPEN_FACES
+from .conftest import LFW_DIR, OPEN_FACES
 
 SRC = Path(faceledger.__file__).resolve().parents[1]
 WEB_AND_PLOTS = {"fastapi", "uvicorn", "starlette", "pymilvus", "matplotlib", "jinja2"}
@@ -79,3 +79,46 @@ def test_a_command_loads_the_engine_but_not_the_web_framework_plots_or_evaluatio
 def test_the_probe_sees_the_web_framework_where_it_is_used():
     loaded = modules_after("import faceledger.api")
     assert {"fastapi", "starlette", "jinja2"} <= {m.split(".")[0] for m in loaded}
+
+
+def test_a_search_in_a_fresh_process_skips_alembic_scipy_and_onnx_once_its_caches_exist(tmp_path):
+    """The search path of a command: a store at head is recognised without Alembic, the calibration tail
+    fit and the optimised embedding model are read from <home>/cache, so neither scipy nor onnx loads;
+    the answer is the same as the first run's, which made those caches."""
+    home = tmp_path / "h"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+           "FACELEDGER_HOME": str(home), "FACELEDGER_OPERATOR": "import-tester"}
+    env.pop("FACELEDGER_TOKEN", None)
+    people = sorted(p for p in LFW_DIR.iterdir() if p.is_dir())[:4]
+    cli = [sys.executable, "-c", "from faceledger.cli import main; main()"]
+    for step in (["gallery", "create", "g"],
+                 ["enroll", *(str(min(p.glob("*.jpg"))) for p in people), "--gallery", "g", "--subject-from-folder",
+                  "--source", "LFW", "--legal-basis", "research", "--json"]):
+        done = subprocess.run(cli + step, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    probe = max(people[0].glob("*.jpg"))
+    search = ["search", str(probe), "--gallery", "g", "--purpose", "test", "--case", "C-1", "--json"]
+    first = subprocess.run(cli + search, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert list((home / "cache" / "tail-fits").glob("tail-*.npz"))
+    assert list((home / "cache" / "models").glob("sface-*.onnx"))
+
+    code = RUN_CLI + "\nimport sys; sys.stdout.flush()"
+    done = subprocess.run([sys.executable, "-c", PROBE.format(code=code), *search], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    loaded = set(json.loads(next(line for line in done.stdout.splitlines() if line.startswith(MARK))[len(MARK):]))
+    assert "faceledger.engine" in loaded and "sqlalchemy" in loaded  # it did search
+    assert tops(loaded, {"alembic", "scipy", "onnx", "pydantic_settings"}) == []
+    again = json.loads(done.stdout[:done.stdout.index(MARK)])
+    before = json.loads(first.stdout)
+    for body in (before, again):
+        body.pop("ledger_entry"), body.pop("searched_at", None)
+    assert again == before and before["candidates"]
+
+
+def test_the_newest_revision_read_from_the_files_is_alembics():
+    from faceledger import migrations
+    from faceledger.store.schema import head_from_files
+
+    assert head_from_files() == migrations.head()

@@ -17,12 +17,12 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
 from rich.text import Text
 
 from .cli_calibration import calibration_app, gallery_duplicates
 from .cli_common import (
     JsonFlag,
+    Rows,
     engine,
     err,
     fmt_rate,
@@ -82,11 +82,11 @@ def enroll(
     legal_basis: Annotated[str | None, typer.Option(
         help="why you may hold them: consent, court order, public record, ...")] = None,
     subject: Annotated[str | None, typer.Option(help="the person in every image")] = None,
-    subject_from_folder: Annotated[bool, typer.Option(help="name each subject after the image's folder")] = False,
+    subject_from_folder: Annotated[bool, typer.Option("--subject-from-folder", help="name each subject after the image's folder")] = False,
     retain_until: Annotated[str | None, typer.Option(help="delete on this date (YYYY-MM-DD)")] = None,
     workers: Annotated[int, typer.Option(help="processes for detection and embedding")] = 1,
-    largest_face: Annotated[bool, typer.Option(help="in a photo with several faces, take the largest")] = False,
-    allow_multiple: Annotated[bool, typer.Option(
+    largest_face: Annotated[bool, typer.Option("--largest-face", help="in a photo with several faces, take the largest")] = False,
+    allow_multiple: Annotated[bool, typer.Option("--allow-multiple",
         help="enrol every face of a group photo, each as its own subject (NAME, NAME-face2, ...)")] = False,
     failures_csv: Annotated[Path | None, typer.Option("--failures-csv", help="write failed files here")] = None,
     as_json: JsonFlag = False,
@@ -161,10 +161,10 @@ def search(
     purpose: PurposeOpt = None,
     case: CaseOpt = None,
     top_k: Annotated[int, typer.Option(help="at most this many candidates")] = 10,
-    largest_face: Annotated[bool, typer.Option(help="probe with the largest face if there are several")] = False,
+    largest_face: Annotated[bool, typer.Option("--largest-face", help="probe with the largest face if there are several")] = False,
     face: Annotated[int | None, typer.Option(
         min=1, help="probe with face N of the photo (1 is the largest; `faceledger faces IMAGE` numbers them)")] = None,
-    investigative: Annotated[bool, typer.Option(
+    investigative: Annotated[bool, typer.Option("--investigative",
         help="return the top-k as leads even below the threshold (only where the gallery allows it)")] = False,
     authorisation: Annotated[str | None, typer.Option(help="warrant or authorisation id, if any")] = None,
     as_json: JsonFlag = False,
@@ -191,8 +191,8 @@ def search(
     if not result.candidates:
         out.print(f"[bold]no match[/]. {result.meaning}")
     else:
-        table = Table("rank", "subject", "score", "false-match rate", "chance of a non-mate this high",
-                      "above threshold", "image")
+        table = Rows("rank", "subject", "score", "false-match rate", "chance of a non-mate this high",
+                     "above threshold", "image", optional=("image",))
         for c in result.candidates:
             subject = f"{c.subject} ({c.gallery})" if c.gallery else c.subject
             table.add_row(str(c.rank), subject, f"{c.score:.3f}", fmt_rate(c.false_match_rate),
@@ -234,7 +234,7 @@ def faces(image: Path, as_json: JsonFlag = False) -> None:
                     "height": loaded.height, "faces": [f.as_dict() for f in found]})
         return
     out.print(f"{loaded.name}: {loaded.width}x{loaded.height} {loaded.format}, {len(found)} face(s)")
-    table = Table("#", "box (x0, y0, x1, y1)", "score", "size", "sharpness", "yaw", "usable")
+    table = Rows("#", "box (x0, y0, x1, y1)", "score", "size", "sharpness", "yaw", "usable")
     for i, face in enumerate(found, start=1):
         q = face.quality
         table.add_row(str(i), ", ".join(f"{v:.0f}" for v in face.box), f"{face.detection.score:.2f}",
@@ -347,7 +347,7 @@ def result(entry: Annotated[str, typer.Argument(help="the search's ledger entry 
     if as_json:
         print_json(rows)
         return
-    table = Table("rank", "subject", "score", "false-match rate", "label", "status", "reviews")
+    table = Rows("rank", "subject", "score", "false-match rate", "label", "status", "reviews", optional=("label",))
     for c in rows:
         reviews = "; ".join(f"{r['reviewer']}: {r['decision']}" for r in c["reviews"]) or "-"
         if "score" not in c:  # blind review: rank and score come after your decision on every candidate

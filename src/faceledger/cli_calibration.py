@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from .cli_common import JsonFlag, engine, fmt_rate, me, out, print_json
+from .cli_common import JsonFlag, Rows, engine, fmt_rate, me, out, print_json
 
 calibration_app = typer.Typer(help="What a gallery's open-set threshold rests on.", no_args_is_help=True)
 
@@ -84,7 +84,7 @@ def gallery_duplicates(
     if not found["pairs"]:
         out.print(f"no cross-subject pair scores at or above {found['min_score']:.3f}")
         return
-    table = Table("subject", "face", "subject", "face", "score", "false-match rate")
+    table = Rows("subject", "face", "subject", "face", "score", "false-match rate")
     for p in found["pairs"]:
         table.add_row(f"{p['subject_a']} ({p['gallery_a']})", str(p["face_a"]),
                       f"{p['subject_b']} ({p['gallery_b']})", str(p["face_b"]), f"{p['score']:.3f}",

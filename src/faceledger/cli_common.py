@@ -1,7 +1,8 @@
 """What the `faceledger` command and its `evaluate` sub-app share: the consoles, the settings built from
---home, this process's one Engine and user, and errors at the edge (one red line, exit code 2).
+--home, this process's one Engine and user, and errors at the edge (one red line, exit code 2; with
+--json, one JSON object on stdout instead: `{"error": {"kind": ..., "message": ...}}`, same exit code).
 
-Nothing heavy is imported here: Settings (pydantic-settings) and the Engine (SQLAlchemy, FAISS, OpenCV)
+Nothing heavy is imported here: Settings (pydantic) and the Engine (SQLAlchemy, FAISS, OpenCV)
 are imported on first use, so `faceledger --help` and argument errors answer without loading them.
 """
 
@@ -17,8 +18,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from .errors import FaceledgerError
+from .errors import FaceledgerError, NotFound
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -54,12 +56,24 @@ def settings() -> Settings:
 
 
 def engine() -> Engine:
-    """This process's one Engine, opened on first use (models load once, when a command first needs them)."""
+    """This process's one Engine, opened on first use (models load once, when a command first needs them).
+
+    A data directory that did not exist is created, and the command says so on stderr with its absolute
+    path: a mistyped --home (or FACELEDGER_HOME) is seen at once, not after an empty answer."""
     if "engine" not in state:
         from .engine import Engine
 
+        home = settings().home
+        state["new_home"] = not home.exists()
         state["engine"] = Engine(settings())
+        if state["new_home"]:
+            err.print(f"new data directory {home_path()} created", highlight=False, soft_wrap=True)
     return state["engine"]
+
+
+def home_path() -> str:
+    """The data directory of this command, absolute (for messages)."""
+    return str(settings().home.resolve())
 
 
 def me() -> Principal | None:
@@ -68,6 +82,32 @@ def me() -> Principal | None:
         token = os.environ.get("FACELEDGER_TOKEN")
         state["principal"] = engine().authenticate(token) if token else None
     return state["principal"]
+
+
+WIDE = 100
+"""Terminals narrower than this (e.g. COLUMNS=80) get tables without their `optional` columns."""
+
+
+class Rows:
+    """A table for the terminal: a long cell folds onto more lines instead of ending in "…", and in a
+    terminal narrower than WIDE the `optional` columns are left out."""
+
+    def __init__(self, *headers: str, optional: tuple[str, ...] = ()) -> None:
+        from rich.table import Column, Table
+
+        narrow = out.width < WIDE
+        self.keep = [i for i, header in enumerate(headers) if not (narrow and header in optional)]
+        self.table = Table(*(Column(headers[i], overflow="fold") for i in self.keep))
+
+    def add_row(self, *cells) -> None:
+        self.table.add_row(*(cells[i] for i in self.keep))
+
+    @property
+    def row_count(self) -> int:
+        return self.table.row_count
+
+    def __rich__(self):
+        return self.table
 
 
 def print_json(value) -> None:
@@ -91,18 +131,52 @@ def fmt_rate(rate: float) -> str:
     return f"{rate:.1e}" if rate < 0.001 else f"{rate:.2%}"
 
 
-def fail(exc: FaceledgerError) -> None:
-    """A FaceledgerError at the edge: one red line on stderr, exit code 2, never a traceback."""
-    err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-    sys.exit(2)
+def wants_json() -> bool:
+    """Whether the command line asks for JSON (read from argv: a usage error comes before any parsing)."""
+    args = sys.argv[1:]
+    return "--json" in (args[:args.index("--")] if "--" in args else args)
 
 
-def run(app: Callable[[], object]) -> None:
-    """Run a Typer app as a command: errors become one red line and exit 2; the engine is closed after."""
+def fail(exc: Exception, exit_code: int = 2) -> None:
+    """An error at the edge, never a traceback: one red line on stderr, or with --json one JSON object
+    on stdout (`{"error": {"kind": "NotFound", "message": "..."}}`); exit code 2 unless given.
+
+    An unknown name (gallery, user, entry) names the data directory it was looked up in (and, when this
+    command has just created it, asks whether --home is right)."""
+    message = exc.format_message() if isinstance(exc, typer.TyperException) else str(exc)
+    if isinstance(exc, NotFound) and "engine" in state:
+        message += (f" (looked in the data directory {home_path()}, new: created by this command; is --home or "
+                    "FACELEDGER_HOME right?)" if state.get("new_home") else f" (data directory {home_path()})")
+    if wants_json():
+        sys.stdout.write(json.dumps({"error": {"kind": type(exc).__name__, "message": message}}) + "\n")
+        sys.stdout.flush()
+    else:
+        err.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    sys.exit(exit_code)
+
+
+def run(app: Callable[..., object]) -> None:
+    """Run a Typer app as a command: errors become one red line and exit 2 (with --json, a JSON object on
+    stdout; usage errors too, with click's exit code); the engine is closed after."""
     try:
-        app()
+        if not wants_json():
+            app()
+            return
+        try:
+            code = app(standalone_mode=False)
+        except typer.TyperException as exc:  # usage errors (click's), with click's exit code
+            fail(exc, exc.exit_code)
+        except typer.Abort:
+            fail(FaceledgerError("aborted"), 1)
+        else:
+            if isinstance(code, int) and code:
+                sys.exit(code)
     except FaceledgerError as exc:
         fail(exc)
+    except Exception as exc:  # a bug or an OS error: a traceback (exit 1), or with --json a JSON object
+        if not wants_json():
+            raise
+        fail(exc, 1)
     finally:
         opened = state.pop("engine", None)
         state.clear()

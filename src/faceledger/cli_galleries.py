@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from .cli_common import JsonFlag, engine, me, out, print_json
+from .cli_common import JsonFlag, Rows, engine, me, out, print_json
 
 gallery_app = typer.Typer(help="Create and list galleries.", no_args_is_help=True)
 
@@ -89,8 +88,8 @@ def gallery_list(as_json: JsonFlag = False) -> None:
     if as_json:
         print_json(galleries)
         return
-    table = Table("gallery", "subjects", "images", "faces", "target FPIR", "retention (days)", "purposes",
-                  "investigative", "model")
+    table = Rows("gallery", "subjects", "images", "faces", "target FPIR", "retention (days)", "purposes",
+                 "investigative", "model", optional=("images", "investigative", "model"))
     for g in galleries:
         table.add_row(g["name"], str(g["subjects"]), str(g["images"]), str(g["faces"]), f"{g['target_fpir']:g}",
                       str(g["retain_days"] or "-"), ", ".join(g["purposes"]) or "any",

@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from .audit_cli import check_with_anchors
 from .audit_cli import register as register_anchor_commands
-from .cli_common import JsonFlag, engine, err, me, out, parse_date, print_json
+from .cli_common import JsonFlag, Rows, engine, err, me, out, parse_date, print_json
 from .policy import ROLES
 
 audit_app = typer.Typer(help="Check, read and export the ledger.", no_args_is_help=True)
@@ -68,7 +67,7 @@ def audit_list(
     if as_json:
         print_json(rows)
         return
-    table = Table("seq", "time (UTC)", "user", "action", "purpose", "case", "entry")
+    table = Rows("seq", "time (UTC)", "user", "action", "purpose", "case", "entry", optional=("time (UTC)",))
     for r in rows:
         p = {**r["payload"].get("request", {}), **r["payload"]}
         table.add_row(str(r["seq"]), r["created_at"][:19], r["actor"], r["action"] + (
@@ -126,7 +125,7 @@ def user_list(as_json: JsonFlag = False) -> None:
     if as_json:
         print_json(users)
         return
-    table = Table("user", "role", "disabled", "token", "created", "by")
+    table = Rows("user", "role", "disabled", "token", "created", "by", optional=("by",))
     for u in users:
         table.add_row(u["user"], u["role"], "yes" if u["disabled"] else "no", "yes" if u["has_token"] else "no",
                       u["created_at"] or "", u["created_by"])
@@ -167,7 +166,7 @@ def erase(
     face: Annotated[Path | None, typer.Option(help="a photo of the person to erase")] = None,
     subject: Annotated[str | None, typer.Option(help="subject name or id (with --gallery)")] = None,
     gallery: Annotated[str | None, typer.Option(help="only this gallery (default: all)")] = None,
-    dry_run: Annotated[bool, typer.Option(help="only list what would be removed")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="only list what would be removed")] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Erase a person: every matching subject's images, faces and embeddings, with a receipt."""

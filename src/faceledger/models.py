@@ -46,6 +46,18 @@ def _package_dir(package: str) -> Path | None:
 
 def locate(model: ModelFile, model_dir: Path | None = None) -> Path:
     """Return the verified path of a model file, or raise ModelNotAvailable saying how to get it."""
+    path = model_path(model, model_dir)
+    digest = file_sha256(path)
+    if digest != model.sha256:
+        raise ModelNotAvailable(
+            f"model file {path} has sha256 {digest}, expected {model.sha256}: "
+            f"the file is altered or a different version; {INSTALL_HINT}"
+        )
+    return path
+
+
+def model_path(model: ModelFile, model_dir: Path | None = None) -> Path:
+    """Where the model file is, not yet verified (`locate` verifies); ModelNotAvailable when missing."""
     if model_dir is not None:
         path = Path(model_dir) / model.filename
     else:
@@ -55,12 +67,6 @@ def locate(model: ModelFile, model_dir: Path | None = None) -> Path:
         path = package_dir / model.subdir / model.filename
     if not path.is_file():
         raise ModelNotAvailable(f"model file {path} is missing: {INSTALL_HINT}")
-    digest = file_sha256(path)
-    if digest != model.sha256:
-        raise ModelNotAvailable(
-            f"model file {path} has sha256 {digest}, expected {model.sha256}: "
-            f"the file is altered or a different version; {INSTALL_HINT}"
-        )
     return path
 
 

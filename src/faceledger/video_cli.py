@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 video_app = typer.Typer(help="Search recorded video, redact faces, and allow galleries for live use.",
                         no_args_is_help=True)
@@ -60,7 +59,7 @@ def video_search(
     if not hits:
         out.print("[bold]no match[/]: no track is similar enough to anyone in the gallery. This is a normal answer.")
     else:
-        table = Table("track", "from", "to", "frames", "subject", "score", "false-match rate")
+        table = cli.Rows("track", "from", "to", "frames", "subject", "score", "false-match rate")
         for track in hits:
             for c in track.candidates:
                 table.add_row(str(track.track), _fmt_t(track.first_s), _fmt_t(track.last_s), str(track.frames),
@@ -79,7 +78,7 @@ def video_tracks(video: Path, every_ms: EveryMs = 200, as_json: JsonFlag = False
     if as_json:
         cli.print_json(rows)
         return
-    table = Table("track", "from", "to", "frames")
+    table = cli.Rows("track", "from", "to", "frames")
     for row in rows:
         table.add_row(str(row["track"]), _fmt_t(row["first_s"]), _fmt_t(row["last_s"]), str(row["frames"]))
     cli.out.print(table)

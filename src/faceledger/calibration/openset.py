@@ -37,7 +37,8 @@ import numpy as np
 from ..errors import CalibrationError
 from .core import SCORE_MIN, Calibration, FmrEstimate, Threshold, fpir_at, per_comparison_fmr
 from .gallery import DUPLICATE_SCORE, MAX_EXCLUDED_SHARE, GallerySample
-from .tail import REPS, TailFit, fit_tail
+from .fit_cache import cached_fit_tail
+from .tail import REPS, TailFit
 
 MAX_EXTRAPOLATION = 100.0
 REFERENCE_PAIRS = 100  # the gallery reads its own tail where it has at least this many pairs above
@@ -124,7 +125,7 @@ class Source:
         min_exc = int(min(1000, max(100, cal.total // 20)))
         self.tail: TailFit | None
         try:
-            self.tail = fit_tail(cal.counts, cal.bin_width, min_exceedances=min_exc, min_trim=min(10, min_exc // 20),
+            self.tail = cached_fit_tail(cal.counts, cal.bin_width, min_exceedances=min_exc, min_trim=min(10, min_exc // 20),
                                  reps=reps, seed=seed)
         except CalibrationError:
             self.tail = None

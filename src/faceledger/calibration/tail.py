@@ -27,7 +27,6 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import minimize
 
 from ..errors import CalibrationError
 from .core import SCORE_MIN
@@ -104,6 +103,8 @@ def _fit_binned(counts: np.ndarray, censored: int, width: float, start: tuple[fl
                 return 1e300
             value += float(c.sum()) * math.log(inside)
         return value
+
+    from scipy.optimize import minimize  # here, not at import: a fit read from fit_cache needs no scipy
 
     best = None
     for x0 in (start, (0.0, start[1]), (-0.2, start[1])):

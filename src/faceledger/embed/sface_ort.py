@@ -14,17 +14,26 @@ The shipped file is never edited. At load time an in-memory copy is prepared for
    with operators that ONNX Runtime's blocked-layout (NCHWc) convolutions keep in their layout:
    with PRelu in the graph every convolution is wrapped in two layout conversions, and the network
    runs slower than OpenCV's; without, it runs about 1.7x faster (docs/benchmarks.md).
+
+Preparing and optimising that graph costs about 0.4 s of CPU per process (the onnx package, then ONNX
+Runtime's graph optimisations). When the engine keeps a cache folder (caches.py), the optimised graph
+is saved there once and later sessions load it with optimisations off: the same graph, the same
+outputs bit for bit (tests/test_cli_imports.py). Its key covers the model's sha256, this module's
+source, the ONNX Runtime version, the CPU (optimised graphs use the CPU's blocked layouts) and the
+thread count; the file's own sha256 is part of its name and checked on every load.
 """
 
 from __future__ import annotations
 
 import hashlib
+import platform
 from pathlib import Path
 
 import numpy as np
 
+from .. import caches
 from ..errors import FaceledgerError, ModelNotAvailable
-from ..models import INSTALL_HINT, SFACE_2021DEC, ModelFile, locate
+from ..models import INSTALL_HINT, SFACE_2021DEC, ModelFile, locate, model_path
 from .vectors import l2_normalise
 from .alignment import ARCFACE_112_V1, align
 
@@ -98,14 +107,80 @@ def create_session(model: ModelFile, model_dir: Path | None = None, *, threads: 
         import onnxruntime as ort
     except ImportError:
         raise FaceledgerError(f"the onnxruntime embedder backend needs ONNX Runtime: {ORT_HINT}") from None
-    data = verified_bytes(model, model_dir)
+    folder = caches.folder("models")
+    key = _optimised_key(ort, model, model_dir, threads) if folder is not None else ""
+    if folder is not None:
+        session = _load_optimised(ort, folder, key, threads)
+        if session is not None:
+            return session
+    options = _options(ort, threads, optimise=True)
+    graph = prepare_graph(verified_bytes(model, model_dir))
+    if folder is None:
+        return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+    tmp = caches.temporary_name(folder / f"{key}.onnx")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        options.optimized_model_filepath = str(tmp)
+    except OSError:
+        return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+    try:
+        digest = _file_sha256(tmp)
+        tmp.replace(folder / f"{key}-{digest[:32]}.onnx")
+        caches.prune(folder, "sface-*.onnx", 4)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a cache: the next process optimises again
+    return session
+
+
+def _options(ort, threads: int, *, optimise: bool):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimise
+                                        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     options.log_severity_level = 3  # errors only: no notes about layout transforms on the user's terminal
-    return ort.InferenceSession(prepare_graph(data), options, providers=["CPUExecutionProvider"])
+    return options
+
+
+def _optimised_key(ort, model: ModelFile, model_dir: Path | None, threads: int) -> str:
+    """Everything the optimised graph depends on. The shipped file is known by its path, size and
+    modification time (hashing it is what the cache saves); any change there means a new key, and the
+    graph is then made again from the file, verified by its sha256 as always."""
+    shipped = model_path(model, model_dir)
+    stat = shipped.stat()
+    cpu = platform.machine()  # (not platform.processor(): on Linux it starts a subprocess)
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            cpu += next((line for line in fh if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        pass
+    return "sface-" + caches.digest(model.sha256, str(shipped.resolve()), f"{stat.st_size}:{stat.st_mtime_ns}",
+                                    Path(__file__).read_bytes(), ort.__version__, cpu, str(threads))[:32]
+
+
+def _load_optimised(ort, folder: Path, key: str, threads: int):
+    """A session on the optimised graph saved before, or None (none saved, or not intact)."""
+    for path in sorted(folder.glob(f"{key}-*.onnx")):
+        try:
+            intact = _file_sha256(path)[:32] == path.stem.rsplit("-", 1)[-1]
+        except OSError:
+            continue
+        if not intact:
+            path.unlink(missing_ok=True)  # damaged: remade by the caller
+            continue
+        try:  # ONNX Runtime reads the file itself: less copying than handing it the bytes
+            return ort.InferenceSession(str(path), _options(ort, threads, optimise=False),
+                                        providers=["CPUExecutionProvider"])
+        except Exception:  # noqa: BLE001 - ONNX Runtime raises its own types; the graph is remade
+            path.unlink(missing_ok=True)
+    return None
+
+
+def _file_sha256(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def verified_bytes(model: ModelFile, model_dir: Path | None = None) -> bytes:

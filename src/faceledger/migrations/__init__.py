@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic.config import Config
-from alembic.script import ScriptDirectory
+if TYPE_CHECKING:  # Alembic is imported when used: a store already at head is recognised without it
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
 HERE = Path(__file__).resolve().parent
 VERSION_TABLE = "faceledger_schema_version"
@@ -27,6 +29,8 @@ FIRST = "0001"
 
 def config(connection=None) -> Config:
     """An Alembic Config for these revisions; `connection` (if given) is the one env.py migrates."""
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(HERE))
     cfg.set_main_option("version_locations", str(HERE / "versions"))
@@ -43,6 +47,8 @@ def script() -> ScriptDirectory:
 
 @lru_cache(maxsize=4)
 def _script_at(folder: Path) -> ScriptDirectory:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory(str(folder), version_locations=[str(folder / "versions")])
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine as SqlEngine
 from sqlalchemy.orm import Session, sessionmaker
 
+from .. import caches
 from ..config import Settings
 from ..enrollment import load_with
 from ..errors import IndexMismatch, NotFound
@@ -74,6 +76,13 @@ class Context:
     ledger: Ledger
     pipeline: FacePipeline
 
+    _copies: ModelCopies | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # a fresh process (each CLI command) reads the calibration tail fits and the optimised embedding
+        # model made before instead of remaking them (about 2 s of CPU; caches.py)
+        caches.use_dir(self.settings.home / "cache")
+
     @property
     def lock(self) -> threading.RLock:
         return self.ledger.lock
@@ -109,4 +118,66 @@ class Context:
         return load_with(self.settings, source, name=name)
 
     def probe_face(self, image: LoadedImage, *, on_multiple: str = "refuse") -> Face:
-        return self.pipeline.single_face(image, name=image.name, on_multiple=on_multiple)
+        """The probe's one face. Probes (searches, verifications) arriving together, as on a server, run
+        on up to `model_copies` copies of the models at once (each copy one thread; see ModelCopies)."""
+        if self._copies is None:
+            self._copies = ModelCopies(self.pipeline, self.settings)
+        with self._copies.borrow() as pipeline:
+            return pipeline.single_face(image, name=image.name, on_multiple=on_multiple)
+
+
+def model_copies_for(settings: Settings) -> int:
+    """How many copies of the models serve probes at once: settings.model_copies, or (0) one per CPU core
+    this process may use, at most 4."""
+    if settings.model_copies:
+        return settings.model_copies
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 4))
+
+
+class ModelCopies:
+    """Copies of the detection and embedding models, lent out one per probe.
+
+    A FacePipeline runs one call at a time (OpenCV's detector is not thread-safe), so with one copy,
+    concurrent searches queue behind each other's detection and embedding and a second core sits idle.
+    The first copy is the engine's own; more are made only when a probe finds every copy busy, up to
+    `model_copies_for(settings)`, so a one-shot CLI command never loads a second one. Every copy is built
+    from the same settings and model files (one model id), so which copy serves a probe changes nothing.
+    """
+
+    def __init__(self, first: FacePipeline, settings: Settings) -> None:
+        self.settings = settings
+        self.limit = model_copies_for(settings)
+        self._idle = [first]
+        self._made = 1
+        self._ready = threading.Condition()
+
+    @contextmanager
+    def borrow(self) -> Iterator[FacePipeline]:
+        pipeline = self._take()
+        try:
+            yield pipeline
+        finally:
+            with self._ready:
+                self._idle.append(pipeline)
+                self._ready.notify()
+
+    def _take(self) -> FacePipeline:
+        with self._ready:
+            while not self._idle and self._made >= self.limit:
+                self._ready.wait()
+            if self._idle:
+                return self._idle.pop()
+            self._made += 1  # a new copy, made outside the lock (loading takes a fraction of a second)
+        try:
+            pipeline = FacePipeline.from_settings(self.settings)
+            pipeline.load()
+        except BaseException:
+            with self._ready:
+                self._made -= 1
+                self._ready.notify()
+            raise
+        return pipeline

@@ -137,11 +137,21 @@ class Searching:
         """Rank, threshold, and ledger the search together with its probe record, in one transaction."""
         ctx = self.ctx
         mode = "investigative" if investigative else "open-set"
-        self.warm(names)
+        # The ranking (index, subjects, calibration) reads a snapshot of the store without the database's
+        # write lock, so other searches, in this process or another, rank at the same time; the write
+        # transaction holds the lock only to append the ledger entry and the probe row. It first reads the
+        # galleries again: if one changed meanwhile (faces added or removed: its generation; or its target
+        # FPIR), the search is ranked again inside the transaction, so what is ledgered is always the
+        # answer over the galleries as they are when the entry is written.
+        with ctx.sessions() as session:  # a read snapshot, no write lock (stale indexes are rebuilt here)
+            seen = [ctx.gallery(session, name) for name in names]
+            ranked = self.match_many(session, seen, probe.embedding, top_k=top_k, investigative=investigative)
+            ranked_state = _ranked_state(seen)
         now = utcnow()
         with ctx.writing() as session:
             rows = [ctx.gallery(session, name) for name in names]
-            answer = self.match_many(session, rows, probe.embedding, top_k=top_k, investigative=investigative)
+            answer = ranked if _ranked_state(rows) == ranked_state else self.match_many(
+                session, rows, probe.embedding, top_k=top_k, investigative=investigative)  # changed meanwhile
             threshold, candidates, size = answer.threshold, answer.candidates, answer.gallery_size
             target = min(g.target_fpir for g in rows)
             probe_expires = now + timedelta(days=min(g.probe_retain_days for g in rows))
@@ -318,6 +328,12 @@ class Searching:
                                "calibration_source": getattr(threshold, "source", "packaged"),
                                "extrapolated": bool(getattr(threshold, "extrapolated", False))})
         return points
+
+
+def _ranked_state(galleries: list[Gallery]) -> list[tuple]:
+    """What a ranking depends on in the gallery rows: which galleries, their faces (generation) and the
+    target FPIR that sets the threshold."""
+    return [(g.id, g.generation, g.target_fpir, g.model_id) for g in galleries]
 
 
 def _best_per_subject(session: Session, scores: np.ndarray, ids: np.ndarray, top_k: int) -> list[list[SubjectHit]]:

@@ -16,16 +16,16 @@ migration run under one lock, a transaction-scoped advisory lock on PostgreSQL a
 
 from __future__ import annotations
 
+import re
 import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal
 
-from alembic import command
-from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine import Engine as SqlEngine
+from sqlalchemy.exc import DBAPIError
 
 from .. import migrations
 from ..errors import SchemaBehind, SchemaMismatch, SchemaTooNew
@@ -79,6 +79,8 @@ def upgrade(sql_engine: SqlEngine) -> list[str]:
 
 def prepare(sql_engine: SqlEngine, *, auto_upgrade: bool) -> SchemaChange | None:
     """Make the store usable by this code, or raise why it is not; None when nothing had to change."""
+    if at_head(sql_engine):
+        return None
     status = schema_status(sql_engine)
     if status.state == "current":
         return None
@@ -89,6 +91,43 @@ def prepare(sql_engine: SqlEngine, *, auto_upgrade: bool) -> SchemaChange | None
             return None
         _refuse(status, auto_upgrade)
         return _migrate(conn, status, auto_upgrade)
+
+
+_REVISION_LINE = re.compile(r"^(revision|down_revision)\s*(?::[^=]*)?=\s*(None|['\"]([^'\"]+)['\"])\s*$",
+                            re.MULTILINE)
+
+
+def head_from_files() -> str | None:
+    """The newest revision, read from the revision files without Alembic; None unless the files form one
+    plain chain (each with one `revision` and one `down_revision` line, exactly one head): then the
+    caller asks Alembic."""
+    return _head_in(migrations.HERE)
+
+
+@lru_cache(maxsize=4)
+def _head_in(folder) -> str | None:
+    revisions: dict[str, str | None] = {}
+    for path in sorted((folder / "versions").glob("*.py")):
+        found = dict((name, ident) for name, _, ident in _REVISION_LINE.findall(path.read_text(encoding="utf-8")))
+        if set(found) != {"revision", "down_revision"} or not found["revision"] or found["revision"] in revisions:
+            return None
+        revisions[found["revision"]] = found["down_revision"] or None
+    heads = set(revisions) - set(revisions.values())
+    return heads.pop() if len(heads) == 1 else None
+
+
+def at_head(sql_engine: SqlEngine) -> bool:
+    """True when the store records exactly this code's newest revision (one query, no Alembic); False
+    means "not known to be": the full check decides."""
+    head = head_from_files()
+    if head is None:
+        return False
+    try:
+        with sql_engine.connect() as conn:
+            rows = conn.execute(text(f"SELECT version_num FROM {migrations.VERSION_TABLE}")).all()
+    except DBAPIError:
+        return False  # no version table (new or pre-migration store): the full path says which
+    return [tuple(row) for row in rows] == [(head,)]
 
 
 def _refuse(status: SchemaStatus, auto_upgrade: bool) -> None:
@@ -107,6 +146,8 @@ def _behind(current: str | None, head: str) -> SchemaBehind:
 
 
 def _migrate(conn: Connection, status: SchemaStatus, auto_upgrade: bool) -> SchemaChange:
+    from alembic import command
+
     cfg = migrations.config(conn)
     stamped = None
     if status.state == "unversioned":
@@ -129,6 +170,8 @@ def _status(conn: Connection) -> SchemaStatus:
     head = migrations.head()
     tables = set(inspect(conn).get_table_names())
     if migrations.VERSION_TABLE in tables:
+        from alembic.migration import MigrationContext
+
         current = MigrationContext.configure(conn, opts={"version_table": migrations.VERSION_TABLE}) \
             .get_current_revision()
     else:
@@ -159,6 +202,8 @@ def _pending(start: str | None) -> list[str]:
 @lru_cache(maxsize=1)
 def _first_release_columns() -> dict[str, frozenset[str]]:
     """Table -> column names of revision 0001, read from a scratch SQLite database migrated to it."""
+    from alembic import command
+
     scratch = create_engine("sqlite://")
     try:
         with scratch.connect() as conn:

@@ -1,0 +1,94 @@
+"""What a fresh CLI process reads instead of remaking (caches.py): a tail fit and the optimised SFace
+graph. Each read-back must be exactly what would have been computed, and a damaged file is remade."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from faceledger import caches
+from faceledger.calibration import fit_cache, packaged_calibration
+from faceledger.calibration.tail import fit_tail
+from faceledger.embed import sface_ort
+from faceledger.models import SFACE_2021DEC
+
+
+@pytest.fixture
+def cache_dir(tmp_path):
+    caches.use_dir(tmp_path / "cache")
+    yield tmp_path / "cache"
+    caches.use_dir(None)
+
+
+def same_fit(a, b) -> bool:
+    return a.summary() == b.summary() and a.exceed_fraction == b.exceed_fraction and np.array_equal(a.boot, b.boot)
+
+
+def test_a_tail_fit_read_back_is_the_fit_and_a_damaged_or_changed_one_is_refitted(cache_dir):
+    cal = packaged_calibration("sface-2021dec")
+    fresh = fit_tail(cal.counts, cal.bin_width, reps=12)
+    first = fit_cache.cached_fit_tail(cal.counts, cal.bin_width, reps=12)
+    [stored] = (cache_dir / "tail-fits").glob("tail-*.npz")
+    assert same_fit(first, fresh)
+
+    def no_refit(*args, **kwargs):
+        raise AssertionError("refitted although the fit was kept")
+
+    original = fit_cache.fit_tail
+    fit_cache.fit_tail = no_refit
+    try:
+        assert same_fit(fit_cache.cached_fit_tail(cal.counts, cal.bin_width, reps=12), fresh)
+    finally:
+        fit_cache.fit_tail = original
+
+    stored.write_bytes(b"not an npz file")
+    assert same_fit(fit_cache.cached_fit_tail(cal.counts, cal.bin_width, reps=12), fresh)
+    other = fit_cache.cached_fit_tail(cal.counts, cal.bin_width, reps=13)  # another option: another key
+    assert len(other.boot) != len(fresh.boot) or not np.array_equal(other.boot, fresh.boot)
+    assert len(list((cache_dir / "tail-fits").glob("tail-*.npz"))) == 2
+
+
+def test_the_optimised_sface_graph_read_back_gives_the_same_vectors_bit_for_bit(cache_dir):
+    crops = np.random.default_rng(7).integers(0, 256, size=(3, 3, 112, 112)).astype(np.float32)
+    caches.use_dir(None)
+    reference = sface_ort.create_session(SFACE_2021DEC).run(None, {"data": crops})[0]
+    caches.use_dir(cache_dir)
+    made = sface_ort.create_session(SFACE_2021DEC)
+    [saved] = (cache_dir / "models").glob("sface-*.onnx")
+    assert np.array_equal(made.run(None, {"data": crops})[0], reference)
+
+    original = sface_ort.prepare_graph
+    sface_ort.prepare_graph = lambda data: (_ for _ in ()).throw(AssertionError("graph prepared again"))
+    try:
+        read_back = sface_ort.create_session(SFACE_2021DEC)
+    finally:
+        sface_ort.prepare_graph = original
+    assert np.array_equal(read_back.run(None, {"data": crops})[0], reference)
+
+    data = bytearray(saved.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped bit in the weights: the file's sha256 no longer matches its name
+    saved.write_bytes(bytes(data))
+    remade = sface_ort.create_session(SFACE_2021DEC)
+    assert np.array_equal(remade.run(None, {"data": crops})[0], reference)
+    assert [p.name for p in (cache_dir / "models").glob("sface-*.onnx")] == [saved.name]
+
+
+def test_a_shipped_model_changed_after_caching_is_still_refused(cache_dir, tmp_path):
+    import shutil
+
+    from faceledger.errors import ModelNotAvailable
+    from faceledger.models import locate
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    copy = folder / SFACE_2021DEC.filename
+    shutil.copyfile(locate(SFACE_2021DEC), copy)
+    sface_ort.create_session(SFACE_2021DEC, folder)  # verified, optimised and kept
+    assert list((cache_dir / "models").glob("sface-*.onnx"))
+    with open(copy, "r+b") as fh:  # one bit flipped near the end of the file
+        fh.seek(-16, 2)
+        byte = fh.read(1)
+        fh.seek(-16, 2)
+        fh.write(bytes([byte[0] ^ 0x01]))
+    with pytest.raises(ModelNotAvailable, match="sha256"):
+        sface_ort.create_session(SFACE_2021DEC, folder)
