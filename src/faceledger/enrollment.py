@@ -137,7 +137,8 @@ def load_with(settings: Settings, source, *, name: str | None = None) -> LoadedI
     sizes (a JPEG is first decoded just large enough for the coarse detection pass)."""
     return load_image(source, name=name, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels,
                       max_side=settings.max_image_side, max_aspect=settings.max_image_aspect,
-                      work_side=settings.detect_max_side, decode_side=settings.detect_max_side)
+                      work_side=settings.detect_max_side,
+                      decode_side=settings.detect_coarse_side or settings.detect_max_side)
 
 
 def failure(item: WorkItem, exc: BaseException) -> Analysis:
