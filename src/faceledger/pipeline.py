@@ -28,9 +28,10 @@ ALIGN_MIN_SCALE_RATIO = 0.9
 template's resolution (so 0.9 to 1.8x of it): a 12 MP photo's face comes from its 1/4 or 1/8 JPEG decode,
 and a face only slightly short of a scale is upsampled 1.1x rather than decoded again at the next one."""
 COARSE_SCALE_RATIO = 0.7
-"""The coarse pass judges quality, and first refines the chosen face, at a scale holding this fraction of
-the template's resolution: coarse landmarks are a few percent off, and a face just short of a scale there
-is often not once refined (the refined face is then aligned at ALIGN_MIN_SCALE_RATIO)."""
+"""The coarse pass judges quality on crops holding this fraction of the template's resolution, and first
+refines the chosen face at the kept decode's scale when that holds this fraction: coarse landmarks are a
+few percent off, and a face just short of a scale there is often not once refined. The refined face is
+aligned at ALIGN_MIN_SCALE_RATIO, decoding finer only then if it needs to."""
 
 MIN_COMPETITOR_PX = 24.0
 """The coarse detection pass decides alone only when a competing face (DOMINANCE_RATIO of the chosen
@@ -199,10 +200,14 @@ class FacePipeline:
         return found
 
     def _refined(self, image: LoadedImage, face: Face) -> Face:
-        """The face detected again on its own region at its alignment scale (`_redetected`), and once more
-        at a finer scale if the refined landmarks call for one (never back to a coarser one: no
-        oscillation); the coarse face if the region shows none."""
-        scale = alignment_scale(self._template_scale(face.detection.landmarks), ratio=COARSE_SCALE_RATIO)
+        """The face detected again on its own region at its alignment scale (`_redetected`; the kept
+        decode's scale when the coarse landmarks are just short of it), and once more at a finer scale if
+        the refined landmarks call for one (never back to a coarser one: no oscillation); the coarse face
+        if the region shows none."""
+        coarse = self._template_scale(face.detection.landmarks)
+        scale = alignment_scale(coarse)
+        if scale > image.base_scale >= alignment_scale(coarse, ratio=COARSE_SCALE_RATIO):
+            scale = alignment_scale(coarse, ratio=COARSE_SCALE_RATIO)  # no finer decode for the coarse jitter
         found = self._redetected(image, face.detection, scale)
         if found is None:
             return face
