@@ -169,23 +169,34 @@ class FacePipeline:
     def _coarse_faces(self, image: LoadedImage) -> list[Face] | None:
         """Faces from one detection pass on a coarse copy (the kept decode shrunk by a whole factor), or
         None when the full pass must decide: nothing usable was found, or a competing face could be too
-        small there to be seen. The chosen face is then detected again on its own region (`_refined`).
-        Quality here is judged on crops allowed COARSE_SCALE_RATIO of the template's resolution, so the
-        coarse landmarks' jitter does not make a finer decode that the refined face would not need."""
-        if not self.coarse_side or self.coarse_side >= min(self.detect_max_side, max(image.width, image.height)):
+        small to be seen (under MIN_COMPETITOR_PX) on any copy the kept decode can give below
+        detect_max_side. When the coarse copy is too small for that but such a copy exists, it is
+        detected on instead (one more pass, sized to make a competitor MIN_COMPETITOR_PX). The chosen
+        face is then detected again on its own region (`_refined`). Quality here is judged on crops
+        allowed COARSE_SCALE_RATIO of the template's resolution, so the coarse landmarks' jitter does
+        not make a finer decode that the refined face would not need."""
+        longest = max(image.width, image.height)
+        if not self.coarse_side or self.coarse_side >= min(self.detect_max_side, longest):
             return None
-        coarse = image.reduced(self.coarse_side)
-        found = []
-        for detection in self._detect_region(coarse):
-            crop = self.aligned_crop(image, detection.landmarks, min_ratio=COARSE_SCALE_RATIO)
-            found.append(Face(detection=detection, quality=assess(detection, crop, self.thresholds)))
-        found.sort(key=lambda f: f.detection.area, reverse=True)
-        usable = [f for f in found if f.quality.usable]
-        if not usable:
-            return None
-        if DOMINANCE_RATIO * usable[0].quality.face_size * coarse.scale < MIN_COMPETITOR_PX:
-            return None
-        return [self._refined(image, f) if f is usable[0] else f for f in found]
+        copy = image.reduced(self.coarse_side)
+        for attempt in range(2):
+            found = []
+            for detection in self._detect_region(copy):
+                crop = self.aligned_crop(image, detection.landmarks, min_ratio=COARSE_SCALE_RATIO)
+                found.append(Face(detection=detection, quality=assess(detection, crop, self.thresholds)))
+            found.sort(key=lambda f: f.detection.area, reverse=True)
+            usable = [f for f in found if f.quality.usable]
+            if not usable:
+                return None
+            needed = MIN_COMPETITOR_PX / (DOMINANCE_RATIO * usable[0].quality.face_size)  # copy px per image px
+            if copy.scale >= needed:
+                return [self._refined(image, f) if f is usable[0] else f for f in found]
+            side = DETECTOR_STRIDE * math.ceil(needed * longest / DETECTOR_STRIDE)
+            if attempt or side >= self.detect_max_side or image.base_scale * longest < side:
+                return None
+            preview = image.preview_at(side)  # from the kept decode: no new decode
+            copy = Region(rgb=preview, x0=0.0, y0=0.0, scale=preview.shape[1] / image.width)
+        return None
 
     def _detect_region(self, region: Region) -> list[Detection]:
         """Detections on a region's pixels, in full-resolution coordinates."""
@@ -201,9 +212,9 @@ class FacePipeline:
 
     def _refined(self, image: LoadedImage, face: Face) -> Face:
         """The face detected again on its own region at its alignment scale (`_redetected`; the kept
-        decode's scale when the coarse landmarks are just short of it), and once more at a finer scale if
-        the refined landmarks call for one (never back to a coarser one: no oscillation); the coarse face
-        if the region shows none."""
+        decode's scale when the coarse landmarks are just short of it), and once more if the refined
+        landmarks call for another scale, so that the landmarks come from the scale they choose (whatever
+        the coarse pass said); the coarse face if the region shows none."""
         coarse = self._template_scale(face.detection.landmarks)
         scale = alignment_scale(coarse)
         if scale > image.base_scale >= alignment_scale(coarse, ratio=COARSE_SCALE_RATIO):
@@ -212,7 +223,7 @@ class FacePipeline:
         if found is None:
             return face
         final = alignment_scale(self._template_scale(found.landmarks))
-        if final > scale:
+        if final != scale:
             found = self._redetected(image, found, final) or found
         crop = self.aligned_crop(image, found.landmarks)
         return Face(detection=found, quality=assess(found, crop, self.thresholds))
