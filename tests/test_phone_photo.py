@@ -13,7 +13,7 @@ from PIL import Image
 
 from faceledger.config import Settings
 from faceledger.enrollment import load_with
-from faceledger.errors import NoFaceFound
+from faceledger.errors import MultipleFaces, NoFaceFound
 from faceledger.imaging import from_array, load_image
 
 from . import hostile
@@ -136,3 +136,27 @@ def test_a_big_png_takes_the_same_path_without_dct_scaling(frames, reduced, pipe
     face = pipeline.single_face(image, name=stem)
     assert np.allclose(np.asarray(face.box) * 2, reduced[stem][1].box, atol=12)
     assert float(face.embedding @ reduced[stem][1].embedding) > 0.98
+
+
+def test_a_mid_size_face_is_decoded_only_as_finely_as_its_alignment_needs(data_dir, pipeline, faces):  # noqa: F811
+    """A ~250-px face: a competitor could be under 24 px on the 504-px coarse copy, so the faces are detected
+    once more on a copy of the kept 1/4 decode; the face's 112-px crop needs the 1/2 decode, never full."""
+    stem = "macron_2025"
+    portrait = Image.open(_open_face_path(data_dir, stem)).convert("RGB")
+    height = round(250 / (faces[stem].quality.face_size / portrait.height))
+    image = load_with(Settings(), jpeg(hostile.phone_frame(portrait, height=height, at=(0.4, 0.6))), name=stem)
+    face = pipeline.single_face(image, name=stem)
+    assert 200 < face.quality.face_size < 300
+    assert image.base_scale == 0.25 and image.__dict__["_finer"][1] == 0.5 and "rgb" not in image.__dict__
+    assert "_previews" in image.__dict__ and all(side < 1280 for side in image.__dict__["_previews"])  # no full pass
+    assert float(face.embedding @ faces[stem].embedding) > 0.9
+
+
+def test_two_faces_of_similar_size_in_a_12_mp_frame_are_refused(data_dir, frames, pipeline):
+    frame = frames["sunak_portrait"].copy()
+    other = Image.open(_open_face_path(data_dir, "obama_senate_portrait")).convert("RGB")
+    other = other.resize((round(other.width * 1500 / other.height), 1500), Image.Resampling.BICUBIC)
+    frame.paste(other, (3950 - other.width, 700))
+    image = load_with(Settings(), jpeg(frame), name="two")
+    with pytest.raises(MultipleFaces):
+        pipeline.single_face(image, name="two")
