@@ -261,7 +261,9 @@ def decode_scaled(data: bytes, *, name: str, max_pixels: int, max_side: int | No
             scale = image.size[0] / width
             orientation = image.getexif().get(_EXIF_ORIENTATION)
             fmt = image.format
-            rgb = to_rgb(ImageOps.exif_transpose(image))
+            if orientation in range(2, 9):  # turned or mirrored (exif_transpose would copy even when upright)
+                image = ImageOps.exif_transpose(image)
+            rgb = to_rgb(image)
     except FaceledgerError:
         raise
     except UnidentifiedImageError:

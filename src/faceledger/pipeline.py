@@ -229,29 +229,22 @@ class FacePipeline:
         return Face(detection=found, quality=assess(found, crop, self.thresholds))
 
     def _redetected(self, image: LoadedImage, detection: Detection, scale: float) -> Detection | None:
-        """The face detected on its region binned to `scale` (REFINE_CELLS square cells of the image-wide
-        DETECTOR_STRIDE grid around the cell of the box's centre), and on the mirror image of that
-        region; landmarks are the mean of the two. The pixels, their place in the network's grid and
-        the window do not depend on the photo's decode scale or on small shifts of the box, so neither
-        do the landmarks, beyond the detector's own jitter (halved by the mirror). None if no face is
-        found at the box's centre."""
+        """The face detected on its region binned to `scale`: REFINE_CELLS square cells of the image-wide
+        DETECTOR_STRIDE grid around the cell of the box's centre. The pixels, their place in the
+        network's grid and the window do not depend on the photo's decode scale or on small shifts of the
+        box, so neither do the landmarks. None if no face is found at the box's centre."""
         x0, y0, x1, y1 = detection.box
-        w, h = x1 - x0, y1 - y0
         cell = DETECTOR_STRIDE / scale  # one grid cell in full-resolution pixels
         left = (math.floor((x0 + x1) / 2 / cell) - REFINE_CELLS // 2) * cell
         top = (math.floor((y0 + y1) / 2 / cell) - REFINE_CELLS // 2) * cell
         region = image.binned_region((left, top, left + REFINE_CELLS * cell, top + REFINE_CELLS * cell),
                                      scale=scale, grid=DETECTOR_STRIDE)
-        centre, reach = np.array([(x0 + x1) / 2, (y0 + y1) / 2]), 0.25 * min(w, h)
-        found = _nearest(self._detect_region(region), centre, reach)
-        if found is None:
-            return None
-        mirror = Region(rgb=region.rgb[:, ::-1], x0=0.0, y0=0.0, scale=1.0)
-        twin = _nearest([_unmirrored(d, region) for d in self._detect_region(mirror)], centre, reach)
-        if twin is None:
-            return found
-        return Detection(box=tuple((np.add(found.box, twin.box) / 2).tolist()), score=min(found.score, twin.score),
-                         landmarks=((found.landmarks + twin.landmarks) / 2).astype(np.float32))
+        best = None
+        for d in self._detect_region(region):
+            distance = float(np.hypot((d.box[0] + d.box[2] - x0 - x1) / 2, (d.box[1] + d.box[3] - y0 - y1) / 2))
+            if distance < 0.25 * min(x1 - x0, y1 - y0) and (best is None or distance < best[0]):
+                best = (distance, d)
+        return None if best is None else best[1]
 
     def _template_scale(self, landmarks: np.ndarray) -> float:
         """Template pixels per full-resolution pixel for a face with these landmarks."""
@@ -264,32 +257,6 @@ def alignment_scale(template_scale: float, *, ratio: float = ALIGN_MIN_SCALE_RAT
     """The scale a face is aligned and refined at: the coarsest power of two (1, 1/2, 1/4, ...) that holds
     `ratio` of the template's resolution (template_scale: template px per image px)."""
     return float(min(1.0, 2.0 ** math.ceil(math.log2(max(ratio * template_scale, 1e-9)))))
-
-
-MIRRORED_LANDMARKS = (1, 0, 2, 4, 3)
-"""YuNet's landmark order (right eye, left eye, nose, right and left mouth corner) in a mirror image."""
-
-
-def _unmirrored(d: Detection, region: Region) -> Detection:
-    """A detection on the mirror image of region's pixels, in full-resolution coordinates."""
-    width = region.rgb.shape[1]
-    x0, y0, x1, y1 = width - d.box[2], d.box[1], width - d.box[0], d.box[3]
-    landmarks = d.landmarks[list(MIRRORED_LANDMARKS)].copy()
-    landmarks[:, 0] = width - landmarks[:, 0]
-    offset = np.array([region.x0, region.y0], dtype=np.float32)
-    return Detection(box=(x0 / region.scale + region.x0, y0 / region.scale + region.y0,
-                          x1 / region.scale + region.x0, y1 / region.scale + region.y0), score=d.score,
-                     landmarks=(landmarks / np.float32(region.scale) + offset).astype(np.float32))
-
-
-def _nearest(detections: list[Detection], centre: np.ndarray, reach: float) -> Detection | None:
-    """The detection whose box centre is nearest `centre`, if within `reach` of it."""
-    best = None
-    for d in detections:
-        distance = float(np.hypot((d.box[0] + d.box[2]) / 2 - centre[0], (d.box[1] + d.box[3]) / 2 - centre[1]))
-        if distance < reach and (best is None or distance < best[0]):
-            best = (distance, d)
-    return None if best is None else best[1]
 
 
 def choose_face(faces: list[Face], *, name: str, on_multiple: str = "refuse") -> Face:
