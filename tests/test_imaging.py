@@ -284,3 +284,58 @@ def test_missing_path(tmp_path):
 def test_errors_are_faceledger_errors():
     assert issubclass(ImageTooLarge, ImageError)
     assert issubclass(ImageError, FaceledgerError)
+
+
+# --- reduced-scale pixels -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def big_jpeg(photo) -> bytes:
+    """The photo upscaled to 2048x1712 (a size DCT scaling divides exactly by 8) as a quality-92 JPEG."""
+    buffer = io.BytesIO()
+    photo.resize((2048, 1712), Image.Resampling.BICUBIC).save(buffer, format="JPEG", quality=92)
+    return buffer.getvalue()
+
+
+def test_a_jpeg_is_decoded_at_the_coarsest_dct_scale_that_serves_decode_side(big_jpeg):
+    image = load_image(big_jpeg, decode_side=400)
+    assert (image.width, image.height) == (2048, 1712)
+    assert image.base_scale == 0.25 and image.base.shape == (428, 512, 3)  # 1/8 would be 256 < 400
+    assert "rgb" not in image.__dict__
+
+
+def test_reduced_is_a_whole_factor_box_reduction_of_the_kept_decode(big_jpeg):
+    image = load_image(big_jpeg, decode_side=400)
+    copy = image.reduced(300)
+    assert copy.scale == 0.125 and copy.rgb.shape == (214, 256, 3)  # factor 2: 256 <= 300
+    blocks = image.base[:428, :512].reshape(214, 2, 256, 2, 3).mean(axis=(1, 3))
+    assert np.abs(copy.rgb - blocks).max() <= 1.0
+    assert image.reduced(300) is copy  # made once
+    assert image.reduced(5000).rgb is image.base  # no reduction asked: the decode itself
+
+
+def test_binned_region_matches_from_a_reduced_decode_and_the_full_one(big_jpeg):
+    """The pixels a face is refined and aligned from: the same whether the JPEG was decoded at 1/4 or
+    fully, on the same image-wide grid."""
+    small, full = load_image(big_jpeg, decode_side=400), load_image(big_jpeg, decode_side=5000)
+    assert full.base_scale == 1.0
+    box = (700.0, 530.0, 1450.0, 1390.0)
+    for scale in (0.25, 0.125):
+        a = small.binned_region(box, scale=scale, grid=32)
+        b = full.binned_region(box, scale=scale, grid=32)
+        assert (a.x0, a.y0, a.scale, a.rgb.shape) == (b.x0, b.y0, b.scale, b.rgb.shape)
+        assert a.x0 * scale % 32 == 0 and a.y0 * scale % 32 == 0  # on the grid, covering the box
+        assert a.x0 <= box[0] and a.y0 <= box[1]
+        assert a.x0 + a.rgb.shape[1] / scale >= box[2] and a.y0 + a.rgb.shape[0] / scale >= box[3]
+        assert _mean_abs_diff(a.rgb, b.rgb) < 1.5  # DCT scaling vs block means of the full decode
+    assert "_finer" not in small.__dict__  # 1/4 and coarser come from the kept decode
+
+
+def test_binned_region_decodes_finer_only_when_asked_and_clips_to_the_image(big_jpeg):
+    image = load_image(big_jpeg, decode_side=400)
+    region = image.binned_region((-100.0, -100.0, 300.0, 200.0), scale=0.5)
+    assert region.scale == 0.5 and (region.x0, region.y0) == (0.0, 0.0)
+    assert region.rgb.shape == (100, 150, 3)
+    assert image.__dict__["_finer"][1] == 0.5  # one finer decode, kept
+    edge = image.binned_region((2000.0, 1700.0, 2600.0, 2400.0), scale=0.25, grid=32)
+    assert edge.rgb.shape[0] >= 1 and edge.x0 + edge.rgb.shape[1] / 0.25 <= 2048

@@ -241,9 +241,12 @@ def test_group_photo(images, faces, pipeline):
         pipeline.single_face(group, name="group.jpg", on_multiple="refuse")
 
     largest = pipeline.single_face(group, name="group.jpg", on_multiple="largest")
-    # single_face detects on a coarse copy and refines the chosen face on its region, so its box is the
-    # largest face's box within a few pixels rather than bit-identical to the full pass
-    np.testing.assert_allclose(largest.box, usable[0].box, atol=0.08 * usable[0].quality.face_size)
+    # single_face detects on a coarse copy and refines the chosen face on its region at its alignment
+    # scale, so its box is the full pass's largest face detected at another scale: the same face (boxes
+    # overlap, IoU measured 0.84), not the same pixels
+    (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = largest.box, usable[0].box
+    inter = max(0.0, min(ax1, bx1) - max(ax0, bx0)) * max(0.0, min(ay1, by1) - max(ay0, by0))
+    assert inter / (largest.detection.area + usable[0].detection.area - inter) > 0.75
     assert largest.box[0] > group.shape[1] / 2  # Obama, on the right, is shown larger
     assert _cos(largest.embedding, faces["obama_senate_portrait"].embedding) > 0.6
     assert _cos(largest.embedding, faces["sunak_portrait"].embedding) < 0.3

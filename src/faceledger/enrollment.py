@@ -132,12 +132,14 @@ def select_faces(faces: list[Face], *, name: str, on_multiple: str) -> tuple[Fac
     return (choose_face(faces, name=name, on_multiple=on_multiple),)
 
 
-def load_with(settings: Settings, source, *, name: str | None = None) -> LoadedImage:
+def load_with(settings: Settings, source, *, name: str | None = None, decode_side: int | None = None) -> LoadedImage:
     """load_image with every image limit of these settings (bytes, pixels, side, aspect) and the pipeline's
-    sizes (a JPEG is first decoded just large enough for the coarse detection pass)."""
+    sizes: a JPEG is first decoded just large enough for single_face's coarse pass, or for decode_side
+    (enrolment's full detection pass gives detect_max_side, so a big JPEG is not decoded twice)."""
     return load_image(source, name=name, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels,
                       max_side=settings.max_image_side, max_aspect=settings.max_image_aspect,
-                      work_side=settings.detect_max_side, decode_side=settings.detect_max_side)
+                      work_side=settings.detect_max_side,
+                      decode_side=decode_side or settings.detect_coarse_side or settings.detect_max_side)
 
 
 def failure(item: WorkItem, exc: BaseException) -> Analysis:
@@ -154,7 +156,7 @@ def analyse_upload(pipeline: FacePipeline, item: WorkItem, data: bytes, *, setti
                    on_multiple: str) -> Analysis:
     """Like `analyse`, from bytes already in memory; each chosen face also gets a small JPEG crop."""
     try:
-        image = load_with(settings, data, name=item.path)
+        image = load_with(settings, data, name=item.path, decode_side=settings.detect_max_side)
         faces = pipeline.with_embeddings(image, select_faces(
             pipeline.faces(image, embed=False), name=item.path, on_multiple=on_multiple))
         return Analysis(item=item, width=image.width, height=image.height,
@@ -197,7 +199,7 @@ def face_crop_jpeg(rgb: np.ndarray | LoadedImage, box, *, margin: float = CROP_M
 
 def analyse(pipeline: FacePipeline, item: WorkItem, *, settings: Settings, on_multiple: str) -> Analysis:
     try:
-        image = load_with(settings, item.path)
+        image = load_with(settings, item.path, decode_side=settings.detect_max_side)
         if image.sha256 != item.sha256:
             raise ImageError(f"{item.path}: the file changed while it was being enrolled")
         faces = pipeline.with_embeddings(image, select_faces(

@@ -91,6 +91,21 @@ class LoadedImage:
             cache[side] = downscale(rgb, side)
         return cache[side]
 
+    def reduced(self, side: int) -> Region:
+        """A cheap detection copy of the whole image: the kept decode shrunk by the smallest whole factor
+        that brings its longest side to at most `side` (a box filter on whole blocks of pixels, made once
+        per side, no re-decode); `side` is a bound, so the copy may be up to half of it."""
+        cache = self.__dict__.setdefault("_reduced", {})
+        if side not in cache:
+            height, width = self.base.shape[:2]
+            factor = max(1, math.ceil(max(height, width) / max(1, side)))
+            rgb = self.base
+            if factor > 1:
+                rows, cols = max(1, height // factor), max(1, width // factor)
+                rgb = cv2.resize(rgb[:rows * factor, :cols * factor], (cols, rows), interpolation=cv2.INTER_AREA)
+            cache[side] = Region(rgb=rgb, x0=0.0, y0=0.0, scale=self.base_scale / factor)
+        return cache[side]
+
     @cached_property
     def rgb(self) -> np.ndarray:
         if self.base_scale == 1.0:
@@ -121,6 +136,26 @@ class LoadedImage:
         right = int(np.clip(math.ceil(x1 * scale), left + 1, width))
         bottom = int(np.clip(math.ceil(y1 * scale), top + 1, height))
         return Region(rgb=rgb[top:bottom, left:right], x0=left / scale, y0=top / scale, scale=scale)
+
+    def binned_region(self, box, *, scale: float, grid: int = 1) -> Region:
+        """The pixels of box (full-resolution coordinates, clipped to the image) at `scale`, each the mean
+        of a whole block of a decode's pixels (a box filter, as a JPEG's DCT scaling is): give a power of
+        two (1, 1/2, 1/4, ...) and every decode serves it, so a reduced-scale decode and the full one give
+        the same pixels. The window is widened to the image-wide `grid` (in pixels at this scale), so
+        nearby boxes give the same pixels at the same place. Decodes a finer JPEG scale only if needed."""
+        rgb, have = self._decoded(min(1.0, max(scale, 1e-6)) * 0.999)
+        factor = int(min(max(1, round(have / scale)), rgb.shape[0], rgb.shape[1]))
+        scale = have / factor
+        rows, cols = rgb.shape[0] // factor, rgb.shape[1] // factor
+        x0, y0, x1, y1 = (float(v) * scale for v in box)
+        left = int(np.clip(math.floor(x0 / grid) * grid, 0, cols - 1))
+        top = int(np.clip(math.floor(y0 / grid) * grid, 0, rows - 1))
+        right = int(np.clip(math.ceil(x1 / grid) * grid, left + 1, cols))
+        bottom = int(np.clip(math.ceil(y1 / grid) * grid, top + 1, rows))
+        block = rgb[top * factor:bottom * factor, left * factor:right * factor]
+        if factor > 1:
+            block = cv2.resize(block, (right - left, bottom - top), interpolation=cv2.INTER_AREA)
+        return Region(rgb=block, x0=left / scale, y0=top / scale, scale=scale)
 
 
 def from_array(rgb: np.ndarray, *, name: str = "<array>", work_side: int = DEFAULT_WORK_SIDE) -> LoadedImage:
@@ -226,7 +261,9 @@ def decode_scaled(data: bytes, *, name: str, max_pixels: int, max_side: int | No
             scale = image.size[0] / width
             orientation = image.getexif().get(_EXIF_ORIENTATION)
             fmt = image.format
-            rgb = to_rgb(ImageOps.exif_transpose(image))
+            if orientation in range(2, 9):  # turned or mirrored (exif_transpose would copy even when upright)
+                image = ImageOps.exif_transpose(image)
+            rgb = to_rgb(image)
     except FaceledgerError:
         raise
     except UnidentifiedImageError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -15,26 +16,33 @@ from .embed import Embedder, create_embedder
 from .embed.alignment import ARCFACE_112_V1, similarity_transform
 from .errors import FaceNotChosen, MultipleFaces, NoFaceFound
 from .faces import Detection, Face
-from .imaging import LoadedImage, from_array
+from .imaging import LoadedImage, Region, from_array
 from .quality import QualityThresholds, assess
 
 DOMINANCE_RATIO = 0.6
 """A second face at least this fraction of the largest face's size makes an image ambiguous."""
 
 
-ALIGN_OVERSAMPLE = 4.0
-"""A face is aligned from pixels at this many times the template's resolution (region of the full image,
-area-downscaled when finer): enough for a 112-px template, and a big photo never costs more than that."""
+ALIGN_MIN_SCALE_RATIO = 0.9
+"""A face is aligned from pixels binned to a power-of-two scale holding at least this fraction of the
+template's resolution (so 0.9 to 1.8x of it): a 12 MP photo's face comes from its 1/4 or 1/8 JPEG decode,
+and a face only slightly short of a scale is upsampled 1.1x rather than decoded again at the next one."""
+COARSE_SCALE_RATIO = 0.7
+"""The coarse pass judges quality on crops holding this fraction of the template's resolution, and first
+refines the chosen face at the kept decode's scale when that holds this fraction: coarse landmarks are a
+few percent off, and a face just short of a scale there is often not once refined. The refined face is
+aligned at ALIGN_MIN_SCALE_RATIO, decoding finer only then if it needs to."""
 
 MIN_COMPETITOR_PX = 24.0
 """The coarse detection pass decides alone only when a competing face (DOMINANCE_RATIO of the chosen
 one) would be at least this many pixels there, which YuNet finds reliably; otherwise the full pass runs."""
 
 DETECTOR_STRIDE = 32
-"""YuNet's coarsest feature stride: crops for the refinement start on this grid of the preview."""
-REFINE_CONTEXT = 0.65
-"""The face chosen on the coarse pass is detected again on its region of the full pass's preview, the box
-widened by this fraction of its size on each side (the framing of a 250-px LFW portrait)."""
+"""YuNet's coarsest feature stride: the refinement's window lies on this grid of the whole image."""
+REFINE_CELLS = 10
+"""The face chosen on the coarse pass is detected again on a window this many DETECTOR_STRIDE cells square
+(320 px) around it, at its alignment scale, where the face is 80-160 px: at least the framing of a 250-px
+LFW portrait (the box widened by 0.65 of its size on each side)."""
 
 ImageInput = np.ndarray | LoadedImage
 """The pipeline takes an RGB uint8 array or a LoadedImage (which can decode less)."""
@@ -44,9 +52,9 @@ ImageInput = np.ndarray | LoadedImage
 class FacePipeline:
     """A loaded detector + embedder and the quality rules; one per process (models are not fork-safe).
 
-    Detection runs on a copy bounded by detect_max_side; each face is aligned from a region of the image
-    at ALIGN_OVERSAMPLE x the template's resolution, so boxes and landmarks are in full-resolution pixels
-    and a 12 MP photo costs about what a small one does."""
+    Detection runs on a copy bounded by detect_max_side (single_face: first on a coarse copy); each face
+    is aligned from a region of the image binned to about the template's resolution, so boxes and
+    landmarks are in full-resolution pixels and a 12 MP photo costs little more than its JPEG decode."""
 
     detector: Detector
     embedder: Embedder
@@ -96,18 +104,18 @@ class FacePipeline:
         with self._lock:
             return self._faces(self.image(image), embed=embed)
 
-    def _faces(self, image: LoadedImage, *, embed: bool, side: int | None = None) -> list[Face]:
+    def _faces(self, image: LoadedImage, *, embed: bool) -> list[Face]:
         faces = []
-        for detection in self._detect(image, side):
+        for detection in self._detect(image):
             crop = self.aligned_crop(image, detection.landmarks)
             quality = assess(detection, crop, self.thresholds)
             vector = self.embedder.embed_aligned(crop) if embed else None
             faces.append(Face(detection=detection, quality=quality, embedding=vector))
         return sorted(faces, key=lambda f: f.detection.area, reverse=True)
 
-    def _detect(self, image: LoadedImage, side: int | None) -> list[Detection]:
-        """Detections in full-resolution coordinates, found on the preview (or a copy `side` long)."""
-        preview = image.preview_at(side or self.detect_max_side)
+    def _detect(self, image: LoadedImage) -> list[Detection]:
+        """Detections in full-resolution coordinates, found on the preview (longest side detect_max_side)."""
+        preview = image.preview_at(self.detect_max_side)
         fx, fy = image.width / preview.shape[1], image.height / preview.shape[0]
         found = []
         for d in self.detector.detect(preview):
@@ -116,9 +124,11 @@ class FacePipeline:
                                    landmarks=(d.landmarks * np.array([fx, fy], dtype=np.float32)).astype(np.float32)))
         return found
 
-    def aligned_crop(self, image: ImageInput, landmarks: np.ndarray) -> np.ndarray:
-        """The template-aligned crop of the face with these (full-resolution) landmarks, made from a
-        region of the image at ALIGN_OVERSAMPLE x the template's resolution (never the whole image)."""
+    def aligned_crop(self, image: ImageInput, landmarks: np.ndarray, *,
+                     min_ratio: float = ALIGN_MIN_SCALE_RATIO) -> np.ndarray:
+        """The template-aligned crop of the face with these (full-resolution) landmarks, warped from a
+        region of the image binned to `alignment_scale` (1 to 2x the template's resolution; never the
+        whole image, and the same pixels from a reduced-scale JPEG decode as from the full one)."""
         image = self.image(image)
         template = getattr(self.embedder, "template", ARCFACE_112_V1)
         landmarks = np.asarray(landmarks, dtype=np.float64)
@@ -129,17 +139,9 @@ class FacePipeline:
         mapped = corners @ inverse[:, :2].T + inverse[:, 2]
         margin = 2.0 / scale
         box = (*(mapped.min(axis=0) - margin), *(mapped.max(axis=0) + margin))
-        wanted = min(1.0, ALIGN_OVERSAMPLE * scale)
-        region = image.region(box, min_scale=min(1.0, scale))  # never upsampled; finer is area-reduced
-        pixels, factor = region.rgb, region.scale
-        if factor > wanted * 1.05 and pixels.shape[0] > 1 and pixels.shape[1] > 1:
-            size = (max(1, round(pixels.shape[1] * wanted / factor)), max(1, round(pixels.shape[0] * wanted / factor)))
-            fx, fy = size[0] / pixels.shape[1], size[1] / pixels.shape[0]
-            pixels = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
-        else:
-            fx = fy = 1.0
-        local = (landmarks - (region.x0, region.y0)) * factor * np.array([fx, fy])
-        return self.embedder.aligned_crop(np.ascontiguousarray(pixels), local)
+        region = image.binned_region(box, scale=alignment_scale(scale, ratio=min_ratio))
+        local = (landmarks - (region.x0, region.y0)) * region.scale
+        return self.embedder.aligned_crop(np.ascontiguousarray(region.rgb), local)
 
     def with_embeddings(self, image: ImageInput, faces: Sequence[Face]) -> tuple[Face, ...]:
         """The same faces with their embeddings: embed only the faces that were chosen (SFace is the
@@ -165,46 +167,96 @@ class FacePipeline:
         return self.with_embeddings(image, [chosen])[0]
 
     def _coarse_faces(self, image: LoadedImage) -> list[Face] | None:
-        """Faces from detection on a coarse copy, or None when the full pass must decide: nothing usable
-        was found, or a competing face could be too small there to be seen."""
-        if not self.coarse_side or self.coarse_side >= min(self.detect_max_side, max(image.width, image.height)):
+        """Faces from one detection pass on a coarse copy (the kept decode shrunk by a whole factor), or
+        None when the full pass must decide: nothing usable was found, or a competing face could be too
+        small to be seen (under MIN_COMPETITOR_PX) on any copy the kept decode can give below
+        detect_max_side. When the coarse copy is too small for that but such a copy exists, it is
+        detected on instead (one more pass, sized to make a competitor MIN_COMPETITOR_PX). The chosen
+        face is then detected again on its own region (`_refined`). Quality here is judged on crops
+        allowed COARSE_SCALE_RATIO of the template's resolution, so the coarse landmarks' jitter does
+        not make a finer decode that the refined face would not need."""
+        longest = max(image.width, image.height)
+        if not self.coarse_side or self.coarse_side >= min(self.detect_max_side, longest):
             return None
-        found = self._faces(image, embed=False, side=self.coarse_side)
-        usable = [f for f in found if f.quality.usable]
-        if not usable:
-            return None
-        coarse_px = usable[0].quality.face_size * self.coarse_side / max(image.width, image.height)
-        if DOMINANCE_RATIO * coarse_px < MIN_COMPETITOR_PX:
-            return None
-        return [self._refined(image, f) if f is usable[0] else f for f in found]
+        copy = image.reduced(self.coarse_side)
+        for attempt in range(2):
+            found = []
+            for detection in self._detect_region(copy):
+                crop = self.aligned_crop(image, detection.landmarks, min_ratio=COARSE_SCALE_RATIO)
+                found.append(Face(detection=detection, quality=assess(detection, crop, self.thresholds)))
+            found.sort(key=lambda f: f.detection.area, reverse=True)
+            usable = [f for f in found if f.quality.usable]
+            if not usable:
+                return None
+            needed = MIN_COMPETITOR_PX / (DOMINANCE_RATIO * usable[0].quality.face_size)  # copy px per image px
+            if copy.scale >= needed:
+                return [self._refined(image, f) if f is usable[0] else f for f in found]
+            side = DETECTOR_STRIDE * math.ceil(needed * longest / DETECTOR_STRIDE)
+            if attempt or side >= self.detect_max_side or image.base_scale * longest < side:
+                return None
+            preview = image.preview_at(side)  # from the kept decode: no new decode
+            copy = Region(rgb=preview, x0=0.0, y0=0.0, scale=preview.shape[1] / image.width)
+        return None
+
+    def _detect_region(self, region: Region) -> list[Detection]:
+        """Detections on a region's pixels, in full-resolution coordinates."""
+        scale = np.float32(region.scale)
+        offset = np.array([region.x0, region.y0], dtype=np.float32)
+        found = []
+        for d in self.detector.detect(np.ascontiguousarray(region.rgb)):
+            x0, y0, x1, y1 = d.box
+            box = (x0 / region.scale + region.x0, y0 / region.scale + region.y0,
+                   x1 / region.scale + region.x0, y1 / region.scale + region.y0)
+            found.append(Detection(box=box, score=d.score, landmarks=(d.landmarks / scale + offset).astype(np.float32)))
+        return found
 
     def _refined(self, image: LoadedImage, face: Face) -> Face:
-        """The face detected again on its own region of the detect_max_side preview (the pixels the full
-        pass would see), so its landmarks are those of a full pass; the coarse face if none is found."""
-        preview = image.preview_at(self.detect_max_side)
-        fx, fy = preview.shape[1] / image.width, preview.shape[0] / image.height
-        x0, y0, x1, y1 = face.box
-        w, h, c = x1 - x0, y1 - y0, REFINE_CONTEXT
-        g = DETECTOR_STRIDE  # a crop on the network's coarsest grid sees the pixels the full pass sees, aligned
-        left, top = max(0, int((x0 - c * w) * fx) // g * g), max(0, int((y0 - c * h) * fy) // g * g)
-        right = min(preview.shape[1], -(-int(np.ceil((x1 + c * w) * fx)) // g) * g)
-        bottom = min(preview.shape[0], -(-int(np.ceil((y1 + c * h) * fy)) // g) * g)
-        if right - left < 2 or bottom - top < 2:
+        """The face detected again on its own region at its alignment scale (`_redetected`; the kept
+        decode's scale when the coarse landmarks are just short of it), and once more if the refined
+        landmarks call for another scale, so that the landmarks come from the scale they choose (whatever
+        the coarse pass said); the coarse face if the region shows none."""
+        coarse = self._template_scale(face.detection.landmarks)
+        scale = alignment_scale(coarse)
+        if scale > image.base_scale >= alignment_scale(coarse, ratio=COARSE_SCALE_RATIO):
+            scale = alignment_scale(coarse, ratio=COARSE_SCALE_RATIO)  # no finer decode for the coarse jitter
+        found = self._redetected(image, face.detection, scale)
+        if found is None:
             return face
-        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        final = alignment_scale(self._template_scale(found.landmarks))
+        if final != scale:
+            found = self._redetected(image, found, final) or found
+        crop = self.aligned_crop(image, found.landmarks)
+        return Face(detection=found, quality=assess(found, crop, self.thresholds))
+
+    def _redetected(self, image: LoadedImage, detection: Detection, scale: float) -> Detection | None:
+        """The face detected on its region binned to `scale`: REFINE_CELLS square cells of the image-wide
+        DETECTOR_STRIDE grid around the cell of the box's centre. The pixels, their place in the
+        network's grid and the window do not depend on the photo's decode scale or on small shifts of the
+        box, so neither do the landmarks. None if no face is found at the box's centre."""
+        x0, y0, x1, y1 = detection.box
+        cell = DETECTOR_STRIDE / scale  # one grid cell in full-resolution pixels
+        left = (math.floor((x0 + x1) / 2 / cell) - REFINE_CELLS // 2) * cell
+        top = (math.floor((y0 + y1) / 2 / cell) - REFINE_CELLS // 2) * cell
+        region = image.binned_region((left, top, left + REFINE_CELLS * cell, top + REFINE_CELLS * cell),
+                                     scale=scale, grid=DETECTOR_STRIDE)
         best = None
-        for d in self.detector.detect(np.ascontiguousarray(preview[top:bottom, left:right])):
-            a0, b0, a1, b1 = d.box
-            box = ((a0 + left) / fx, (b0 + top) / fy, (a1 + left) / fx, (b1 + top) / fy)
-            distance = ((box[0] + box[2]) / 2 - cx) ** 2 + ((box[1] + box[3]) / 2 - cy) ** 2
-            if distance < (0.25 * min(w, h)) ** 2 and (best is None or distance < best[0]):
-                landmarks = ((d.landmarks + np.array([left, top], dtype=np.float32))
-                             / np.array([fx, fy], dtype=np.float32)).astype(np.float32)
-                best = (distance, Detection(box=box, score=d.score, landmarks=landmarks))
-        if best is None:
-            return face
-        crop = self.aligned_crop(image, best[1].landmarks)
-        return Face(detection=best[1], quality=assess(best[1], crop, self.thresholds))
+        for d in self._detect_region(region):
+            distance = float(np.hypot((d.box[0] + d.box[2] - x0 - x1) / 2, (d.box[1] + d.box[3] - y0 - y1) / 2))
+            if distance < 0.25 * min(x1 - x0, y1 - y0) and (best is None or distance < best[0]):
+                best = (distance, d)
+        return None if best is None else best[1]
+
+    def _template_scale(self, landmarks: np.ndarray) -> float:
+        """Template pixels per full-resolution pixel for a face with these landmarks."""
+        template = getattr(self.embedder, "template", ARCFACE_112_V1)
+        matrix = similarity_transform(np.asarray(landmarks, dtype=np.float64), template.as_array())
+        return float(np.sqrt(abs(np.linalg.det(matrix[:, :2])))) or 1.0
+
+
+def alignment_scale(template_scale: float, *, ratio: float = ALIGN_MIN_SCALE_RATIO) -> float:
+    """The scale a face is aligned and refined at: the coarsest power of two (1, 1/2, 1/4, ...) that holds
+    `ratio` of the template's resolution (template_scale: template px per image px)."""
+    return float(min(1.0, 2.0 ** math.ceil(math.log2(max(ratio * template_scale, 1e-9)))))
 
 
 def choose_face(faces: list[Face], *, name: str, on_multiple: str = "refuse") -> Face:
