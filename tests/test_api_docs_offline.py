@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import shutil
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -16,7 +15,7 @@ from faceledger.api.docs_offline import ASSETS_PREFIX, PINNED, asset_problems, a
 from faceledger.api.security import DOCS_CSP
 
 from .servers import running_serve
-from .test_e2e_browser import ARGS, CHROMIUM
+from .browsers import launch, needs_chromium
 
 
 @pytest.fixture(scope="module")
@@ -53,16 +52,14 @@ def test_docs_pages_name_no_other_host_and_their_assets_load(server):
         assert httpx.get(f"{server}{ASSETS_PREFIX}/{name}").status_code == 200
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).is_file() and not shutil.which("chromium"),
-                    reason=f"Chromium is not installed at {CHROMIUM}")
+@needs_chromium
 def test_docs_render_in_chromium_with_other_hosts_blocked(server, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
     own = urlsplit(server).netloc
     elsewhere: list[str] = []
     problems: list[str] = []
     with sync_api.sync_playwright() as playwright:
-        executable = CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium")
-        browser = playwright.chromium.launch(executable_path=executable, args=ARGS, headless=True)
+        browser = launch(playwright)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
 

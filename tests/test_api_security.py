@@ -5,7 +5,6 @@ Each test names the defence it checks; docs/security.md ("The HTTP surface") des
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
 from datetime import datetime, timedelta, timezone
@@ -21,6 +20,7 @@ from faceledger.api.session import COOKIE, LOGIN_COOKIE
 from faceledger.store import LedgerEntry, User, WebSession
 
 from .conftest import OPEN_FACES, open_test_engine
+from .browsers import launch, needs_chromium
 from .servers import running_serve
 
 PROBLEM = "application/problem+json"
@@ -286,7 +286,6 @@ def test_a_number_the_database_cannot_bind_is_422_on_any_route(app, tokens):
 
 # -- the policy in a real browser --------------------------------------------------------------------------
 
-CHROMIUM = os.environ.get("FACELEDGER_CHROMIUM", "/usr/bin/chromium")
 WATCH_CSP = """window.__csp = [];
 document.addEventListener('securitypolicyviolation', e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));"""
 
@@ -308,17 +307,14 @@ def served(tmp_path_factory):
         yield base, token
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).is_file() and not shutil.which("chromium"),
-                    reason=f"Chromium is not installed at {CHROMIUM} (scripts/system-deps.sh installs it)")
+@needs_chromium
 def test_the_pages_work_under_the_policy_in_a_browser(served):
     """No page trips the CSP: a missing face crop becomes the placeholder (app.js, not an inline handler),
     and the error page's Back link works without a javascript: URL."""
     sync_api = pytest.importorskip("playwright.sync_api")
     base, token = served
     with sync_api.sync_playwright() as playwright:
-        executable = CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium")
-        browser = playwright.chromium.launch(executable_path=executable, headless=True,
-                                             args=["--headless", "--no-sandbox", "--disable-gpu"])
+        browser = launch(playwright)
         try:
             page = browser.new_context().new_page()
             page.add_init_script(WATCH_CSP)

@@ -14,14 +14,10 @@ from pathlib import Path
 import pytest
 
 from .conftest import gallery_files, held_out_probes, open_test_engine
+from .browsers import chromium, needs_chromium, sign_in
 from .servers import running_serve
 
-CHROMIUM = os.environ.get("FACELEDGER_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file() and not shutil.which("chromium"),
-                                reason=f"Chromium is not installed at {CHROMIUM} (scripts/system-deps.sh installs it)")
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
@@ -39,21 +35,8 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        executable = CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium")
-        browser = playwright.chromium.launch(executable_path=executable, args=ARGS, headless=True)
+    with chromium() as browser:
         yield browser
-        browser.close()
-
-
-def sign_in(page, base: str, token: str) -> None:
-    page.goto(base + "/")
-    assert "/login" in page.url
-    page.fill("input[name=token]", token)
-    page.click("button[type=submit]")
-    page.wait_for_load_state()
-    assert "/login" not in page.url
 
 
 @pytest.mark.parametrize("viewport", [{"width": 1280, "height": 900}, {"width": 390, "height": 844}],

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,7 @@ from faceledger.policy import Principal
 from .conftest import gallery_files, held_out_probes, open_test_engine
 from .servers import running_serve
 from .test_cli import run
-from .test_e2e_browser import ARGS, CHROMIUM, sign_in
+from .browsers import launch, needs_chromium, sign_in
 
 ROLES = ("admin", "analyst", "reviewer", "auditor")
 
@@ -271,8 +270,7 @@ def test_erased_subject_is_withheld_and_the_search_facts_stay(world, tmp_path):
     assert any("withheld" in n for n in check.notes)
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).is_file() and not shutil.which("chromium"),
-                    reason=f"Chromium is not installed at {CHROMIUM}")
+@needs_chromium
 def test_phone_result_page_downloads_a_package_that_verifies(world, tmp_path):
     """At 390 px in Chromium, against a `faceledger serve` process: the result page fits, its button
     downloads the package with the session cookie, the file verifies, the audit page lists the export, and
@@ -283,8 +281,7 @@ def test_phone_result_page_downloads_a_package_that_verifies(world, tmp_path):
     shots.mkdir()
     with running_serve(world["root"] / "home", tmp_path / "serve.log") as (base, _process), \
             sync_api.sync_playwright() as playwright:
-        executable = CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium")
-        browser = playwright.chromium.launch(executable_path=executable, args=ARGS, headless=True)
+        browser = launch(playwright)
         try:
             context = browser.new_context(viewport={"width": 390, "height": 844}, accept_downloads=True)
             page = context.new_page()

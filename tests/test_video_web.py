@@ -5,9 +5,7 @@ upload, progress, timeline, a matched track's shots and candidates, the review p
 from __future__ import annotations
 
 import re
-import shutil
 import time
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -18,7 +16,7 @@ from faceledger.api import create_app
 
 from .conftest import OPEN_FACES, open_test_engine
 from .servers import running_serve
-from .test_e2e_browser import ARGS, CHROMIUM, sign_in
+from .browsers import launch, needs_chromium, sign_in
 from .video_scenes import crossing, write
 
 HTML = {"Accept": "text/html"}
@@ -132,16 +130,14 @@ def served(tmp_path_factory):
         yield base, token, video
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).is_file() and not shutil.which("chromium"),
-                    reason=f"Chromium is not installed at {CHROMIUM} (scripts/system-deps.sh installs it)")
+@needs_chromium
 @pytest.mark.parametrize("viewport", [{"width": 1280, "height": 900}, {"width": 390, "height": 844}],
                          ids=["desktop", "phone"])
 def test_upload_progress_timeline_review_and_redacted_copy_in_a_browser(served, viewport, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
     base, token, video = served
     with sync_api.sync_playwright() as playwright:
-        executable = CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium")
-        browser = playwright.chromium.launch(executable_path=executable, args=ARGS, headless=True)
+        browser = launch(playwright)
         try:
             context = browser.new_context(viewport=viewport, accept_downloads=True)
             page = context.new_page()

@@ -17,11 +17,10 @@ import pytest
 
 from .conftest import LFW_DIR, OPEN_FACES, gallery_files, held_out_probes, open_test_engine
 from .servers import running_serve
-from .test_e2e_browser import ARGS, CHROMIUM, sign_in
+from .browsers import chromium, needs_chromium, sign_in
 from .test_web_forms import group_photo
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file() and not shutil.which("chromium"),
-                                reason=f"Chromium is not installed at {CHROMIUM} (scripts/system-deps.sh installs it)")
+pytestmark = needs_chromium
 
 VIEWPORTS = [{"width": 1280, "height": 900}, {"width": 390, "height": 844}]
 
@@ -49,12 +48,8 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        executable = CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium")
-        browser = playwright.chromium.launch(executable_path=executable, args=ARGS, headless=True)
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture(params=VIEWPORTS, ids=["desktop", "phone"])

@@ -22,11 +22,10 @@ import pytest
 
 from .conftest import OPEN_FACES, gallery_files, open_test_engine
 from .servers import running_serve
-from .test_e2e_browser import ARGS, CHROMIUM, sign_in
+from .browsers import launch, needs_chromium, sign_in
 from .test_scan import ENROLLED, STRANGER, approach_sides, scene_frame
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file() and not shutil.which("chromium"),
-                                reason=f"Chromium is not installed at {CHROMIUM} (scripts/system-deps.sh installs it)")
+pytestmark = needs_chromium
 
 VIEWPORTS = {"desktop": {"width": 1280, "height": 900}, "phone": {"width": 390, "height": 844}}
 FPS = 10
@@ -79,10 +78,8 @@ def playwright():
 def camera(playwright, directory: Path, name: str, frames: list[np.ndarray]):
     """A headless Chromium whose camera plays `frames` (in a loop)."""
     video = write_y4m(frames, directory / f"{name}.y4m")
-    executable = CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium")
-    return playwright.chromium.launch(executable_path=executable, headless=True, args=ARGS + [
-        "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-        f"--use-file-for-fake-video-capture={video}"])
+    return launch(playwright, ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                               f"--use-file-for-fake-video-capture={video}"])
 
 
 @pytest.fixture(scope="module")

@@ -28,15 +28,13 @@ from faceledger.services.enrolment import upload_name
 
 from .conftest import LFW_DIR, OPEN_FACES, open_test_engine
 from .servers import running_serve
-from .test_e2e_browser import CHROMIUM, sign_in
+from .browsers import needs_chromium, sign_in
 from .test_web_browser import browser, fits, page, shoot  # noqa: F401  (Chromium, its pages, the checks)
 from .test_web_forms import group_photo
 
 HTML = {"Accept": "text/html"}
 JSON = {"Accept": "application/json"}
 PROVENANCE = {"source": "staff photos 2024", "legal_basis": "consent"}
-needs_chromium = pytest.mark.skipif(not Path(CHROMIUM).is_file() and not shutil.which("chromium"),
-                                    reason=f"Chromium is not installed at {CHROMIUM}")
 
 
 def lfw(person: str, n: int = 3) -> list[Path]:

@@ -22,7 +22,7 @@ from faceledger.services.context import utcnow
 
 from .conftest import gallery_files, held_out_probes, open_test_engine
 from .servers import running_serve
-from .test_e2e_browser import ARGS, CHROMIUM, sign_in
+from .browsers import HAVE_CHROMIUM, chromium, sign_in
 
 HTML = {"Accept": "text/html"}
 ANALYST = Principal("ana-w", "analyst")
@@ -186,14 +186,10 @@ def served(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    if not Path(CHROMIUM).is_file() and not shutil.which("chromium"):
-        pytest.skip(f"Chromium is not installed at {CHROMIUM} (scripts/system-deps.sh installs it)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        executable = CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium")
-        browser = playwright.chromium.launch(executable_path=executable, args=ARGS, headless=True)
+    if not HAVE_CHROMIUM:
+        pytest.skip("Chromium is not installed (scripts/system-deps.sh installs it)")
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 def fits(page, width: int) -> None:
