@@ -79,11 +79,8 @@ class Searching:
         label = ", ".join(names)
         principal = self.access.authorize(by, "search", gallery=label)
         request = {"gallery": label, "purpose": purpose, "case": case, "investigative": investigative}
-        with self.access.refusals(principal, "search", request):
-            purpose = require_text(purpose, "a purpose", "--purpose")
-            case = require_text(case, "a case reference", "--case")
-            authorisation = optional_text(authorisation, "the authorisation id", "--authorisation")
-            searched, refused = self._allowed(names, purpose, investigative)
+        purpose, case, authorisation, searched, refused = self._admitted(
+            principal, request, names, purpose, case, authorisation, investigative)
         if top_k < 1:
             raise FaceledgerError("--top-k must be at least 1")
         request.update(top_k=top_k, authorisation=authorisation)
@@ -94,6 +91,17 @@ class Searching:
         return self._search_probe(principal, searched, refused, loaded, probe, purpose=purpose, case=case,
                                   top_k=top_k, investigative=investigative, authorisation=authorisation)
 
+    def _admitted(self, principal: Principal, request: dict, names: list[str], purpose: str | None,
+                  case: str | None, authorisation: str | None, investigative: bool):
+        """The stated purpose, case and authorisation, checked, and the galleries whose policy admits the
+        search (and those that refuse it); a refusal of the whole search is ledgered."""
+        with self.access.refusals(principal, "search", request):
+            purpose = require_text(purpose, "a purpose", "--purpose")
+            case = require_text(case, "a case reference", "--case")
+            authorisation = optional_text(authorisation, "the authorisation id", "--authorisation")
+            searched, refused = self._allowed(names, purpose, investigative)
+        return purpose, case, authorisation, searched, refused
+
     def search_face(self, loaded: LoadedImage, probe: Face, *, gallery: str, purpose: str | None, case: str | None,
                     top_k: int = 10, authorisation: str | None = None, capture: dict | None = None,
                     by: Principal | None = None) -> SearchResult:
@@ -102,11 +110,8 @@ class Searching:
         `loaded` is the image recorded as the probe; `capture` (ledgered) says how the face was taken."""
         principal = self.access.authorize(by, "search", gallery=gallery)
         request = {"gallery": gallery, "purpose": purpose, "case": case, "investigative": False}
-        with self.access.refusals(principal, "search", request):
-            purpose = require_text(purpose, "a purpose", "--purpose")
-            case = require_text(case, "a case reference", "--case")
-            authorisation = optional_text(authorisation, "the authorisation id", "--authorisation")
-            searched, refused = self._allowed([gallery], purpose, False)
+        purpose, case, authorisation, searched, refused = self._admitted(
+            principal, request, [gallery], purpose, case, authorisation, False)
         return self._search_probe(principal, searched, refused, loaded, probe, purpose=purpose, case=case, top_k=top_k,
                                   investigative=False, authorisation=authorisation, capture=capture)
 
