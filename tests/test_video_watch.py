@@ -140,12 +140,55 @@ def test_an_mjpeg_stream_over_http_is_watched(eng):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     alerts = []
     try:
-        summary = _watch(eng, f"http://127.0.0.1:{server.server_address[1]}/stream.mjpg", on_alert=alerts.append)
+        summary = _watch(eng, f"http://127.0.0.1:{server.server_address[1]}/stream.mjpg", on_alert=alerts.append,
+                         reconnects=0)  # the stream's end is the watch's end
     finally:
         server.shutdown()
         server.server_close()
-    assert summary["frames"] >= 5 and summary["alerts"] == 1
+    assert summary["frames"] >= 5 and summary["alerts"] == 1 and summary["reconnect_attempts"] == 0
     assert alerts[0]["candidates"][0]["subject"] == "macron"
+
+
+def test_a_stream_that_drops_is_reopened_then_given_up_on(eng):
+    """The camera's server serves the scene twice, dropping the connection after each, then answers 503:
+    the watch reopens it (1 s, then 1 s, then 2 s later), each connection's face is its own track and
+    alert, and after two failed attempts in a row it ends as 'source lost', ledgered."""
+    scene = moving(seconds=1.5)
+    requests: list[int] = []
+
+    class Dropping(BaseHTTPRequestHandler):
+        def do_GET(self):
+            requests.append(len(requests) + 1)
+            if len(requests) > 2:
+                self.send_error(503)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            for pixels in scene.frames:
+                jpeg = cv2.imencode(".jpg", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR))[1].tobytes()
+                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg))
+                self.wfile.write(jpeg + b"\r\n")
+                time.sleep(1 / scene.fps)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Dropping)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    alerts = []
+    try:
+        summary = _watch(eng, f"http://127.0.0.1:{server.server_address[1]}/drops.mjpg", on_alert=alerts.append,
+                         reconnects=2)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(requests) == 4 and summary["reconnect_attempts"] == 3
+    assert summary["reason"].startswith("source lost: not reopened after 2 attempts"), summary["reason"]
+    assert summary["alerts"] == 2 and {a["candidates"][0]["subject"] for a in alerts} == {"macron"}
+    assert alerts[0]["track"] != alerts[1]["track"] and alerts[1]["first_s"] > alerts[0]["last_s"]
+    stop = eng.audit_entries(action="watch.stop")[-1]["payload"]
+    assert stop["watch_id"] == summary["watch_id"] and stop["reconnect_attempts"] == 3
 
 
 def test_a_watch_stopped_from_outside_is_ledgered_as_stopped(eng, clips):

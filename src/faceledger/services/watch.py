@@ -14,6 +14,7 @@ the column once (ledgered as "video.allow_live.migrated") and the file is rename
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import re
@@ -28,7 +29,7 @@ from sqlalchemy import select
 from ..errors import MissingField, PolicyViolation
 from ..policy import Principal, check_purpose, gallery_policy
 from ..store import Gallery
-from ..video.decode import frames, probe
+from ..video.decode import VideoError, frames, probe
 from ..video.live import AlertSpool, check_webhook, redact_url
 from ..video.shots import embedder, forget, observe, select_shots, template, thumbnail_jpeg
 from ..video.track import Track, Tracker
@@ -39,6 +40,8 @@ from .video import VideoSearch, check_every_ms
 READY_SHOTS = 3
 """A live track is searched once it has this many usable observations (or when it ends, if sooner)."""
 RETRY_SECONDS = 10.0
+RECONNECTS = 5
+"""Times in a row a live source that drops is opened again (after 1, 2, 4, 8, 16 s) before the watch ends."""
 
 
 class Watching:
@@ -114,8 +117,12 @@ class Watching:
               authorisation: str | None, webhook: str | None = None, every_ms: float = 200, top_k: int = 5,
               realtime: bool | None = None, max_seconds: float | None = None,
               stop: threading.Event | None = None, on_alert: Callable[[dict], None] | None = None,
-              by: Principal | None = None) -> dict:
-        """Watch until the source ends, `stop` is set or max_seconds of video have passed; returns a summary."""
+              reconnects: int = RECONNECTS, by: Principal | None = None) -> dict:
+        """Watch until the source ends, `stop` is set or max_seconds of video have passed; returns a summary.
+
+        A live source (not a file) that drops is opened again after 1, 2, 4, ... s, at most `reconnects`
+        times in a row (the count starts again once frames arrive). A drop ends every track: a face still
+        in view afterwards is a new track. The attempts are counted in the `watch.stop` entry (`reconnect_attempts`)."""
         ctx = self.ctx
         principal = self.access.authorize(by, "search", gallery=gallery)
         request = {"gallery": gallery, "purpose": purpose, "case": case, "authorisation": authorisation,
@@ -165,9 +172,15 @@ class Watching:
                     self.spool.add(webhook, alert)
                     self.spool.flush()
 
+        state["reconnect_attempts"] = 0
+        live = not opened["is_file"]
         try:
-            for frame in frames(opened["url"], every_ms=every_ms, realtime=bool(realtime), max_seconds=max_seconds,
-                                fmt=opened["format"], stop=stop, wall_clock=not opened["is_file"]):
+            for frame in _frames_reconnecting(opened, every_ms=every_ms, realtime=bool(realtime),
+                                              max_seconds=max_seconds, stop=stop,
+                                              reconnects=reconnects if live else 0, state=state):
+                if frame is None:  # the source dropped and was opened again: its tracks have ended
+                    self._close(tracker.finish(), consider, alerted, state)
+                    continue
                 state["frames"] += 1
                 ended = tracker.update(frame.t, observe(ctx.pipeline, frame.t, frame.index, frame.rgb,
                                                        detect_max_side=self.video.detect_max_side), frame.rgb)
@@ -233,6 +246,38 @@ class Watching:
         thumb = thumbnail_jpeg(shots[0])
         return {**payload, "alert_id": entry.entry_id, "ledger_entry": entry.entry_id, "at": utcnow().isoformat(),
                 "thumbnail_jpeg": base64.b64encode(thumb).decode() if thumb else None}
+
+
+def _frames_reconnecting(opened: dict, *, every_ms: float, realtime: bool, max_seconds: float | None,
+                         stop: threading.Event | None, reconnects: int, state: dict):
+    """The source's frames, its times continuing across reconnections; None marks each reconnection."""
+    started, failures = time.monotonic(), 0
+    while True:
+        offset, got = time.monotonic() - started, False
+        left = None if max_seconds is None else max_seconds - offset
+        try:
+            for frame in frames(opened["url"], every_ms=every_ms, realtime=realtime, max_seconds=left,
+                                fmt=opened["format"], stop=stop, wall_clock=not opened["is_file"]):
+                got, failures = True, 0
+                yield dataclasses.replace(frame, t=frame.t + offset)
+        except VideoError as exc:
+            if not reconnects or not state["frames"]:
+                raise  # a source that never worked is an error, as before
+            if failures >= reconnects:
+                state["reason"] = f"source lost: not reopened after {failures} attempts ({exc})"[:300]
+                return
+        if (stop is not None and stop.is_set()) or failures >= reconnects or (
+                max_seconds is not None and time.monotonic() - started >= max_seconds):
+            return
+        failures += 1
+        if stop is not None:
+            if stop.wait(min(2.0 ** (failures - 1), 30.0)):
+                return
+        else:
+            time.sleep(min(2.0 ** (failures - 1), 30.0))
+        state["reconnect_attempts"] += 1
+        if got:
+            yield None
 
 
 def _source_label(source: str) -> str:
