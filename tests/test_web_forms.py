@@ -207,6 +207,8 @@ def test_error_page_names_no_flag(world):
 
 
 def test_cli_search_takes_a_face_number(tmp_path, capsys, monkeypatch):
+    import json
+
     from .test_cli import run
     home = tmp_path / "home"
     run(capsys, monkeypatch, home, "gallery", "create", "g")
@@ -216,8 +218,8 @@ def test_cli_search_takes_a_face_number(tmp_path, capsys, monkeypatch):
     group = tmp_path / "group.jpg"
     group.write_bytes(group_photo())
     search = ["search", group, "--gallery", "g", "--purpose", "p", "--case", "c", "--json"]
-    code, _, err = run(capsys, monkeypatch, home, *search)
-    assert code == 2 and "--face N" in err
+    code, out, _ = run(capsys, monkeypatch, home, *search)  # with --json, the error is JSON on stdout
+    assert code == 2 and "--face N" in json.loads(out)["error"]["message"]
     code, out, err = run(capsys, monkeypatch, home, *search, "--face", "2")
     assert code == 0, err
     assert '"subject": "Jacinda Ardern"' in out
