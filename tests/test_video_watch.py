@@ -119,32 +119,48 @@ def test_a_webhook_that_is_down_spools_the_alert_and_delivers_it_on_retry(eng, c
     assert stop["alerts_pending_delivery"] == 1 and stop["bystander_tracks"] == 1
 
 
+class MjpegCamera:
+    """An MJPEG camera server on 127.0.0.1 playing `scene` once per connection, in real time; with
+    `connections`, later requests get 503 (the camera is gone)."""
+
+    def __init__(self, scene, connections: int | None = None) -> None:
+        self.requests: list[int] = []
+        requests = self.requests
+
+        class Stream(BaseHTTPRequestHandler):
+            def do_GET(self):
+                requests.append(len(requests) + 1)
+                if connections is not None and len(requests) > connections:
+                    self.send_error(503)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                for pixels in scene.frames:
+                    jpeg = cv2.imencode(".jpg", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR))[1].tobytes()
+                    self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg))
+                    self.wfile.write(jpeg + b"\r\n")
+                    time.sleep(1 / scene.fps)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Stream)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/stream.mjpg"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def test_an_mjpeg_stream_over_http_is_watched(eng):
-    scene = moving(seconds=2.0)
-
-    class Stream(BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-            self.end_headers()
-            for pixels in scene.frames:
-                jpeg = cv2.imencode(".jpg", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR))[1].tobytes()
-                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg))
-                self.wfile.write(jpeg + b"\r\n")
-                time.sleep(1 / scene.fps)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Stream)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    camera = MjpegCamera(moving(seconds=2.0))
     alerts = []
     try:
-        summary = _watch(eng, f"http://127.0.0.1:{server.server_address[1]}/stream.mjpg", on_alert=alerts.append,
-                         reconnects=0)  # the stream's end is the watch's end
+        summary = _watch(eng, camera.url, on_alert=alerts.append, reconnects=0)  # the stream's end is the watch's end
     finally:
-        server.shutdown()
-        server.server_close()
+        camera.close()
     assert summary["frames"] >= 5 and summary["alerts"] == 1 and summary["reconnect_attempts"] == 0
     assert alerts[0]["candidates"][0]["subject"] == "macron"
 
@@ -153,37 +169,13 @@ def test_a_stream_that_drops_is_reopened_then_given_up_on(eng):
     """The camera's server serves the scene twice, dropping the connection after each, then answers 503:
     the watch reopens it (1 s, then 1 s, then 2 s later), each connection's face is its own track and
     alert, and after two failed attempts in a row it ends as 'source lost', ledgered."""
-    scene = moving(seconds=1.5)
-    requests: list[int] = []
-
-    class Dropping(BaseHTTPRequestHandler):
-        def do_GET(self):
-            requests.append(len(requests) + 1)
-            if len(requests) > 2:
-                self.send_error(503)
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-            self.end_headers()
-            for pixels in scene.frames:
-                jpeg = cv2.imencode(".jpg", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR))[1].tobytes()
-                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg))
-                self.wfile.write(jpeg + b"\r\n")
-                time.sleep(1 / scene.fps)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Dropping)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    camera = MjpegCamera(moving(seconds=1.5), connections=2)
     alerts = []
     try:
-        summary = _watch(eng, f"http://127.0.0.1:{server.server_address[1]}/drops.mjpg", on_alert=alerts.append,
-                         reconnects=2)
+        summary = _watch(eng, camera.url, on_alert=alerts.append, reconnects=2)
     finally:
-        server.shutdown()
-        server.server_close()
-    assert len(requests) == 4 and summary["reconnect_attempts"] == 3
+        camera.close()
+    assert len(camera.requests) == 4 and summary["reconnect_attempts"] == 3
     assert summary["reason"].startswith("source lost: not reopened after 2 attempts"), summary["reason"]
     assert summary["alerts"] == 2 and {a["candidates"][0]["subject"] for a in alerts} == {"macron"}
     assert alerts[0]["track"] != alerts[1]["track"] and alerts[1]["first_s"] > alerts[0]["last_s"]
