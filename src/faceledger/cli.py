@@ -8,16 +8,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
 
 from .cli_calibration import calibration_app, gallery_duplicates
 from .cli_common import (
@@ -120,15 +110,26 @@ def enroll(
         raise typer.Exit(2)
 
 
-class RateColumn(ProgressColumn):
-    """Images per second."""
+def _progress_bar():
+    """A rich progress bar on stderr (rich.progress is imported here: only long commands draw one)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
 
-    def render(self, task) -> Text:
-        unit = task.fields.get("unit", "img")
-        return Text(f"{task.speed:.1f} {unit}/s" if task.speed else "")
+    class RateColumn(ProgressColumn):
+        """Images per second."""
 
+        def render(self, task) -> Text:
+            unit = task.fields.get("unit", "img")
+            return Text(f"{task.speed:.1f} {unit}/s" if task.speed else "")
 
-def _progress_bar() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
                     TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err)
 

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from .cli_common import JsonFlag, Rows, engine, fmt_rate, me, out, print_json
 
@@ -55,6 +54,8 @@ def calibration_show(
                   f"{shift['packaged_score']:.4f}: packaged thresholds raised by {shift['shift']:.4f}")
     elif shift:
         out.print("  the gallery's tail is heavier than the packaged one's shape: its own tail bound sets the threshold")
+    from rich.table import Table
+
     table = Table("target FPIR", "threshold", "predicted FPIR", "set by", "extrapolated", "supported")
     for row in info["thresholds"]:
         table.add_row(f"{row['target_fpir']:g}", f"{row['threshold']:.4f}", fmt_rate(row["predicted_fpir"] or 0),

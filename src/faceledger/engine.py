@@ -7,36 +7,23 @@ and the service checks the role first.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib import import_module
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .accounts import local_seat
-from .calibration import Calibration
 from .config import Settings
 from .ledger import Ledger
 from .pipeline import FacePipeline
 from .policy import Principal
-from .services.access import Access
-from .services.calibrations import Calibrations
 from .services.context import Context
-from .services.enrolment import Enrolment
-from .services.evidence import Evidence
-from .services.galleries import Galleries
-from .services.governance import Governance
-from .services.indexes import IndexCache
-from .services.people import People
-from .services.reports import Reports
-from .services.review import Reviews
-from .services.scan import Scans
-from .services.search import Searching
-from .services.users import Users
-from .services.video import VideoSearch
-from .services.video_jobs import VideoJobs
-from .services.watch import Watching
 from .store import dispose_writer, open_store, writer_sessions
 
+if TYPE_CHECKING:
+    from .calibration import Calibration
 
 class _Via:
     """`name = via("service")`: the engine's `name` is the service's method of the same name."""
@@ -56,8 +43,62 @@ class _Via:
 via = _Via
 
 
+class _Service:
+    """`name = service("module", "Class", "needed", ...)`: the engine's service `name`, made on first use
+    as `services.module.Class(ctx, *needed services)`, so a command imports only the services it uses.
+
+    A service may need only services declared before it (checked when the class is made): the declaration
+    order is the dependency order, so there are no cycles."""
+
+    order = 0
+
+    def __init__(self, module: str, cls: str, *needs: str) -> None:
+        self.module, self.cls, self.needs = module, cls, needs
+        _Service.order += 1
+        self.order = _Service.order
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+        for need in self.needs:
+            made = owner.__dict__.get(need)
+            if not isinstance(made, _Service) or made.order >= self.order:
+                raise TypeError(f"service {name!r} needs {need!r}, which is not a service declared before it")
+
+    def __get__(self, engine: Any, owner: type | None = None) -> Any:
+        if engine is None:
+            return self
+        with engine._wiring:  # threads of the HTTP server: one instance of each service
+            made = engine.__dict__.get(self.name)
+            if made is None:
+                cls = getattr(import_module(f"{__package__}.services.{self.module}"), self.cls)
+                made = engine.__dict__[self.name] = cls(engine.ctx, *(getattr(engine, n) for n in self.needs))
+        return made  # kept in the instance's __dict__: later reads do not come here
+
+
+service = _Service
+
+
 class Engine:
     """Open once per process and share it between threads (the HTTP server does); see services.context."""
+
+    # The services, each made on first use. Each may use the ones declared before it, never after:
+    # the declaration order is the dependency order.
+    access = service("access", "Access")
+    calibrations = service("calibrations", "Calibrations", "access")
+    indexes = service("indexes", "IndexCache", "access")
+    galleries = service("galleries", "Galleries", "access")
+    enrolment = service("enrolment", "Enrolment", "access", "indexes")
+    searching = service("search", "Searching", "access", "indexes", "calibrations")
+    reviews = service("review", "Reviews", "access")
+    evidence = service("evidence", "Evidence", "access", "reviews", "galleries")
+    governance = service("governance", "Governance", "access", "indexes", "calibrations")
+    users = service("users", "Users", "access")
+    people = service("people", "People", "access", "indexes", "calibrations")
+    reports = service("reports", "Reports", "access", "calibrations", "searching")
+    video = service("video", "VideoSearch", "access", "searching")
+    watching = service("watch", "Watching", "access", "video")
+    video_jobs = service("video_jobs", "VideoJobs", "access", "video")
+    scans = service("scan", "Scans", "access", "searching")
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -71,25 +112,9 @@ class Engine:
             self.ledger.record(actor=settings.operator, action="schema.upgrade",
                                payload=store.schema_change.as_payload())
         self.pipeline = FacePipeline.from_settings(settings)
-        ctx = self.ctx = Context(settings=settings, db=self.db, sessions=self.sessions,
-                                 writer=self.writer_sessions, ledger=self.ledger, pipeline=self.pipeline)
-        # Each service may use the ones made before it, never after: the wiring is the dependency order.
-        self.access = Access(ctx)
-        self.calibrations = Calibrations(ctx, self.access)
-        self.indexes = IndexCache(ctx, self.access)
-        self.galleries = Galleries(ctx, self.access)
-        self.enrolment = Enrolment(ctx, self.access, self.indexes)
-        self.searching = Searching(ctx, self.access, self.indexes, self.calibrations)
-        self.reviews = Reviews(ctx, self.access)
-        self.evidence = Evidence(ctx, self.access, self.reviews, self.galleries)
-        self.governance = Governance(ctx, self.access, self.indexes, self.calibrations)
-        self.users = Users(ctx, self.access)
-        self.people = People(ctx, self.access, self.indexes, self.calibrations)
-        self.reports = Reports(ctx, self.access, self.calibrations, self.searching)
-        self.video = VideoSearch(ctx, self.access, self.searching)
-        self.watching = Watching(ctx, self.access, self.video)
-        self.video_jobs = VideoJobs(ctx, self.access, self.video)
-        self.scans = Scans(ctx, self.access, self.searching)
+        self.ctx = Context(settings=settings, db=self.db, sessions=self.sessions,
+                           writer=self.writer_sessions, ledger=self.ledger, pipeline=self.pipeline)
+        self._wiring = threading.RLock()
         self.governance.purge_if_overdue()
 
     @property
