@@ -1,13 +1,20 @@
-"""How a command starts: the engine makes each service the first time it is needed, so a command imports
-only the services it uses. Structural checks only; benchmarks/cli_start.py measures the time.
+"""How a command starts: the engine makes each service the first time it is needed (so a command imports
+only the services it uses), and the CLI imports the engine without the garbage collector and leaves the
+command's objects out of the collections at exit. Structural checks only; benchmarks/cli_start.py
+measures the time.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 
+import pytest
+
 from .conftest import OPEN_FACES, open_test_engine
-from .test_cli_imports import modules_after
+from .test_cli_imports import SRC, modules_after
 
 NOT_FOR_A_SEARCH = {"video", "watch", "video_jobs", "scan", "evidence", "reports", "review", "people", "users",
                     "galleries", "enrolment"}
@@ -60,3 +67,33 @@ def test_a_command_imports_only_the_services_it_uses(tmp_path):
                            "faces", str(OPEN_FACES / "macron_2014.jpg"), "--json", home=tmp_path / "h")
     assert "faceledger.services.search" in loaded  # it did run
     assert sorted(f"faceledger.services.{m}" for m in NOT_FOR_A_SEARCH if f"faceledger.services.{m}" in loaded) == []
+
+
+CHECK_COLLECTOR = """
+import atexit, gc, sys
+counts = []
+atexit.register(lambda: print("at exit: more frozen", gc.get_freeze_count() > counts[0], flush=True))
+from faceledger import cli_common
+if sys.argv[1] == "off":
+    gc.disable()
+cli_common._engine_class()
+counts.append(gc.get_freeze_count())
+print("after import: enabled", gc.isenabled(), "frozen", gc.get_freeze_count() > 0, flush=True)
+sys.argv[1:] = ["--home", sys.argv[2], "gallery", "list", "--json"]
+from faceledger.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize("collector", ["on", "off"])
+def test_the_engine_import_pauses_the_collector_and_the_exit_still_runs_its_handlers(tmp_path, collector):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+           "FACELEDGER_OPERATOR": "start-tester"}
+    env.pop("FACELEDGER_TOKEN", None)
+    done = subprocess.run([sys.executable, "-c", CHECK_COLLECTOR, collector, str(tmp_path / "h")], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"after import: enabled {collector == 'on'} frozen True"  # restored as it was
+    assert lines[-1] == "at exit: more frozen True"  # the command's objects too; an earlier handler still runs
+    assert "[]" in "".join(lines[1:-1]).replace(" ", "")  # the command's own output, whole
