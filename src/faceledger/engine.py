@@ -116,6 +116,8 @@ class Engine:
                            writer=self.writer_sessions, ledger=self.ledger, pipeline=self.pipeline)
         self._wiring = threading.RLock()
         self.governance.purge_if_overdue()
+        if (settings.home / "video" / "live-galleries.json").is_file():
+            _ = self.watching  # made at once: it carries an earlier release's live opt-in list into the store
 
     @property
     def model_id(self) -> str:
