@@ -5,6 +5,7 @@ and retention, on SQLite and PostgreSQL, and across processes."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from datetime import timedelta
@@ -12,12 +13,16 @@ from datetime import timedelta
 import httpx
 import pytest
 from alembic import command
+from fastapi.testclient import TestClient
 from sqlalchemy import func, inspect, select
 
 from faceledger import migrations
+from faceledger.api import create_app
+from faceledger.errors import FaceledgerError, NotFound
 from faceledger.policy import Principal
 from faceledger.services.context import utcnow
 from faceledger.store import OpenReview, Review
+from faceledger.store.open_reviews import queue_search
 from faceledger.store.schema import schema_status
 
 from .conftest import gallery_files, held_out_probes, never_enrolled, open_test_engine
@@ -27,6 +32,7 @@ ANALYST = Principal("ana", "analyst")
 REV1 = Principal("rev1", "reviewer")
 REV2 = Principal("rev2", "reviewer")
 PROBE = held_out_probes()[0]
+HTML = {"Accept": "text/html"}
 
 
 def lead(eng, gallery, case: str) -> str:
@@ -176,3 +182,47 @@ def test_a_search_in_one_process_is_queued_in_a_serve_process_and_a_review_in_an
         entry = queue["searches"][0]["ledger_entry"]
         cli(reviewer, "review", entry, "--candidate", "1", "--decision", "reject")
         assert httpx.get(f"{base}/api/v1/reviews/queue", headers=auth).json()["total"] == 0
+
+
+def test_searches_are_listed_a_page_at_a_time_newest_first_in_the_engine_the_api_and_the_web(store):
+    """/searches and its API read one page of the ledger's search entries (with candidates) by SQL."""
+    eng, _, e = store
+    payload = next(x["payload"] for x in eng.ledger.entries(action="search") if x["entry_id"] == e["untouched"])
+    with eng.writing() as session:  # 101 more searches like a real one, as the search service writes them
+        for i in range(101):
+            entry = eng.ledger.append(session, actor="ana", action="search", payload={**payload, "case": f"PAGE-{i}"})
+            queue_search(session, entry)
+        session.commit()
+    eng.ledger.note_committed(entry)
+    newest_first = [x["entry_id"] for x in eng.ledger.entries(action="search")[::-1] if x["payload"].get("candidates")]
+    pages, before = [], None
+    while page := eng.recent_searches(limit=40, before=before, by=ANALYST):
+        pages += page
+        before = page[-1]["ledger_entry"]
+    assert [s["ledger_entry"] for s in pages] == newest_first and len(newest_first) == 101 + 5
+    assert next(s for s in pages if s["ledger_entry"] == e["partly"])["unreviewed"] == 1
+    with pytest.raises(NotFound):
+        eng.recent_searches(before="no-such-entry", by=ANALYST)
+    for bad in (0, 501):
+        with pytest.raises(FaceledgerError):
+            eng.recent_searches(limit=bad, by=ANALYST)
+
+    _, token = eng.add_user("pager", role="analyst")
+    client = TestClient(create_app(engine=eng))
+    api = client.get("/api/v1/searches", params={"limit": 3, "before": newest_first[0]},
+                     headers={"Authorization": f"Bearer {token}"})
+    assert [s["ledger_entry"] for s in api.json()] == newest_first[1:4]
+    assert client.get("/api/v1/searches", params={"before": "x" * 36},
+                      headers={"Authorization": f"Bearer {token}"}).status_code == 404
+
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/login", headers=HTML).text).group(1)
+    client.post("/login", data={"token": token, "csrf": csrf}, headers=HTML, follow_redirects=False)
+    first = client.get("/searches", headers=HTML).text
+    assert listed(first) == newest_first[:100] and 'id="newest-page"' not in first
+    older = re.search(r'href="(/searches\?before=[^"]+)" id="older-page"', first).group(1)
+    rest = client.get(older, headers=HTML).text
+    assert listed(rest) == newest_first[100:] and 'id="older-page"' not in rest and 'id="newest-page"' in rest
+
+
+def listed(page: str) -> list[str]:
+    return re.findall(r'<a href="/searches/([0-9a-f-]{36})">', page)

@@ -13,7 +13,7 @@ import hashlib
 import json
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import JSON, cast, func, literal, select
 from sqlalchemy.orm import Session
 
 from ..errors import AlreadyExists, Conflict, FaceledgerError, Gone, NotFound
@@ -170,12 +170,24 @@ class Reviews:
                 **{key: payload.get(key) for key in fields}, "blind_review": blind, "scores_hidden": hidden,
                 "probe_image": probe, "candidates": candidates}
 
-    def recent_searches(self, *, limit: int = 50, by: Principal | None = None) -> list[dict]:
-        """The newest searches that returned candidates, newest first, with how many still await review."""
+    def recent_searches(self, *, limit: int = 50, before: str | None = None,
+                        by: Principal | None = None) -> list[dict]:
+        """The newest searches that returned candidates, newest first, with how many still await review; one
+        page of `limit`, older than the search `before` (its ledger entry id) for the next page. Read newest
+        first from the ledger's search entries by SQL, so a page costs a page, not the ledger."""
         self.access.authorize(by, "search.read")
-        entries = [e for e in self.ctx.ledger.entries(action="search") if e["payload"].get("candidates")]
-        entries = entries[-limit:][::-1] if limit else entries[::-1]
+        if not 1 <= limit <= 500:
+            raise FaceledgerError("the page size must be between 1 and 500")
         with self.ctx.sessions() as session:
+            query = (select(LedgerEntry).where(LedgerEntry.action == "search", _candidate_count(session) > 0)
+                     .order_by(LedgerEntry.seq.desc()).limit(limit))
+            if before is not None:
+                seq = session.execute(select(LedgerEntry.seq).where(
+                    LedgerEntry.entry_id == before, LedgerEntry.action == "search")).scalar()
+                if seq is None:
+                    raise NotFound(f"no search with ledger entry {before!r} to page from")
+                query = query.where(LedgerEntry.seq < seq)
+            entries = [entry_as_dict(row) for row in session.execute(query).scalars()]
             reviewed = {(r[0], r[1]) for r in session.execute(select(Review.search_entry_id, Review.candidate_rank)
                         .where(Review.search_entry_id.in_([e["entry_id"] for e in entries])))}
         return [{"ledger_entry": e["entry_id"], "searched_by": e["actor"], "searched_at": e["created_at"],
@@ -277,6 +289,13 @@ class Reviews:
                                 else "deleted (retention or erasure)")})
         return {"total": total, "limit": limit, "offset": offset, "searches": page,
                 "filters": {"gallery": gallery, "case": case, "older_than_hours": older_than_hours}}
+
+
+def _candidate_count(session: Session):
+    """How many candidates a search entry's payload lists, read by the database (NULL without a list)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.json_array_length(cast(LedgerEntry.payload, JSON).op("->", return_type=JSON)(literal("candidates")))
+    return func.json_array_length(LedgerEntry.payload, "$.candidates")
 
 
 def _settled(session: Session, search: dict) -> bool:
