@@ -9,7 +9,7 @@ first on the import path.
 
 One real search (tests/data, an investigative search of the committed gallery with 2 candidates) is made
 through the engine; its ledger payload is then appended again and again through `Ledger.append` (the real
-hash chain, 2,000 entries per transaction) with its case changed to `C-<i>`, each queued as the search
+hash chain, 2,000 entries per transaction; every search of gallery "g") with its case changed to `C-<i>`, each queued as the search
 service queues it (`queue_search`, where the tree has the table): 70% keep the two candidates, 30% have
 none (as a "no match"); one in five searches with candidates gets a decision on both candidates (so it
 leaves the queue: `close_review`, as a settling review does) and one in five a decision on one. Each
@@ -123,9 +123,10 @@ def run_tree(sizes: list[int], runs: int) -> list[dict]:
             fill_s, made = time.perf_counter() - t0, size
             queue = measure(lambda: engine.review_queue(limit=20, by=reviewer), runs)
             case = measure(lambda s=size: engine.review_queue(case=f"C-{s // 2}", by=reviewer), runs)
+            by_gallery = measure(lambda: engine.review_queue(gallery="g", limit=20, by=reviewer), runs)
             recent = measure(lambda: engine.recent_searches(limit=50, by=reviewer), runs)
             rows.append({"searches": size, "fill_s": round(fill_s, 2), "queue_page": queue, "queue_by_case": case,
-                         "recent_searches_50": recent})
+                         "queue_by_gallery": by_gallery, "recent_searches_50": recent})
             print(f"{size:>7} searches: queue page {queue['median_s'] * 1000:8.1f} ms ({queue['result_size']} "
                   f"awaiting), by case {case['median_s'] * 1000:8.1f} ms, recent 50 "
                   f"{recent['median_s'] * 1000:8.1f} ms", file=sys.stderr, flush=True)
@@ -172,13 +173,14 @@ def main() -> None:
 
     print("\n| searches in the ledger | awaiting review | queue, first page of 20 (median) | queue, one case (median) | "
           "recent_searches(50) (median) | peak MiB queue / recent | back-fill of the table (upgrade 0004→0005) |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for i, r in enumerate(rows):
         b = baseline[i] if baseline else None
         before = (lambda key: f"{ms(b, key)} → ") if b else (lambda key: "")
         peak = (f"{b['queue_page']['peak_mib']:.1f} / {b['recent_searches_50']['peak_mib']:.1f} → " if b else "")
         print(f"| {r['searches']:,} | {r['queue_page']['result_size']:,} | {before('queue_page')}{ms(r, 'queue_page')} | "
-              f"{before('queue_by_case')}{ms(r, 'queue_by_case')} | {before('recent_searches_50')}"
+              f"{before('queue_by_case')}{ms(r, 'queue_by_case')} | {before('queue_by_gallery')}{ms(r, 'queue_by_gallery')} | "
+              f"{before('recent_searches_50')}"
               f"{ms(r, 'recent_searches_50')} | {peak}{r['queue_page']['peak_mib']:.1f} / "
               f"{r['recent_searches_50']['peak_mib']:.1f} | {r.get('backfill_s', '–')}"
               f"{' s' if 'backfill_s' in r else ''} |")

@@ -233,8 +233,9 @@ class OpenReviewGallery(Base):
     __tablename__ = "open_review_galleries"
 
     gallery: Mapped[str] = mapped_column(String(200), primary_key=True)
-    entry_id: Mapped[str] = mapped_column(ForeignKey("open_reviews.entry_id", ondelete="CASCADE"),
-                                          primary_key=True, index=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    """The search's seq again, so one gallery's queue is read in order from this table's key."""
+    entry_id: Mapped[str] = mapped_column(ForeignKey("open_reviews.entry_id", ondelete="CASCADE"), index=True)
 
 
 class Maintenance(Base):

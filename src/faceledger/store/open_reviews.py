@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import and_, delete, func, select
 from sqlalchemy.orm import Session
 
 from .models import LedgerEntry, OpenReview, OpenReviewGallery
@@ -44,7 +44,8 @@ def queue_search(session: Session, entry: LedgerEntry) -> None:
         return
     session.add(row)
     session.flush()  # the parent row first: the galleries refer to it
-    session.add_all(OpenReviewGallery(entry_id=entry.entry_id, gallery=str(name)) for name in covered_galleries(payload))
+    session.add_all(OpenReviewGallery(entry_id=entry.entry_id, seq=entry.seq, gallery=name)
+                    for name in covered_galleries(payload))
 
 
 def close_review(session: Session, entry_id: str) -> bool:
@@ -62,10 +63,8 @@ class QueueFilter:
     """An ISO time as the ledger writes it: only searches made at or before it."""
 
     def where(self) -> list:
+        """The filters on `open_reviews` besides the gallery (see `queue_page`)."""
         clauses = []
-        if self.gallery:
-            clauses.append(OpenReview.entry_id.in_(
-                select(OpenReviewGallery.entry_id).where(OpenReviewGallery.gallery == self.gallery)))
         needle = (self.case or "").strip().casefold()
         if needle:
             clauses.append(OpenReview.case_folded.like(like_pattern(needle), escape="\\"))
@@ -76,7 +75,13 @@ class QueueFilter:
 
 def queue_page(session: Session, filters: QueueFilter, *, limit: int, offset: int) -> tuple[int, list[OpenReview]]:
     """(how many searches await review under the filters, one page of them oldest first)."""
+    count, page = select(func.count()).select_from(OpenReview), select(OpenReview)
+    if filters.gallery:  # one gallery's searches, in order, from the key (gallery, seq) of its table
+        joined = (OpenReviewGallery.entry_id == OpenReview.entry_id, OpenReviewGallery.gallery == filters.gallery)
+        count = count.join(OpenReviewGallery, and_(*joined))
+        page = page.join(OpenReviewGallery, and_(*joined)).order_by(OpenReviewGallery.seq)
+    else:
+        page = page.order_by(OpenReview.seq)
     where = filters.where()
-    total = session.execute(select(func.count()).select_from(OpenReview).where(*where)).scalar_one()
-    page = session.execute(select(OpenReview).where(*where).order_by(OpenReview.seq).limit(limit).offset(offset))
-    return total, list(page.scalars())
+    total = session.execute(count.where(*where)).scalar_one()
+    return total, list(session.execute(page.where(*where).limit(limit).offset(offset)).scalars())

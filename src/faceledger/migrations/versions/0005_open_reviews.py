@@ -48,9 +48,10 @@ def upgrade() -> None:
     op.create_table(
         "open_review_galleries",
         sa.Column("gallery", sa.String(200), nullable=False),
+        sa.Column("seq", sa.BigInteger(), nullable=False),
         sa.Column("entry_id", sa.String(36), nullable=False),
         sa.ForeignKeyConstraint(["entry_id"], ["open_reviews.entry_id"], ondelete="CASCADE"),
-        sa.PrimaryKeyConstraint("gallery", "entry_id"),
+        sa.PrimaryKeyConstraint("gallery", "seq"),
     )
     op.create_index("ix_open_review_galleries_entry_id", "open_review_galleries", ["entry_id"], unique=False)
     _fill(op.get_bind())
@@ -64,7 +65,7 @@ def _fill(conn) -> None:
     opened = sa.table("open_reviews", *(sa.column(name) for name in (
         "entry_id", "seq", "created_at", "searched_by", "gallery", "purpose", "case_ref", "case_folded", "mode",
         "candidates")))
-    covered = sa.table("open_review_galleries", sa.column("gallery"), sa.column("entry_id"))
+    covered = sa.table("open_review_galleries", sa.column("gallery"), sa.column("seq"), sa.column("entry_id"))
     last = 0
     while True:
         batch = conn.execute(sa.select(ledger.c.seq, ledger.c.entry_id, ledger.c.created_at, ledger.c.actor,
@@ -92,7 +93,7 @@ def _fill(conn) -> None:
                          "candidates": count})
             names = payload.get("galleries")
             names = names if names is not None else [payload.get("gallery")]
-            galleries += [{"gallery": str(name), "entry_id": row.entry_id} for name in dict.fromkeys(names)
+            galleries += [{"gallery": str(name), "seq": row.seq, "entry_id": row.entry_id} for name in dict.fromkeys(names)
                           if name is not None]
         if rows:
             conn.execute(opened.insert(), rows)
