@@ -172,7 +172,7 @@ def main() -> None:
         return f"{row[key]['median_s'] * 1000:,.1f} ms"
 
     print("\n| searches in the ledger | awaiting review | queue, first page of 20 (median) | queue, one case (median) | "
-          "recent_searches(50) (median) | peak MiB queue / recent | back-fill of the table (upgrade 0004→0005) |")
+          "queue, one gallery, first page (median) | recent_searches(50) (median) | peak MiB queue / recent | back-fill of the table (upgrade 0004→0005) |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for i, r in enumerate(rows):
         b = baseline[i] if baseline else None

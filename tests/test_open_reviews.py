@@ -100,6 +100,13 @@ def test_the_table_gives_the_queue_the_ledger_gives_through_review_retention_and
     assert [s["ledger_entry"] for s in queue["searches"]] == [e[k] for k in ("untouched", "partly", "both", "expired")]
     assert [(s["status"], s["settled"]) for s in queue["searches"][1:3]] == [("in review", 1), ("in review", 0)]
     assert [s["case"] for s in eng.review_queue(gallery="b", by=REV1)["searches"]] == ["K-4"]  # covered a and b
+    covered = {x["entry_id"]: x["payload"].get("galleries") or [x["payload"]["gallery"]]
+               for x in eng.ledger.entries(action="search")}
+    for name in ("a", "b", "short"):
+        expected = [item for item in ledger_queue(eng) if name in covered[item["ledger_entry"]]]
+        one = eng.review_queue(gallery=name, limit=500, by=REV1)
+        assert without_probe(one) == expected and one["total"] == len(expected) > 0
+    assert eng.review_queue(gallery="a", case="k-", by=REV1)["total"] == 2  # K-1 and K-4; not Straße-7
     assert [s["case"] for s in eng.review_queue(case="STRASSE", by=REV1)["searches"]] == ["Straße-7"]  # casefold
     assert eng.review_queue(case="%", by=REV1)["total"] == 0  # a wildcard is a character, not a pattern
     before = without_probe(queue)

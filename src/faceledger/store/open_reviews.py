@@ -83,5 +83,7 @@ def queue_page(session: Session, filters: QueueFilter, *, limit: int, offset: in
     else:
         page = page.order_by(OpenReview.seq)
     where = filters.where()
+    if filters.gallery and not where:  # the gallery's part of the key alone gives the count
+        count = select(func.count()).select_from(OpenReviewGallery).where(OpenReviewGallery.gallery == filters.gallery)
     total = session.execute(count.where(*where)).scalar_one()
     return total, list(session.execute(page.where(*where).limit(limit).offset(offset)).scalars())
