@@ -65,7 +65,7 @@ def test_a_new_store_is_made_by_the_migrations_and_is_exactly_the_models(new_url
     store = open_store(new_url)
     try:
         change = store.schema_change
-        assert change.created and change.applied == ["0001", "0002", "0003", "0004"] and change.to_revision == migrations.head()
+        assert change.created and change.applied == ["0001", "0002", "0003", "0004", "0005"] and change.to_revision == migrations.head()
         assert schema_status(store.db).state == "current"
         with store.db.connect() as conn:
             assert conn.get_isolation_level() != "AUTOCOMMIT"  # the lock's connection went back to the pool as it was
@@ -94,7 +94,10 @@ def test_on_sqlite_the_migrations_write_the_statements_the_release_wrote(tmp_pat
 
     made, released = ddl(tmp_path / "new.db"), ddl(FIXTURE / "faceledger.db")
     after_the_release = {"web_sessions", "sqlite_autoindex_web_sessions_1", "ix_web_sessions_user_id",
-                         "ix_web_sessions_expires_at"}  # revision 0002
+                         "ix_web_sessions_expires_at",  # revision 0002
+                         "open_reviews", "sqlite_autoindex_open_reviews_1", "sqlite_autoindex_open_reviews_2",
+                         "ix_open_reviews_created_at", "open_review_galleries", "sqlite_autoindex_open_review_galleries_1",
+                         "ix_open_review_galleries_entry_id"}  # revision 0005
     assert set(made) - set(released) == {"sqlite_autoindex_faceledger_schema_version_1", *after_the_release}
     widened = {  # revision 0003 adds three policy columns, 0004 a probe's review crop and a review's blindness
         "galleries": {"allow_live": ("BOOLEAN", 1, "0", 0), "blind_review": ("BOOLEAN", 1, "0", 0),
@@ -251,7 +254,7 @@ def test_a_release_store_behind_three_revisions_is_stamped_then_upgraded_on_open
     store = open_store(sqlite_url(release_home(tmp_path, "on") / "faceledger.db"))
     try:
         change = store.schema_change
-        assert (change.previous_state, change.stamped, change.applied) == ("unversioned", "0001", ["0002", "0003", "0004", TEST_REVISION])
+        assert (change.previous_state, change.stamped, change.applied) == ("unversioned", "0001", ["0002", "0003", "0004", "0005", TEST_REVISION])
         assert not change.created and change.as_payload()["to_revision"] == TEST_REVISION
         assert "ix_images_sha256" in {ix["name"] for ix in inspect(store.db).get_indexes("images")}
     finally:

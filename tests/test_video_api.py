@@ -114,6 +114,8 @@ def test_a_video_search_job_runs_in_the_server_and_is_visible_to_its_owner_elsew
 
     # a reviewer reviews the matched track's candidate through the ordinary review route
     with _client(served, "reviewer-1") as reviewer:
+        queued = {s["ledger_entry"]: s for s in reviewer.get("/api/v1/reviews/queue?limit=500").json()["searches"]}
+        assert queued[matched[0]["review_entry"]]["candidates"] == len(matched[0]["candidates"])  # the track awaits review
         review = reviewer.post("/api/v1/reviews", json={"search": matched[0]["review_entry"], "candidate": 1,
                                                          "decision": "confirm"})
         assert review.status_code == 201, review.text

@@ -80,8 +80,12 @@ def verify(
 
 
 @router.get("/searches", tags=["review"], summary="Recent searches that returned candidates, newest first")
-def recent_searches(engine: EngineDep, by: Me, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[dict]:
-    return engine.recent_searches(limit=limit, by=by)
+def recent_searches(
+    engine: EngineDep, by: Me, limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    before: Annotated[str | None, Query(max_length=36, description="the next page: searches older than this one "
+                                                                  "(the last ledger_entry of a page)")] = None,
+) -> list[dict]:
+    return engine.recent_searches(limit=limit, before=before or None, by=by)
 
 
 @router.get("/searches/{entry}", tags=["review"], summary="A past search: candidates and review status")

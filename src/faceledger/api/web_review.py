@@ -17,6 +17,7 @@ from .pages import may, render
 
 router = APIRouter(include_in_schema=False)
 PAGE = 20
+SEARCHES_PAGE = 100
 UNITS = {"hours": 1, "days": 24}
 
 
@@ -53,11 +54,15 @@ def _hours(older_than: str, unit: str) -> float | None:
 
 
 @router.get("/searches")
-def searches(request: Request, engine: EngineDep, by: Me):
-    """Recent searches with candidates; a reviewer's way in is the queue."""
+def searches(request: Request, engine: EngineDep, by: Me,
+             before: Annotated[str, Query(max_length=36, description="searches older than this one")] = ""):
+    """Recent searches with candidates, a page at a time (newest first; "Older" goes on from the page's
+    last one); a reviewer's way in is the queue."""
     if may(by, "review"):
         return RedirectResponse("/reviews", 303)
-    return render(request, "searches.html", searches=engine.recent_searches(limit=100, by=by))
+    found = engine.recent_searches(limit=SEARCHES_PAGE + 1, before=before or None, by=by)
+    older = found[SEARCHES_PAGE - 1]["ledger_entry"] if len(found) > SEARCHES_PAGE else None
+    return render(request, "searches.html", searches=found[:SEARCHES_PAGE], older=older, paged=bool(before))
 
 
 @router.get("/searches/{entry}")

@@ -13,13 +13,14 @@ import hashlib
 import json
 from datetime import datetime, timedelta
 
-from sqlalchemy import JSON, String, cast, func, literal, select
+from sqlalchemy import JSON, cast, func, literal, select
 from sqlalchemy.orm import Session
 
 from ..errors import AlreadyExists, Conflict, FaceledgerError, Gone, NotFound
 from ..ledger import entry_as_dict
 from ..policy import Principal, candidate_status, check_decision
 from ..store import Gallery, LedgerEntry, Probe, Review
+from ..store.open_reviews import QueueFilter, close_review, queue_page
 from .access import Access
 from .context import Context, iso, optional_text, utcnow
 
@@ -29,7 +30,6 @@ CLOSING = frozenset({"confirm", "reject"})
 BLIND_FIELDS = ("key", "subject", "subject_id", "face_id", "gallery", "label")
 """What a blind reviewer sees of a candidate before deciding: whom, and the face; no rank, no score."""
 
-QUEUE_BATCH = 500
 
 
 def candidate_key(entry_id: str, rank: int, subject_id) -> str:
@@ -80,7 +80,10 @@ class Reviews:
                                decision=decision, reviewer=principal.name, note=note, created_at=utcnow(),
                                ledger_entry=entry.entry_id, blind=blind))
             session.flush()
-            last = self._delete_crop_if_reviewed(session, principal, search) or entry
+            last = entry
+            if _settled(session, search):  # the search leaves the queue with the decision that settles it
+                close_review(session, entry_id)
+                last = self._delete_crop(session, principal, search) or entry
             session.commit()
         ctx.ledger.note_committed(last)
         status = self.review_status(entry_id, by=principal)
@@ -106,16 +109,12 @@ class Reviews:
         return bool(session.execute(select(Gallery.id).where(
             Gallery.id.in_(_gallery_ids(search["payload"])), Gallery.blind_review.is_(True))).first())
 
-    def _delete_crop_if_reviewed(self, session: Session, principal: Principal, search: dict):
-        """Delete the probe crop kept for review once every candidate has a confirm or reject (unless the
-        galleries keep probe images anyway); the ledger entry, or None."""
+    def _delete_crop(self, session: Session, principal: Principal, search: dict):
+        """Delete the probe crop kept for review of a search now reviewed (every candidate has a confirm or
+        reject), unless the galleries keep probe images anyway; the ledger entry, or None."""
         entry_id = search["entry_id"]
         probe = session.execute(select(Probe).where(Probe.entry_id == entry_id)).scalar_one_or_none()
         if probe is None or probe.review_image is None:
-            return None
-        settled = {r for r, d in session.execute(select(Review.candidate_rank, Review.decision).where(
-            Review.search_entry_id == entry_id)) if d in CLOSING}
-        if any(c["rank"] not in settled for c in search["payload"].get("candidates", [])):
             return None
         keep_all = session.execute(select(Gallery.keep_probe_images).where(
             Gallery.id.in_(_gallery_ids(search["payload"])))).scalars().all()
@@ -171,12 +170,24 @@ class Reviews:
                 **{key: payload.get(key) for key in fields}, "blind_review": blind, "scores_hidden": hidden,
                 "probe_image": probe, "candidates": candidates}
 
-    def recent_searches(self, *, limit: int = 50, by: Principal | None = None) -> list[dict]:
-        """The newest searches that returned candidates, newest first, with how many still await review."""
+    def recent_searches(self, *, limit: int = 50, before: str | None = None,
+                        by: Principal | None = None) -> list[dict]:
+        """The newest searches that returned candidates, newest first, with how many still await review; one
+        page of `limit`, older than the search `before` (its ledger entry id) for the next page. Read newest
+        first from the ledger's search entries by SQL, so a page costs a page, not the ledger."""
         self.access.authorize(by, "search.read")
-        entries = [e for e in self.ctx.ledger.entries(action="search") if e["payload"].get("candidates")]
-        entries = entries[-limit:][::-1] if limit else entries[::-1]
+        if not 1 <= limit <= 500:
+            raise FaceledgerError("the page size must be between 1 and 500")
         with self.ctx.sessions() as session:
+            query = (select(LedgerEntry).where(LedgerEntry.action == "search", _candidate_count(session) > 0)
+                     .order_by(LedgerEntry.seq.desc()).limit(limit))
+            if before is not None:
+                seq = session.execute(select(LedgerEntry.seq).where(
+                    LedgerEntry.entry_id == before, LedgerEntry.action == "search")).scalar()
+                if seq is None:
+                    raise NotFound(f"no search with ledger entry {before!r} to page from")
+                query = query.where(LedgerEntry.seq < seq)
+            entries = [entry_as_dict(row) for row in session.execute(query).scalars()]
             reviewed = {(r[0], r[1]) for r in session.execute(select(Review.search_entry_id, Review.candidate_rank)
                         .where(Review.search_entry_id.in_([e["entry_id"] for e in entries])))}
         return [{"ledger_entry": e["entry_id"], "searched_by": e["actor"], "searched_at": e["created_at"],
@@ -244,97 +255,58 @@ class Reviews:
                      by: Principal | None = None) -> dict:
         """Searches with candidates awaiting a decision (a candidate without a confirm or reject), oldest
         first, filtered by gallery, case (case-insensitive, part of it) and age; one page of them and the
-        total. Read in batches, so memory holds a page, not the ledger."""
+        total. Read from the table of open reviews (store/open_reviews.py), so the time follows the
+        searches still open, not every search ever made."""
         self.access.authorize(by, "search.read")
         if limit < 1 or limit > 500 or offset < 0:
             raise FaceledgerError("the page size must be between 1 and 500 and the offset not negative")
         if older_than_hours is not None and older_than_hours < 0:
             raise FaceledgerError("the age must be zero or more hours")
+        cutoff = (utcnow() - timedelta(hours=older_than_hours)).isoformat(timespec="microseconds") \
+            if older_than_hours else None
         with self.ctx.sessions() as session:
-            fields = _queue_fields(session.get_bind().dialect.name)
-            query = (select(LedgerEntry.entry_id, LedgerEntry.actor, LedgerEntry.created_at, *fields.values())
-                     .where(LedgerEntry.action == "search", fields["candidates"] > 0).order_by(LedgerEntry.seq))
-            if older_than_hours:
-                cutoff = utcnow() - timedelta(hours=older_than_hours)
-                query = query.where(LedgerEntry.created_at <= cutoff.isoformat(timespec="microseconds"))
-            needle = (case or "").strip().casefold()
-            total, page = 0, []
-            rows = session.execute(query.execution_options(yield_per=QUEUE_BATCH))
-            for batch in _batches(rows):
-                found = [row._asdict() for row in batch if _queued(row, gallery, needle)]
-                for item in self._awaiting(session, found):
-                    if offset <= total < offset + limit:
-                        page.append(item)
-                    total += 1
+            total, rows = queue_page(session, QueueFilter(gallery=gallery, case=case, created_before=cutoff),
+                                     limit=limit, offset=offset)
+            ids = [row.entry_id for row in rows]
+            settled: dict[str, set[int]] = {}
+            touched: set[str] = set()
+            for entry_id, rank, decision in session.execute(select(
+                    Review.search_entry_id, Review.candidate_rank, Review.decision).where(Review.search_entry_id.in_(ids))):
+                touched.add(entry_id)
+                if decision in CLOSING:
+                    settled.setdefault(entry_id, set()).add(rank)
             probes = dict(session.execute(select(Probe.entry_id, Probe.review_image.is_not(None)).where(
-                Probe.entry_id.in_([item["ledger_entry"] for item in page]))).all())
-        for item in page:
-            item["probe_image"] = ("kept" if probes.get(item["ledger_entry"]) else "not kept"
-                                   if item["ledger_entry"] in probes else "deleted (retention or erasure)")
+                Probe.entry_id.in_(ids))).all())
+        page = []
+        for row in rows:
+            done = len({rank for rank in settled.get(row.entry_id, ()) if 1 <= rank <= row.candidates})
+            page.append({
+                "ledger_entry": row.entry_id, "searched_by": row.searched_by, "searched_at": row.created_at,
+                "gallery": row.gallery, "purpose": row.purpose, "case": row.case_ref, "mode": row.mode,
+                "candidates": row.candidates, "settled": done, "awaiting": row.candidates - done,
+                "status": "in review" if row.entry_id in touched else "unreviewed",
+                "probe_image": ("kept" if probes.get(row.entry_id) else "not kept" if row.entry_id in probes
+                                else "deleted (retention or erasure)")})
         return {"total": total, "limit": limit, "offset": offset, "searches": page,
                 "filters": {"gallery": gallery, "case": case, "older_than_hours": older_than_hours}}
 
-    def _awaiting(self, session: Session, rows: list[dict]) -> list[dict]:
-        """The rows (search entries) with a candidate that has no confirm or reject, as queue items.
-        A search's candidates are ranked 1..n, so n (read by the database) is all that is needed."""
-        ids = [r["entry_id"] for r in rows]
-        if not ids:
-            return []
-        settled: dict[str, set[int]] = {}
-        touched: set[str] = set()
-        for entry_id, rank, decision in session.execute(select(
-                Review.search_entry_id, Review.candidate_rank, Review.decision).where(Review.search_entry_id.in_(ids))):
-            touched.add(entry_id)
-            if decision in CLOSING:
-                settled.setdefault(entry_id, set()).add(rank)
-        found = []
-        for r in rows:
-            count = int(r["candidates"])
-            done = len({rank for rank in settled.get(r["entry_id"], ()) if 1 <= rank <= count})
-            if done == count:
-                continue
-            found.append({
-                "ledger_entry": r["entry_id"], "searched_by": r["actor"], "searched_at": r["created_at"],
-                "gallery": r["gallery"], "purpose": r["purpose"], "case": r["case"], "mode": r["mode"],
-                "candidates": count, "settled": done, "awaiting": count - done,
-                "status": "in review" if r["entry_id"] in touched else "unreviewed"})
-        return found
+
+def _candidate_count(session: Session):
+    """How many candidates a search entry's payload lists, read by the database (NULL without a list)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.json_array_length(cast(LedgerEntry.payload, JSON).op("->", return_type=JSON)(literal("candidates")))
+    return func.json_array_length(LedgerEntry.payload, "$.candidates")
 
 
-def _queue_fields(dialect: str) -> dict:
-    """The few fields of a search entry's JSON payload the queue needs, extracted by the database, so no
-    payload is parsed here (SQLite's JSON functions; PostgreSQL's json operators)."""
-    names = ("case", "purpose", "mode", "gallery", "galleries")
-    if dialect == "postgresql":
-        doc = cast(LedgerEntry.payload, JSON)
-        fields = {name: doc.op("->>", return_type=String)(literal(name)).label(name) for name in names}
-        fields["candidates"] = func.json_array_length(doc.op("->", return_type=JSON)(literal("candidates")))
-    else:
-        fields = {name: func.json_extract(LedgerEntry.payload, f"$.{name}").label(name) for name in names}
-        fields["candidates"] = func.json_array_length(LedgerEntry.payload, "$.candidates")
-    fields["candidates"] = fields["candidates"].label("candidates")
-    return fields
-
-
-def _queued(row, gallery: str | None, needle: str) -> bool:
-    if gallery and gallery not in (json.loads(row.galleries) if row.galleries else [row.gallery]):
-        return False
-    return not needle or needle in str(row.case or "").casefold()
+def _settled(session: Session, search: dict) -> bool:
+    """Whether every candidate of the search (ranks 1..n) has a reviewer's confirm or reject."""
+    done = set(session.execute(select(Review.candidate_rank).where(
+        Review.search_entry_id == search["entry_id"], Review.decision.in_(CLOSING))).scalars())
+    return all(c["rank"] in done for c in search["payload"].get("candidates", []))
 
 
 def _gallery_ids(payload: dict) -> list[int]:
     return list(payload.get("gallery_ids") or [payload.get("gallery_id")])
-
-
-def _batches(rows, size: int = QUEUE_BATCH):
-    batch = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def _day(when: str) -> str:

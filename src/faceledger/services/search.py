@@ -19,6 +19,7 @@ from ..index.faiss_index import FaissIndex
 from ..policy import Principal, check_investigative, check_purpose, gallery_policy
 from ..results import CANDIDATE_LABEL, LEAD_LABEL, Candidate, SearchResult, SubjectHit, VerifyResult
 from ..store import FaceRecord, Gallery, Probe
+from ..store.open_reviews import queue_search
 from ..store.queries import face_subjects
 from .access import Access
 from .calibrations import Calibrations
@@ -187,6 +188,7 @@ class Searching:
                 embedding=probe.embedding.tobytes(), quality=probe.quality.as_dict(), mode=mode,
                 candidates=[c.as_json() for c in candidates], created_at=now, expires_at=probe_expires,
                 image=loaded.data if keep_image else None, review_image=review_crop(loaded, probe, rows, candidates)))
+            queue_search(session, entry)  # awaiting review, when it shows candidates
             session.commit()
         ctx.ledger.note_committed(entry)
         return SearchResult(candidates=tuple(candidates), ledger_entry=entry.entry_id,

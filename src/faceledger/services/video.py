@@ -17,6 +17,7 @@ from pathlib import Path
 from ..errors import FaceledgerError, NotFound
 from ..policy import Principal, check_investigative, check_purpose, gallery_policy
 from ..results import Candidate
+from ..store.open_reviews import queue_search
 from ..video.analyse import Analysis, analyse
 from ..video.decode import VideoError, VideoInfo, VideoLimits, probe, sha256_file
 from ..video.redact import write_redacted
@@ -241,6 +242,7 @@ class VideoSearch:
                         "target_fpir": gallery_row.target_fpir, "decision": "match",
                         "probe_quality": row.quality, "candidates": [c.as_json() for c in row.candidates]})
                     row.review_entry = last.entry_id
+                    queue_search(session, last)
             session.commit()
         ctx.ledger.note_committed(last)
         return VideoSearchResult(

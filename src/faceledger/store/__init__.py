@@ -11,8 +11,8 @@ from sqlalchemy.orm import sessionmaker
 
 from ..errors import FaceledgerError
 from .models import (
-    Base, FaceCrop, FaceRecord, Gallery, ImageRecord, LedgerEntry, Maintenance, Probe, Review, Subject, User,
-    WebSession,
+    Base, FaceCrop, FaceRecord, Gallery, ImageRecord, LedgerEntry, Maintenance, OpenReview, OpenReviewGallery, Probe,
+    Review, Subject, User, WebSession,
 )
 from .schema import SchemaChange, prepare
 from .writing import (
@@ -25,7 +25,8 @@ from .writing import (
 )
 
 __all__ = [
-    "Base", "FaceCrop", "FaceRecord", "Gallery", "ImageRecord", "LedgerEntry", "Maintenance", "Probe", "Review",
+    "Base", "FaceCrop", "FaceRecord", "Gallery", "ImageRecord", "LedgerEntry", "Maintenance", "OpenReview",
+    "OpenReviewGallery", "Probe", "Review",
     "Store", "Subject", "User", "WriteConflict", "connect", "dispose_writer", "hold_write_lock", "open_database",
     "open_store", "retry_transaction", "WebSession", "writer_sessions",
 ]

@@ -205,6 +205,39 @@ class Review(Base):
     """The reviewer decided without seeing rank or score (a blind-review gallery)."""
 
 
+class OpenReview(Base):
+    """A search awaiting review: it showed candidates and not every one has a reviewer's confirm or reject.
+    Written in the transaction of the search's ledger entry, removed in the one of the decision that
+    settles it; the review queue is read from here (the ledger stays the record: revision 0005 fills this
+    table from it). Erasure and retention leave it alone: the search still awaits review."""
+
+    __tablename__ = "open_reviews"
+
+    entry_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, unique=True)
+    """The search's place in the ledger: the queue is oldest first."""
+    created_at: Mapped[str] = mapped_column(String(40), index=True)
+    searched_by: Mapped[str] = mapped_column(String(200))
+    gallery: Mapped[str | None] = mapped_column(Text, nullable=True)
+    purpose: Mapped[str | None] = mapped_column(Text, nullable=True)
+    case_ref: Mapped[str | None] = mapped_column(Text, nullable=True)
+    case_folded: Mapped[str] = mapped_column(Text)
+    """The case reference case-folded (Python's `casefold`), so a part of it is found alike on every database."""
+    mode: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    candidates: Mapped[int] = mapped_column(Integer)
+
+
+class OpenReviewGallery(Base):
+    """Each gallery a search awaiting review covered (one, or several searched as one): the queue's filter."""
+
+    __tablename__ = "open_review_galleries"
+
+    gallery: Mapped[str] = mapped_column(String(200), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    """The search's seq again, so one gallery's queue is read in order from this table's key."""
+    entry_id: Mapped[str] = mapped_column(ForeignKey("open_reviews.entry_id", ondelete="CASCADE"), index=True)
+
+
 class Maintenance(Base):
     """Key/value facts about housekeeping, e.g. when retention was last enforced."""
 
