@@ -242,7 +242,7 @@ def use_two_revisions(monkeypatch, tmp_path: Path) -> None:
     assert migrations.head() == TEST_REVISION
 
 
-def test_a_release_store_behind_three_revisions_is_stamped_then_upgraded_on_open(tmp_path, monkeypatch):
+def test_a_release_store_behind_every_later_revision_is_stamped_then_upgraded_on_open(tmp_path, monkeypatch):
     use_two_revisions(monkeypatch, tmp_path)
     url = sqlite_url(release_home(tmp_path, "off") / "faceledger.db")
     with pytest.raises(SchemaBehind, match=f"revision '0001' and this faceledger needs '{TEST_REVISION}'"):
