@@ -30,17 +30,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-sys.path.insert(0, str(REPO / "scripts"))
-import build_calibration as bc
-import lfw_common as common
+from openset_common import MODEL, REPO, bc, common, log
 
 from faceledger.calibration import (
     Calibration,
@@ -51,12 +46,7 @@ from faceledger.calibration import (
     wilson_interval,
 )
 
-MODEL = "sface-2021dec"
 FPIRS = (0.1, 0.01, 0.001)
-
-
-def log(*a) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}]", *a, file=sys.stderr, flush=True)
 
 
 def old_packaged() -> Calibration:
