@@ -25,7 +25,7 @@ from faceledger.policy import Principal
 from .conftest import gallery_files, held_out_probes, open_test_engine
 from .servers import running_serve
 from .test_cli import run
-from .test_web_forms import browser_for
+from .web_clients import signed_in
 from .browsers import launch, needs_chromium, sign_in
 
 ROLES = ("admin", "analyst", "reviewer", "auditor")
@@ -274,7 +274,7 @@ def test_api_get_of_an_export_is_405_saying_post_and_ledgers_nothing(world):
 def test_web_export_is_a_post_form_that_needs_the_session_csrf_token(world):
     """The result page's button is a form posting the session's CSRF token; without it nothing is exported
     or ledgered, and the session cookie cannot export through the API without the X-CSRF-Token header."""
-    client, csrf = browser_for((world["engine"], world["tokens"]), "analyst")
+    client, csrf = signed_in(world["engine"], world["tokens"]["analyst"])
     entry = world["search"].ledger_entry
     page = client.get(f"/searches/{entry}").text
     form = re.search(r'<form class="evidence" method="post" action="([^"]+)">'
