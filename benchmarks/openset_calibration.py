@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+import openset_protocol as op
 from openset_common import MODEL, REPO, bc, common, log
 
 from faceledger.calibration import (
@@ -61,27 +62,9 @@ def old_packaged() -> Calibration:
 
 
 def split(e, seed: int):
-    ok = ~e.failed
-    people: dict[str, list[int]] = {}
-    for i, p in enumerate(e.paths):
-        if ok[i]:
-            people.setdefault(p.split("/", 1)[0], []).append(i)
-    rng = np.random.default_rng(seed)
-    names = sorted(people)
-    rng.shuffle(names)
-    multi = [n for n in names if len(people[n]) >= 2]
-    single = [n for n in names if len(people[n]) == 1]
-    mated = multi[:1000]
-    nonmated = single[:1000]
-    enrol, probe = [], []
-    for n in mated:
-        rows = list(people[n])
-        rng.shuffle(rows)
-        enrol.append(rows[0])
-        probe.append(rows[1])
-    used = set(mated) | set(nonmated)
-    distractors = [i for n in names if n not in used for i in people[n]]
-    return people, mated, enrol, probe, [people[n][0] for n in nonmated], distractors
+    """openset_protocol.split's rows as this script uses them."""
+    s = op.split(e, seed)
+    return s["people"], s["mated"], s["enrol"], s["probe"], s["nonmated_rows"], s["distractors"]
 
 
 def top1(probes: np.ndarray, gallery: np.ndarray, block: int = 256) -> tuple[np.ndarray, np.ndarray]:
