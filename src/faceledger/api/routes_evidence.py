@@ -1,9 +1,10 @@
 """Self-contained HTML downloads: POST /api/v1/searches/{entry}/evidence (a search's evidence package) and
 GET /api/v1/reports/transparency.html (the transparency report with its charts).
 
-An evidence export writes a ledger entry, so it is a POST: a GET (a link followed, prefetched or embedded by
-another site with the user's cookie) must not ledger an export in someone's name. GET on that path answers
-405 saying to POST. The web app's button posts a form to /searches/{entry}/evidence (web_review.py), which
+An evidence export writes a ledger entry, so it is a POST: GET is a safe method (RFC 9110) that prefetching
+and link-following tools call freely, and the CSRF checks (the middleware's header, the forms' token) cover
+only unsafe methods, so a GET must not ledger an export in someone's name. GET on that path answers 405
+saying to POST. The web app's button posts a form to /searches/{entry}/evidence (web_review.py), which
 answers with the same attachment (`evidence_download`)."""
 
 from __future__ import annotations
