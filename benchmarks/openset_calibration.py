@@ -30,17 +30,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-sys.path.insert(0, str(REPO / "scripts"))
-import build_calibration as bc
-import lfw_common as common
+import openset_protocol as op
+from openset_common import MODEL, REPO, bc, common, log
 
 from faceledger.calibration import (
     Calibration,
@@ -51,12 +47,7 @@ from faceledger.calibration import (
     wilson_interval,
 )
 
-MODEL = "sface-2021dec"
 FPIRS = (0.1, 0.01, 0.001)
-
-
-def log(*a) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}]", *a, file=sys.stderr, flush=True)
 
 
 def old_packaged() -> Calibration:
@@ -71,27 +62,9 @@ def old_packaged() -> Calibration:
 
 
 def split(e, seed: int):
-    ok = ~e.failed
-    people: dict[str, list[int]] = {}
-    for i, p in enumerate(e.paths):
-        if ok[i]:
-            people.setdefault(p.split("/", 1)[0], []).append(i)
-    rng = np.random.default_rng(seed)
-    names = sorted(people)
-    rng.shuffle(names)
-    multi = [n for n in names if len(people[n]) >= 2]
-    single = [n for n in names if len(people[n]) == 1]
-    mated = multi[:1000]
-    nonmated = single[:1000]
-    enrol, probe = [], []
-    for n in mated:
-        rows = list(people[n])
-        rng.shuffle(rows)
-        enrol.append(rows[0])
-        probe.append(rows[1])
-    used = set(mated) | set(nonmated)
-    distractors = [i for n in names if n not in used for i in people[n]]
-    return people, mated, enrol, probe, [people[n][0] for n in nonmated], distractors
+    """openset_protocol.split's rows as this script uses them."""
+    s = op.split(e, seed)
+    return s["people"], s["mated"], s["enrol"], s["probe"], s["nonmated_rows"], s["distractors"]
 
 
 def top1(probes: np.ndarray, gallery: np.ndarray, block: int = 256) -> tuple[np.ndarray, np.ndarray]:

@@ -29,17 +29,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-sys.path.insert(0, str(REPO / "scripts"))
-import build_calibration as bc
-import lfw_common as common
+from openset_common import MODEL, bc, common, log
 import openset_calibration as ocb
 import openset_protocol as op
 
@@ -51,14 +45,9 @@ from faceledger.calibration import (
 )
 from faceledger.calibration.core import per_comparison_fmr
 
-MODEL = "sface-2021dec"
 RULES = ("max-bound", "shift")
 BOOT = 500
 FPIRS = (0.1, 0.01)
-
-
-def log(*a) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}]", *a, file=sys.stderr, flush=True)
 
 
 # -- the rules -------------------------------------------------------------------------------------

@@ -32,33 +32,23 @@ import argparse
 import hashlib
 import json
 import math
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-sys.path.insert(0, str(REPO / "scripts"))
-import build_calibration as bc
-import lfw_common as common
+from openset_common import MODEL, bc, common, log
 import openset_protocol as op
 
 from faceledger.calibration import wilson_interval
 from faceledger.config import Settings
 from faceledger.enrollment import PrecomputedFace
 
-MODEL = "sface-2021dec"
 FPIRS = (0.1, 0.01, 0.001)
 CHECK = 100  # searches (mated and non-mated each) answered through Searching.match per target
 SECTIONS = ("real", "scale", "templates", "shifts")
 NEAR = 0.005  # ... and every search whose top-1 score is this close to the threshold
-
-
-def log(*a) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}]", *a, file=sys.stderr, flush=True)
 
 
 # -- the engine -------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ SEED = 0
 
 
 def split(e, seed: int = SEED, mated_count: int = 1000, nonmated_count: int = 1000) -> dict:
-    """Rows of the protocol (see the module docstring); identical to openset_calibration.split plus extras."""
+    """Rows of the protocol (see the module docstring); openset_calibration.split gives them as a tuple."""
     ok = ~e.failed
     people: dict[str, list[int]] = {}
     for i, p in enumerate(e.paths):

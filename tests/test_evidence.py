@@ -25,6 +25,7 @@ from faceledger.policy import Principal
 from .conftest import gallery_files, held_out_probes, open_test_engine
 from .servers import running_serve
 from .test_cli import run
+from .web_clients import signed_in
 from .browsers import launch, needs_chromium, sign_in
 
 ROLES = ("admin", "analyst", "reviewer", "auditor")
@@ -234,21 +235,62 @@ def test_cli_exports_and_verifies(world, tmp_path, capsys, monkeypatch):
     assert code == 2 and "BROKEN" in err
 
 
+def exports_ledgered(world) -> int:
+    return len(world["engine"].audit_entries(action="evidence.export"))
+
+
 def test_api_route_returns_an_html_attachment(world):
     client = TestClient(create_app(engine=world["engine"]))
     entry = world["search"].ledger_entry
-    response = client.get(f"/api/v1/searches/{entry}/evidence",
-                          headers={"Authorization": f"Bearer {world['tokens']['auditor']}"})
+    response = client.post(f"/api/v1/searches/{entry}/evidence",
+                           headers={"Authorization": f"Bearer {world['tokens']['auditor']}"})
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/html")
     assert response.headers["content-disposition"] == f'attachment; filename="evidence-{entry}.html"'
     assert response.headers["x-evidence-sha256"] == hashlib.sha256(response.content).hexdigest()
-    denied = client.get(f"/api/v1/searches/{entry}/evidence",
-                        headers={"Authorization": f"Bearer {world['tokens']['reviewer']}"})
+    denied = client.post(f"/api/v1/searches/{entry}/evidence",
+                         headers={"Authorization": f"Bearer {world['tokens']['reviewer']}"})
     assert denied.status_code == 403
-    missing = client.get("/api/v1/searches/nope/evidence",
-                         headers={"Authorization": f"Bearer {world['tokens']['auditor']}"})
+    missing = client.post("/api/v1/searches/nope/evidence",
+                          headers={"Authorization": f"Bearer {world['tokens']['auditor']}"})
     assert missing.status_code == 404
+
+
+def test_api_get_of_an_export_is_405_saying_post_and_ledgers_nothing(world):
+    client = TestClient(create_app(engine=world["engine"]))
+    entry = world["search"].ledger_entry
+    before = exports_ledgered(world)
+    response = client.get(f"/api/v1/searches/{entry}/evidence",
+                          headers={"Authorization": f"Bearer {world['tokens']['auditor']}"})
+    assert response.status_code == 405 and response.headers["allow"] == "POST"
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert f"POST /api/v1/searches/{entry}/evidence" in response.json()["detail"]
+    assert exports_ledgered(world) == before
+    paths = create_app(engine=world["engine"]).openapi()["paths"][
+        "/api/v1/searches/{entry}/evidence"]
+    assert set(paths) == {"post"}
+
+
+def test_web_export_is_a_post_form_that_needs_the_session_csrf_token(world):
+    """The result page's button is a form posting the session's CSRF token; without it nothing is exported
+    or ledgered, and the session cookie cannot export through the API without the X-CSRF-Token header."""
+    client, csrf = signed_in(world["engine"], world["tokens"]["analyst"])
+    entry = world["search"].ledger_entry
+    page = client.get(f"/searches/{entry}").text
+    form = re.search(r'<form class="evidence" method="post" action="([^"]+)">'
+                     r'<input type="hidden" name="csrf" value="([^"]+)">', page)
+    assert form and form.group(1) == f"/searches/{entry}/evidence" and form.group(2) == csrf
+    before = exports_ledgered(world)
+    assert client.post(form.group(1)).status_code == 403
+    assert client.post(form.group(1), data={"csrf": "0" * 32}).status_code == 403
+    assert client.post(f"/api/v1/searches/{entry}/evidence").status_code == 403  # cookie, no CSRF header
+    assert exports_ledgered(world) == before
+    response = client.post(form.group(1), data={"csrf": csrf})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-disposition"] == f'attachment; filename="evidence-{entry}.html"'
+    ledgered = world["engine"].audit_entries(action="evidence.export")
+    assert len(ledgered) == before + 1 and ledgered[-1]["actor"] == "analyst-user"
+    assert ledgered[-1]["payload"]["sha256"] == hashlib.sha256(response.content).hexdigest()
 
 
 def test_erased_subject_is_withheld_and_the_search_facts_stay(world, tmp_path):

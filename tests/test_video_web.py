@@ -18,8 +18,8 @@ from .conftest import OPEN_FACES, open_test_engine
 from .servers import running_serve
 from .browsers import launch, needs_chromium, sign_in
 from .video_scenes import crossing, write
+from . import web_clients
 
-HTML = {"Accept": "text/html"}
 FORM = {"gallery": "g", "purpose": "investigation", "case": "W-1", "every_ms": "200"}
 
 
@@ -38,10 +38,7 @@ def world(tmp_path_factory):
 
 def signed_in(world, user: str) -> tuple[TestClient, str]:
     engine, tokens, _ = world
-    client = TestClient(create_app(engine=engine), headers=HTML)
-    login_csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)
-    client.post("/login", data={"token": tokens[user], "csrf": login_csrf}, follow_redirects=False)
-    return client, re.search(r'name="csrf" value="([^"]+)"', client.get("/video").text).group(1)
+    return web_clients.signed_in(engine, tokens[user], page="/video")
 
 
 def _finished(client: TestClient, url: str, within: float = 120) -> str:

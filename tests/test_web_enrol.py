@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -22,7 +21,6 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 import faceledger
-from faceledger.api import create_app
 from faceledger.api.web_enrol import BATCH_FILES, MAX_BATCH_FILES
 from faceledger.services.enrolment import upload_name
 
@@ -31,8 +29,9 @@ from .servers import running_serve
 from .browsers import needs_chromium, sign_in
 from .test_web_browser import browser, fits, page, shoot  # noqa: F401  (Chromium, its pages, the checks)
 from .test_web_forms import group_photo
+from . import web_clients
+from .web_clients import HTML
 
-HTML = {"Accept": "text/html"}
 JSON = {"Accept": "application/json"}
 PROVENANCE = {"source": "staff photos 2024", "legal_basis": "consent"}
 
@@ -59,10 +58,7 @@ def world(tmp_path_factory):
 
 def signed_in(world, role: str) -> tuple[TestClient, str]:
     engine, tokens = world
-    client = TestClient(create_app(engine=engine), headers=HTML)
-    login_csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)
-    client.post("/login", data={"token": tokens[role], "csrf": login_csrf}, follow_redirects=False)
-    return client, re.search(r'name="csrf" value="([^"]+)"', client.get("/galleries").text).group(1)
+    return web_clients.signed_in(engine, tokens[role])
 
 
 def post_batch(client: TestClient, gallery: str, files: list[tuple[str, bytes]], csrf: str, **fields):

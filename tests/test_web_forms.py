@@ -14,8 +14,8 @@ from faceledger.api import create_app
 from faceledger.api.wording import plain_words
 
 from .conftest import OPEN_FACES, gallery_files, held_out_probes, open_test_engine
+from .web_clients import signed_in
 
-HTML = {"Accept": "text/html"}
 
 
 def group_photo() -> bytes:
@@ -45,11 +45,7 @@ def world(tmp_path_factory):
 def browser_for(world, role: str) -> tuple[TestClient, str]:
     """A TestClient signed in through /login like a browser, and its CSRF token (from a page)."""
     engine, tokens = world
-    client = TestClient(create_app(engine=engine), headers=HTML)
-    login_csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)
-    client.post("/login", data={"token": tokens[role], "csrf": login_csrf}, follow_redirects=False)
-    page = client.get("/galleries").text
-    return client, re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    return signed_in(engine, tokens[role])
 
 
 # -- users --------------------------------------------------------------------------------------------

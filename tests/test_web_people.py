@@ -3,18 +3,16 @@ index kept right) and the web pages over them (TestClient; the browser flow is i
 
 from __future__ import annotations
 
-import re
 
 import pytest
 from fastapi.testclient import TestClient
 
-from faceledger.api import create_app
 from faceledger.errors import AlreadyExists, Conflict, MissingField, NotFound, PermissionDenied
 from faceledger.policy import Principal
 
 from .conftest import LFW_DIR, OPEN_FACES, open_test_engine
+from .web_clients import signed_in
 
-HTML = {"Accept": "text/html"}
 ENROLLER = Principal("enroller-p", "enroller")
 ANALYST = Principal("analyst-p", "analyst")
 
@@ -113,11 +111,7 @@ def test_move_and_remove_a_face(world):
 
 def browser_for(world, role: str) -> tuple[TestClient, str]:
     engine, tokens = world
-    client = TestClient(create_app(engine=engine), headers=HTML)
-    login_csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)
-    client.post("/login", data={"token": tokens[role], "csrf": login_csrf}, follow_redirects=False)
-    page = client.get("/galleries").text
-    return client, re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    return signed_in(engine, tokens[role])
 
 
 def test_gallery_page_lists_people_with_faces_and_finds_by_name(world):
@@ -212,9 +206,7 @@ def test_gallery_page_pages_through_many_people_with_counts(tmp_path):
                                               model_id=engine.model_id) for i in range(1, 1101)],
                              gallery="big", source="s", legal_basis="b")
     token = engine.add_user("reader", role="auditor")[1]
-    client = TestClient(create_app(engine=engine), headers=HTML)
-    login_csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)
-    client.post("/login", data={"token": token, "csrf": login_csrf}, follow_redirects=False)
+    client, _ = signed_in(engine, token)
     first = client.get("/galleries/big").text
     assert "1,100 people" in first and "1–48 of 1,100" in first and "Person 0048" in first and "Person 0049" not in first
     assert "offset=48" in first and "offset=1056" in first and "Previous" not in first  # Next and Last

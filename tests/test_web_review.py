@@ -16,15 +16,14 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from faceledger.api import create_app
 from faceledger.policy import Principal
 from faceledger.services.context import utcnow
 
 from .conftest import gallery_files, held_out_probes, open_test_engine
 from .servers import running_serve
 from .browsers import HAVE_CHROMIUM, chromium, sign_in
+from .web_clients import signed_in
 
-HTML = {"Accept": "text/html"}
 ANALYST = Principal("ana-w", "analyst")
 PROBE = held_out_probes()[0]
 
@@ -57,11 +56,7 @@ def world(tmp_path_factory):
 
 def browser_for(world, user: str) -> tuple[TestClient, str]:
     engine, tokens = world
-    client = TestClient(create_app(engine=engine), headers=HTML)
-    login_csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)
-    client.post("/login", data={"token": tokens[user], "csrf": login_csrf}, follow_redirects=False)
-    page = client.get("/galleries").text
-    return client, re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    return signed_in(engine, tokens[user])
 
 
 # -- TestClient ----------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Review in the web app: the review queue (`/reviews`: searches awaiting a decision, filtered by gallery,
 case and age, oldest first, as cards), a search's page with the probe kept for review beside each
-candidate (or, plainly, why it is gone), blind review, and the decision form. Every decision is one
+candidate (or, plainly, why it is gone), blind review, the decision form, and the evidence package's
+download (a POST form: the export is ledgered). Every decision is one
 engine call with the signed-in user as `by=`; the engine checks the role and ledgers it."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from ..errors import FaceledgerError
 from ..policy import DECISIONS
 from .deps import MAX_DAYS, MAX_ID, EngineDep, Me, check_csrf
 from .pages import may, render
+from .routes_evidence import Entry, evidence_download
 
 router = APIRouter(include_in_schema=False)
 PAGE = 20
@@ -90,3 +92,11 @@ def review(
     done = engine.review(entry, candidate=candidate, key=key or None, decision=decision, note=note or None, by=by)
     anchor = f"candidate-{done['candidate']}" if done["candidate"] else f"candidate-{done['key']}"
     return RedirectResponse(f"/searches/{entry}#{anchor}", 303)
+
+
+@router.post("/searches/{entry}/evidence")
+def evidence(request: Request, engine: EngineDep, by: Me, entry: Entry,
+             csrf: Annotated[str | None, Form(max_length=64)] = None):
+    """The result page's "Download evidence package" button: the package as an attachment (ledgered)."""
+    check_csrf(request, csrf)
+    return evidence_download(engine.export_evidence(entry, by=by))
