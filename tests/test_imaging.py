@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import struct
+import threading
 import zlib
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from faceledger import imaging
 from faceledger.errors import FaceledgerError, ImageError, ImageTooLarge
 from faceledger.imaging import decode, load_image, read_bytes
 
@@ -102,6 +104,28 @@ def test_bytes_source_and_sha256(tmp_path, data_dir):
     assert from_bytes.name == "<upload>"
     assert load_image(data, name="probe.jpg").name == "probe.jpg"
     np.testing.assert_array_equal(from_bytes.rgb, from_path.rgb)
+
+
+def test_a_large_upload_is_hashed_beside_its_decode(monkeypatch):
+    monkeypatch.setattr(imaging, "THREADED_HASH_BYTES", 100_000)  # a 3 MB photo's path, on a smaller file
+    noise = np.random.default_rng(7).integers(0, 256, (400, 500, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, format="JPEG", quality=95)
+    data = buffer.getvalue()
+    assert len(data) >= imaging.THREADED_HASH_BYTES  # the threaded path
+    threads = []
+    real_start = threading.Thread.start
+    monkeypatch.setattr(threading.Thread, "start", lambda self: (threads.append(self.name), real_start(self))[1])
+    loaded = load_image(data, decode_side=300)
+    assert loaded.sha256 == hashlib.sha256(data).hexdigest()
+    assert threads == ["faceledger-sha256"]
+    with pytest.raises(ImageError, match="corrupt or truncated"):  # a failed decode still joins the hash
+        load_image(data[:200] + bytes(len(data) - 200))
+    assert threads == ["faceledger-sha256"] * 2
+    small = io.BytesIO()
+    Image.fromarray(noise[:100, :100]).save(small, format="JPEG")
+    assert load_image(small.getvalue()).sha256 == hashlib.sha256(small.getvalue()).hexdigest()
+    assert threads == ["faceledger-sha256"] * 2  # hashed at once, no thread
 
 
 # --- orientation and colour modes ---------------------------------------------------------------------
