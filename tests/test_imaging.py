@@ -9,6 +9,7 @@ import threading
 import zlib
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -129,6 +130,54 @@ def test_a_large_upload_is_hashed_beside_its_decode(monkeypatch):
 
 
 # --- orientation and colour modes ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def pillow_only(monkeypatch):
+    """Decode as if simplejpeg were not installed: Pillow for every format."""
+    def decode_with_pillow(data: bytes, **options):
+        with monkeypatch.context() as patch:
+            patch.setattr(imaging, "simplejpeg", None)
+            return imaging.decode_scaled(data, **options)
+    return decode_with_pillow
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_the_simplejpeg_path_gives_pillows_pixels_for_every_orientation_and_scale(orientation, pillow_only):
+    assert imaging.simplejpeg is not None  # a dependency: the fast path is the one that runs
+    noise = np.random.default_rng(orientation).integers(0, 256, (301, 403, 3), dtype=np.uint8)
+    smooth = cv2.GaussianBlur(noise, (0, 0), 3)  # subsampled chroma: upsampling matters
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    Image.fromarray(smooth).save(buffer, format="JPEG", quality=90, exif=exif.tobytes())
+    options = {"name": "x", "max_pixels": 10**8, "max_side": None, "max_aspect": None}
+    for min_side in (None, 300, 150, 76, 40):
+        fast = imaging.decode_scaled(buffer.getvalue(), min_side=min_side, **options)
+        slow = pillow_only(buffer.getvalue(), min_side=min_side, **options)
+        assert fast[1:] == slow[1:]  # format, upright size, scale
+        assert fast[0].flags.c_contiguous
+        np.testing.assert_array_equal(fast[0], slow[0])
+
+
+def test_jpegs_simplejpeg_refuses_are_decoded_by_pillow_as_before(photo, pillow_only, monkeypatch):
+    calls = []
+    real = imaging.simplejpeg.decode_jpeg
+    monkeypatch.setattr(imaging.simplejpeg, "decode_jpeg", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    options = {"name": "x", "max_pixels": 10**8, "max_side": None, "max_aspect": None, "min_side": None}
+    grey, cmyk, truncated = (io.BytesIO() for _ in range(3))
+    photo.convert("L").save(grey, format="JPEG")
+    photo.convert("CMYK").save(cmyk, format="JPEG")
+    photo.save(truncated, format="JPEG")
+    for data in (grey.getvalue(), cmyk.getvalue()):  # not plain colour: Pillow only
+        np.testing.assert_array_equal(imaging.decode_scaled(data, **options)[0], pillow_only(data, **options)[0])
+    assert calls == []
+    cut = truncated.getvalue()[: len(truncated.getvalue()) // 2]  # strict simplejpeg refuses; Pillow decides
+    with pytest.raises(ImageError) as fast:
+        imaging.decode_scaled(cut, **options)
+    with pytest.raises(ImageError) as slow:
+        pillow_only(cut, **options)
+    assert calls == [1] and str(fast.value) == str(slow.value)
 
 
 def test_exif_orientation_is_applied(tmp_path, photo):
