@@ -133,6 +133,13 @@ class LoadedImage:
         self.__dict__["_finer"] = (rgb, scale)  # one extra decode kept at most (frozen: no setattr)
         return rgb, scale
 
+    @property
+    def held_scale(self) -> float:
+        """The finest scale decoded so far (the kept decode, or a finer one a region needed): a region at
+        up to this scale costs no new decode."""
+        finer = self.__dict__.get("_finer")
+        return max(self.base_scale, finer[1]) if finer is not None else self.base_scale
+
     def region(self, box, *, min_scale: float = 1.0) -> Region:
         """The pixels of box (x0, y0, x1, y1, full-resolution coordinates, clipped to the image) at a
         scale of at least min_scale (re-decoding a JPEG at a finer DCT scale only when needed)."""
