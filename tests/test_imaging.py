@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from faceledger import imaging
+from faceledger import imaging, jpeg_fast
 from faceledger.errors import FaceledgerError, ImageError, ImageTooLarge
 from faceledger.imaging import decode, load_image, read_bytes
 
@@ -137,14 +137,14 @@ def pillow_only(monkeypatch):
     """Decode as if simplejpeg were not installed: Pillow for every format."""
     def decode_with_pillow(data: bytes, **options):
         with monkeypatch.context() as patch:
-            patch.setattr(imaging, "simplejpeg", None)
+            patch.setattr(jpeg_fast, "simplejpeg", None)
             return imaging.decode_scaled(data, **options)
     return decode_with_pillow
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_the_simplejpeg_path_gives_pillows_pixels_for_every_orientation_and_scale(orientation, pillow_only):
-    assert imaging.simplejpeg is not None  # a dependency: the fast path is the one that runs
+    assert jpeg_fast.simplejpeg is not None  # a dependency: the fast path is the one that runs
     noise = np.random.default_rng(orientation).integers(0, 256, (301, 403, 3), dtype=np.uint8)
     smooth = cv2.GaussianBlur(noise, (0, 0), 3)  # subsampled chroma: upsampling matters
     exif = Image.Exif()
@@ -162,8 +162,8 @@ def test_the_simplejpeg_path_gives_pillows_pixels_for_every_orientation_and_scal
 
 def test_jpegs_simplejpeg_refuses_are_decoded_by_pillow_as_before(photo, pillow_only, monkeypatch):
     calls = []
-    real = imaging.simplejpeg.decode_jpeg
-    monkeypatch.setattr(imaging.simplejpeg, "decode_jpeg", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    real = jpeg_fast.simplejpeg.decode_jpeg
+    monkeypatch.setattr(jpeg_fast.simplejpeg, "decode_jpeg", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
     options = {"name": "x", "max_pixels": 10**8, "max_side": None, "max_aspect": None, "min_side": None}
     grey, cmyk, truncated = (io.BytesIO() for _ in range(3))
     photo.convert("L").save(grey, format="JPEG")

@@ -23,12 +23,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import jpeg_fast
 from .errors import FaceledgerError, ImageError, ImageTooLarge
-
-try:  # libjpeg-turbo straight into numpy: a faster path for colour JPEGs (_turbo_decoded); Pillow otherwise
-    import simplejpeg
-except ImportError:  # pragma: no cover - an optional speed-up
-    simplejpeg = None
 
 SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "PPM", "MPO")
 """Pillow format names we accept (PPM covers PGM/PBM; MPO is a multi-picture JPEG from cameras)."""
@@ -309,10 +305,10 @@ def decode_scaled(data: bytes, *, name: str, max_pixels: int, max_side: int | No
                             (max(1, math.ceil(width * factor)), max(1, math.ceil(height * factor))))
             orientation = image.getexif().get(_EXIF_ORIENTATION)  # read from the header: no decoding
             fmt = image.format
-            rgb = _turbo_decoded(data, image) if fmt == "JPEG" else None
+            rgb = jpeg_fast.decoded(data, image) if fmt == "JPEG" else None
             if rgb is not None:
                 scale = rgb.shape[1] / width
-                rgb = _oriented(rgb, orientation)
+                rgb = jpeg_fast.oriented(rgb, orientation)
             else:
                 image.load()
                 scale = image.size[0] / width
@@ -330,36 +326,6 @@ def decode_scaled(data: bytes, *, name: str, max_pixels: int, max_side: int | No
     if orientation in _TRANSPOSED_ORIENTATIONS:
         width, height = height, width
     return rgb, fmt, (width, height), scale
-
-
-def _turbo_decoded(data: bytes, image: Image.Image) -> np.ndarray | None:
-    """A colour JPEG decoded by simplejpeg (libjpeg-turbo, as in Pillow, straight into an array: about 2 ms
-    less for a 12 MP photo at 1/4 scale, and no copy out of a Pillow image) at the size Pillow's `draft`
-    chose, the same pixels; None when simplejpeg is not installed, the JPEG is grey or CMYK, or it reports
-    anything wrong with the data (strict): Pillow then decodes it as before, with its errors and leniency."""
-    if simplejpeg is None or image.mode != "RGB":
-        return None
-    width, height = image.size  # after draft: the DCT-scaled size
-    try:
-        rgb = simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=width, min_height=height, strict=True)
-    except MemoryError:
-        raise
-    except Exception:  # noqa: BLE001 - Pillow decodes it instead, and says what is wrong if it cannot
-        return None
-    return rgb if rgb.shape == (height, width, 3) else None
-
-
-_ORIENTED = {
-    2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
-    5: lambda a: a.transpose(1, 0, 2), 6: lambda a: a.transpose(1, 0, 2)[:, ::-1],
-    7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1], 8: lambda a: a.transpose(1, 0, 2)[::-1],
-}
-"""EXIF orientation -> the numpy view that makes a decode upright (as ImageOps.exif_transpose does)."""
-
-
-def _oriented(rgb: np.ndarray, orientation) -> np.ndarray:
-    turn = _ORIENTED.get(orientation)
-    return rgb if turn is None else np.ascontiguousarray(turn(rgb))
 
 
 def _check_header(image: Image.Image, name: str, max_pixels: int, max_side: int | None,
