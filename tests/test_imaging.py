@@ -128,6 +128,11 @@ def test_a_large_upload_is_hashed_beside_its_decode(monkeypatch):
     assert load_image(small.getvalue()).sha256 == hashlib.sha256(small.getvalue()).hexdigest()
     assert threads == ["faceledger-sha256"] * 2  # hashed at once, no thread
 
+    def no_thread(self):
+        raise RuntimeError("can't start new thread")
+    monkeypatch.setattr(threading.Thread, "start", no_thread)  # a process out of threads still hashes
+    assert load_image(data, decode_side=300).sha256 == hashlib.sha256(data).hexdigest()
+
 
 # --- orientation and colour modes ---------------------------------------------------------------------
 

@@ -257,7 +257,10 @@ class _Sha256:
             self._digest = hashlib.sha256(data).hexdigest()
         else:
             self._thread = threading.Thread(target=self._run, name="faceledger-sha256", daemon=True)
-            self._thread.start()
+            try:
+                self._thread.start()
+            except RuntimeError:  # no thread to be had (a process at its limit): hashed in hexdigest()
+                self._thread = None
 
     def _run(self) -> None:
         try:
