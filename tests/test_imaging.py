@@ -5,13 +5,16 @@ from __future__ import annotations
 import hashlib
 import io
 import struct
+import threading
 import zlib
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
+from faceledger import imaging, jpeg_fast
 from faceledger.errors import FaceledgerError, ImageError, ImageTooLarge
 from faceledger.imaging import decode, load_image, read_bytes
 
@@ -104,7 +107,82 @@ def test_bytes_source_and_sha256(tmp_path, data_dir):
     np.testing.assert_array_equal(from_bytes.rgb, from_path.rgb)
 
 
+def test_a_large_upload_is_hashed_beside_its_decode(monkeypatch):
+    monkeypatch.setattr(imaging, "THREADED_HASH_BYTES", 100_000)  # a 3 MB photo's path, on a smaller file
+    noise = np.random.default_rng(7).integers(0, 256, (400, 500, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, format="JPEG", quality=95)
+    data = buffer.getvalue()
+    assert len(data) >= imaging.THREADED_HASH_BYTES  # the threaded path
+    threads = []
+    real_start = threading.Thread.start
+    monkeypatch.setattr(threading.Thread, "start", lambda self: (threads.append(self.name), real_start(self))[1])
+    loaded = load_image(data, decode_side=300)
+    assert loaded.sha256 == hashlib.sha256(data).hexdigest()
+    assert threads == ["faceledger-sha256"]
+    with pytest.raises(ImageError, match="corrupt or truncated"):  # a failed decode still joins the hash
+        load_image(data[:200] + bytes(len(data) - 200))
+    assert threads == ["faceledger-sha256"] * 2
+    small = io.BytesIO()
+    Image.fromarray(noise[:100, :100]).save(small, format="JPEG")
+    assert load_image(small.getvalue()).sha256 == hashlib.sha256(small.getvalue()).hexdigest()
+    assert threads == ["faceledger-sha256"] * 2  # hashed at once, no thread
+
+    def no_thread(self):
+        raise RuntimeError("can't start new thread")
+    monkeypatch.setattr(threading.Thread, "start", no_thread)  # a process out of threads still hashes
+    assert load_image(data, decode_side=300).sha256 == hashlib.sha256(data).hexdigest()
+
+
 # --- orientation and colour modes ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def pillow_only(monkeypatch):
+    """Decode as if simplejpeg were not installed: Pillow for every format."""
+    def decode_with_pillow(data: bytes, **options):
+        with monkeypatch.context() as patch:
+            patch.setattr(jpeg_fast, "simplejpeg", None)
+            return imaging.decode_scaled(data, **options)
+    return decode_with_pillow
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_the_simplejpeg_path_gives_pillows_pixels_for_every_orientation_and_scale(orientation, pillow_only):
+    assert jpeg_fast.simplejpeg is not None  # a dependency: the fast path is the one that runs
+    noise = np.random.default_rng(orientation).integers(0, 256, (301, 403, 3), dtype=np.uint8)
+    smooth = cv2.GaussianBlur(noise, (0, 0), 3)  # subsampled chroma: upsampling matters
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    Image.fromarray(smooth).save(buffer, format="JPEG", quality=90, exif=exif.tobytes())
+    options = {"name": "x", "max_pixels": 10**8, "max_side": None, "max_aspect": None}
+    for min_side in (None, 300, 150, 76, 40):
+        fast = imaging.decode_scaled(buffer.getvalue(), min_side=min_side, **options)
+        slow = pillow_only(buffer.getvalue(), min_side=min_side, **options)
+        assert fast[1:] == slow[1:]  # format, upright size, scale
+        assert fast[0].flags.c_contiguous
+        np.testing.assert_array_equal(fast[0], slow[0])
+
+
+def test_jpegs_simplejpeg_refuses_are_decoded_by_pillow_as_before(photo, pillow_only, monkeypatch):
+    calls = []
+    real = jpeg_fast.simplejpeg.decode_jpeg
+    monkeypatch.setattr(jpeg_fast.simplejpeg, "decode_jpeg", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    options = {"name": "x", "max_pixels": 10**8, "max_side": None, "max_aspect": None, "min_side": None}
+    grey, cmyk, truncated = (io.BytesIO() for _ in range(3))
+    photo.convert("L").save(grey, format="JPEG")
+    photo.convert("CMYK").save(cmyk, format="JPEG")
+    photo.save(truncated, format="JPEG")
+    for data in (grey.getvalue(), cmyk.getvalue()):  # not plain colour: Pillow only
+        np.testing.assert_array_equal(imaging.decode_scaled(data, **options)[0], pillow_only(data, **options)[0])
+    assert calls == []
+    cut = truncated.getvalue()[: len(truncated.getvalue()) // 2]  # strict simplejpeg refuses; Pillow decides
+    with pytest.raises(ImageError) as fast:
+        imaging.decode_scaled(cut, **options)
+    with pytest.raises(ImageError) as slow:
+        pillow_only(cut, **options)
+    assert calls == [1] and str(fast.value) == str(slow.value)
 
 
 def test_exif_orientation_is_applied(tmp_path, photo):

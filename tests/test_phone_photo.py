@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from faceledger.config import Settings
-from faceledger.enrollment import load_with
+from faceledger.enrollment import face_crop_jpeg, load_with
 from faceledger.errors import MultipleFaces, NoFaceFound
 from faceledger.imaging import from_array, load_image
 
@@ -69,6 +69,19 @@ def test_a_big_face_is_found_aligned_and_embedded_from_the_quarter_scale_decode(
         assert "_finer" not in image.__dict__, stem  # no second decode: the face's pixels came from it
         assert "rgb" not in image.__dict__, stem  # the full-resolution array was never made
         assert face.quality.face_size > 300, stem  # boxes are in full-resolution pixels
+
+
+def test_the_review_crop_of_a_12_mp_search_comes_from_the_decode_already_held(phone_photos, pipeline):
+    """services/search.py keeps the face box widened by half its size on each side, at most 320 px, for the
+    reviewers: the 1/4 decode gives it at half that or more, so the photo is not decoded again for it."""
+    for stem in ("macron_2014", "ardern_2018"):  # faces of about 330 and 400 px: the old rule decoded 1/2 for both
+        image = load_with(Settings(), phone_photos[stem], name=stem)
+        face = pipeline.single_face(image, name=stem)
+        crop = Image.open(io.BytesIO(face_crop_jpeg(image, face.box, margin=0.5, max_side=320)))
+        assert 160 <= max(crop.size) < 320, stem  # under 320: the old rule decoded the photo again at 1/2
+        assert "_finer" not in image.__dict__, stem  # no second decode
+        bigger = Image.open(io.BytesIO(face_crop_jpeg(image, face.box, margin=0.5, max_side=1000)))
+        assert max(bigger.size) > 500 and image.held_scale > 0.25, stem  # under half: decoded finer, as before
 
 
 def test_scores_match_the_full_resolution_decode(reduced, phone_photos, pipeline):

@@ -13,6 +13,7 @@ import io
 import math
 import os
 import stat
+import threading
 import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -22,6 +23,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import jpeg_fast
 from .errors import FaceledgerError, ImageError, ImageTooLarge
 
 SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "PPM", "MPO")
@@ -40,6 +42,8 @@ DEFAULT_MAX_SIDE = 20_000
 """Longest side accepted (a 360-degree phone panorama is about 16000 px wide)."""
 DEFAULT_MAX_ASPECT = 10.0
 """Largest long-side / short-side ratio accepted (a phone panorama is about 4-8)."""
+THREADED_HASH_BYTES = 1 << 20
+"""Uploads from this size are hashed on a thread beside their decode (both release the GIL)."""
 DEFAULT_WORK_SIDE = 1280
 """Longest side of the detection copy (`LoadedImage.preview`); the engine passes Settings.detect_max_side."""
 
@@ -124,6 +128,13 @@ class LoadedImage:
                                          min_side=min_scale * max(self.width, self.height))
         self.__dict__["_finer"] = (rgb, scale)  # one extra decode kept at most (frozen: no setattr)
         return rgb, scale
+
+    @property
+    def held_scale(self) -> float:
+        """The finest scale decoded so far (the kept decode, or a finer one a region needed): a region at
+        up to this scale costs no new decode."""
+        finer = self.__dict__.get("_finer")
+        return max(self.base_scale, finer[1]) if finer is not None else self.base_scale
 
     def region(self, box, *, min_scale: float = 1.0) -> Region:
         """The pixels of box (x0, y0, x1, y1, full-resolution coordinates, clipped to the image) at a
@@ -223,10 +234,48 @@ def load_image(
     else:
         data = read_bytes(source, max_bytes=max_bytes)
         name = name or str(source)
-    base, fmt, (width, height), scale = decode_scaled(data, name=name, max_pixels=max_pixels, max_side=max_side,
-                                                      max_aspect=max_aspect, min_side=decode_side or work_side)
-    return LoadedImage(sha256=hashlib.sha256(data).hexdigest(), format=fmt, name=name, width=width, height=height,
+    digest = _Sha256(data)  # hashed beside the decode: both release the GIL
+    try:
+        base, fmt, (width, height), scale = decode_scaled(data, name=name, max_pixels=max_pixels,
+                                                          max_side=max_side, max_aspect=max_aspect,
+                                                          min_side=decode_side or work_side)
+    finally:
+        sha256 = digest.hexdigest()
+    return LoadedImage(sha256=sha256, format=fmt, name=name, width=width, height=height,
                        base=base, base_scale=scale, data=data, work_side=work_side, max_pixels=max_pixels)
+
+
+class _Sha256:
+    """The sha256 of bytes, computed on a thread of its own for inputs of THREADED_HASH_BYTES or more, so
+    that hashing a 3 MB photo (about 1.5 ms) overlaps its decode; smaller inputs are hashed at once."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._digest: str | None = None
+        self._thread = None
+        if len(data) < THREADED_HASH_BYTES:
+            self._digest = hashlib.sha256(data).hexdigest()
+        else:
+            self._thread = threading.Thread(target=self._run, name="faceledger-sha256", daemon=True)
+            try:
+                self._thread.start()
+            except RuntimeError:  # no thread to be had (a process at its limit): hashed in hexdigest()
+                self._thread = None
+
+    def _run(self) -> None:
+        try:
+            self._digest = hashlib.sha256(self._data).hexdigest()
+        except Exception:  # noqa: BLE001 - hexdigest() hashes again where the error is seen
+            pass
+
+    def hexdigest(self) -> str:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._digest is None:
+            self._digest = hashlib.sha256(self._data).hexdigest()
+        self._data = b""
+        return self._digest
 
 
 def decode(data: bytes, *, name: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -257,13 +306,18 @@ def decode_scaled(data: bytes, *, name: str, max_pixels: int, max_side: int | No
                 factor = min_side / max(width, height)
                 image.draft(image.mode if image.mode in ("L", "CMYK") else "RGB",
                             (max(1, math.ceil(width * factor)), max(1, math.ceil(height * factor))))
-            image.load()
-            scale = image.size[0] / width
-            orientation = image.getexif().get(_EXIF_ORIENTATION)
+            orientation = image.getexif().get(_EXIF_ORIENTATION)  # read from the header: no decoding
             fmt = image.format
-            if orientation in range(2, 9):  # turned or mirrored (exif_transpose would copy even when upright)
-                image = ImageOps.exif_transpose(image)
-            rgb = to_rgb(image)
+            rgb = jpeg_fast.decoded(data, image) if fmt == "JPEG" else None
+            if rgb is not None:
+                scale = rgb.shape[1] / width
+                rgb = jpeg_fast.oriented(rgb, orientation)
+            else:
+                image.load()
+                scale = image.size[0] / width
+                if orientation in range(2, 9):  # turned or mirrored (exif_transpose would copy even when upright)
+                    image = ImageOps.exif_transpose(image)
+                rgb = to_rgb(image)
     except FaceledgerError:
         raise
     except UnidentifiedImageError:
