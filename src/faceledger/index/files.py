@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,9 @@ from ..errors import IndexMismatch
 from . import atomic_write, deltas
 from .faiss_index import FaissIndex
 from .spec import AUTO, resolve
+
+DELTA_WAIT_S = 0.25
+"""How long a reader waits for a delta whose commit it has seen (written right after it) before rebuilding."""
 
 
 @dataclass(frozen=True)
@@ -153,10 +157,21 @@ class IndexFiles:
 
     def deltas_between(self, gallery_id: int, after: int, upto: int, meta: IndexMeta | None = None
                        ) -> list[tuple[np.ndarray, np.ndarray]] | None:
-        """The faces added at generations after+1 .. upto, one batch each; None if any delta is missing."""
+        """The faces added at generations after+1 .. upto, one batch each; None if any delta is missing.
+        A delta is written just after its commit: a reader that saw the commit first waits for it a moment
+        (DELTA_WAIT_S) before giving up (then it rebuilds, as after a process killed in between)."""
         meta = meta or IndexMeta.read(self.paths(gallery_id)[1])
         if meta is None or upto < after:
             return None
+        deadline = time.monotonic() + DELTA_WAIT_S
+        while True:
+            batches = self._read_deltas(gallery_id, after, upto, meta)
+            if batches is not None or time.monotonic() >= deadline:
+                return batches
+            time.sleep(0.01)
+
+    def _read_deltas(self, gallery_id: int, after: int, upto: int, meta: IndexMeta
+                     ) -> list[tuple[np.ndarray, np.ndarray]] | None:
         found = deltas.pending(self.directory, gallery_id) if upto > after else {}
         batches = []
         for generation in range(after + 1, upto + 1):

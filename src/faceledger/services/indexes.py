@@ -40,34 +40,46 @@ class IndexCache:
         with self.ctx.lock:
             self._held.clear()
 
-    def expected_meta(self, gallery: Gallery, count: int) -> IndexMeta:
-        return IndexMeta(gallery_id=gallery.id, generation=gallery.generation, model_id=gallery.model_id,
-                         dim=self.ctx.pipeline.embedder.dim, description=self.files.description_for(gallery.id),
-                         count=count)
+    def expected_meta(self, gallery: Gallery, count: int, generation: int | None = None) -> IndexMeta:
+        return IndexMeta(gallery_id=gallery.id, generation=gallery.generation if generation is None else generation,
+                         model_id=gallery.model_id, dim=self.ctx.pipeline.embedder.dim,
+                         description=self.files.description_for(gallery.id), count=count)
 
     def get(self, session: Session, gallery: Gallery) -> FaissIndex:
-        """The gallery's index at the store's current generation: memory, else disk, else rebuilt."""
+        """The gallery's index at the store's current generation: memory (caught up from the deltas other
+        processes wrote), else the files (base + deltas), else rebuilt from the store."""
         with self.ctx.lock:
             held = self._held.get(gallery.id)
             if held and held[0] == gallery.generation:
                 return held[1]
-            count = session.execute(select(func.count()).select_from(FaceRecord).where(
-                FaceRecord.gallery_id == gallery.id)).scalar_one()
-            if held and held[0] < gallery.generation and self._catch_up(held[1], held[0], gallery, count):
-                self._held[gallery.id] = (gallery.generation, held[1])
+            generation, count = self._state(session, gallery.id)
+            if held and held[0] == generation:
                 return held[1]
-            index = self.files.load(gallery.id, expected=self.expected_meta(gallery, count))
+            if held and held[0] < generation and self._catch_up(held[1], held[0], gallery.id, generation, count):
+                self._held[gallery.id] = (generation, held[1])
+                return held[1]
+            index = self.files.load(gallery.id, expected=self.expected_meta(gallery, count, generation))
             if index is None:
                 index = self.build(session, gallery)
-                self.files.save(index, self.expected_meta(gallery, len(index)))
-            self._held[gallery.id] = (gallery.generation, index)
+                if self._state(session, gallery.id) != (generation, len(index)):
+                    return index  # a commit landed while building: right for now, but neither saved nor held
+                self.files.save(index, self.expected_meta(gallery, len(index), generation))
+            self._held[gallery.id] = (generation, index)
             return index
 
-    def _catch_up(self, index: FaissIndex, generation: int, gallery: Gallery, count: int) -> bool:
-        """Apply the deltas other processes wrote since `generation`, if every one is there."""
+    def _state(self, session: Session, gallery_id: int) -> tuple[int, int]:
+        """The gallery's generation and face count in one statement: one snapshot, even where a read
+        session's statements each see the latest commit (SQLite reads outside a transaction, READ COMMITTED)."""
+        count = select(func.count()).select_from(FaceRecord).where(
+            FaceRecord.gallery_id == gallery_id).scalar_subquery()
+        generation, faces = session.execute(select(Gallery.generation, count).where(Gallery.id == gallery_id)).one()
+        return int(generation), int(faces)
+
+    def _catch_up(self, index: FaissIndex, held: int, gallery_id: int, generation: int, count: int) -> bool:
+        """Apply the deltas other processes wrote since the `held` generation, if every one is there."""
         if not isinstance(index, FaissIndex):
             return False
-        batches = self.files.deltas_between(gallery.id, generation, gallery.generation)
+        batches = self.files.deltas_between(gallery_id, held, generation)
         if batches is None or len(index) + sum(len(ids) for ids, _ in batches) != count:
             return False
         for ids, vectors in batches:
