@@ -141,3 +141,19 @@ def test_delta_files_are_bounded_and_checked(tmp_path):
     path.write_bytes(header)
     assert deltas.read(path, gallery_id=7, generation=9, model_id="m", dim=DIM) is None
     assert FaissIndex  # the module under test is the one the engine uses
+
+
+def test_auto_crossing_its_size_in_deltas_asks_for_a_new_base(tmp_path, monkeypatch):
+    """Every reader would otherwise convert (and train) Flat -> compressed while loading the deltas."""
+    from faceledger.index import spec
+
+    monkeypatch.setattr(spec, "AUTO_FLAT_MAX", 1500)
+    monkeypatch.setattr(spec, "AUTO_COMPRESSED", "PQ{m}x4fs;rerank=100")
+    files, _ = based(tmp_path, "auto", n=1400)
+    assert IndexMeta.read(files.paths(1)[1]).kind == "Flat"
+    files.append(1, 2, *batch(1401, n=50), "m")
+    assert not files.needs_base(1, 2)
+    files.append(1, 3, *batch(1451, n=60), "m")
+    assert files.needs_base(1, 3), "1,510 faces: auto is no longer Flat"
+    index = files.load(1, expected=meta(3, 1510, "auto"))
+    assert index.kind.startswith("PQ8x4fs") and len(index) == 1510

@@ -93,11 +93,14 @@ def read(path: Path, *, gallery_id: int, generation: int, model_id: str, dim: in
         return None
 
 
-def faces_in(path: Path, dim: int) -> int:
-    """How many faces a delta holds, from its size alone (for the compaction rule)."""
+def faces_in(path: Path) -> int:
+    """How many faces a delta holds, from its header (0 if it cannot be read)."""
     try:
-        return max(0, (path.stat().st_size - 256) // (8 + 4 * dim))
-    except OSError:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+        (size,) = struct.unpack("<I", head[8:12])
+        return max(0, int(json.loads(head[12:12 + size])["count"]))
+    except (OSError, ValueError, KeyError, TypeError, struct.error):
         return 0
 
 
@@ -111,12 +114,15 @@ def drop(directory: Path, gallery_id: int, *, upto: int | None = None) -> None:
             path.unlink(missing_ok=True)
 
 
-def too_many(directory: Path, gallery_id: int, *, base_generation: int, base_faces: int, dim: int) -> bool:
-    """Whether the pending deltas have grown past the rule (count or share of the base)."""
+def pending_faces(directory: Path, gallery_id: int, *, base_generation: int) -> tuple[int, int]:
+    """(deltas, faces) pending on top of a base."""
     newer = [p for g, p in pending(directory, gallery_id).items() if g > base_generation]
-    if len(newer) > MAX_PENDING:
-        return True
-    return sum(faces_in(p, dim) for p in newer) > max(1000, MAX_SHARE * base_faces)
+    return len(newer), sum(faces_in(p) for p in newer)
+
+
+def too_many(count: int, faces: int, *, base_faces: int) -> bool:
+    """Whether pending deltas have grown past the rule (count, or share of the base)."""
+    return count > MAX_PENDING or faces > max(1000, MAX_SHARE * base_faces)
 
 
 @contextlib.contextmanager

@@ -208,8 +208,11 @@ class IndexFiles:
         found = deltas.pending(self.directory, gallery_id)
         if any(g not in found for g in range(meta.generation + 1, generation + 1)):
             return True
-        return deltas.too_many(self.directory, gallery_id, base_generation=meta.generation,
-                               base_faces=meta.count, dim=meta.dim)
+        count, faces = deltas.pending_faces(self.directory, gallery_id, base_generation=meta.generation)
+        if meta.description.strip().lower() == AUTO and meta.kind and resolve(
+                AUTO, meta.count + faces, meta.dim) != meta.kind:
+            return True  # `auto` crossed its size: write the converted index once, not in every reader
+        return deltas.too_many(count, faces, base_faces=meta.count)
 
     def save(self, index, meta: IndexMeta) -> None:
         """Write the whole index as the new base at meta.generation; the deltas it holds are deleted."""
