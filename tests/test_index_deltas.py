@@ -82,10 +82,11 @@ def test_a_missing_or_damaged_delta_means_rebuild(tmp_path, kind):
     assert len(files.load(1, expected=meta(3, 710, kind))) == 710
 
 
-def test_a_published_vectors_file_never_changes_size(tmp_path):
-    """Two readers of one base each apply the same deltas and a held index keeps growing: none of them
-    may write to the shared re-rank file (another process maps it: truncating it under them would crash
-    them), and a compaction writes a new file, which the next reader uses."""
+def test_a_published_vectors_file_only_ever_grows(tmp_path):
+    """Two readers of one base each apply the same deltas and a held index keeps growing: none of them may
+    write to the shared re-rank file (another process maps it: truncating it under them would crash them).
+    A compaction by the holder of the current base appends its rows in place (past every reader's view);
+    one by the holder of an older view of the file copies everything to a new file instead."""
     kind = KINDS[1]
     files, base_vectors = based(tmp_path, kind)
     shared = files.directory / IndexMeta.read(files.paths(1)[1]).vectors
@@ -96,12 +97,21 @@ def test_a_published_vectors_file_never_changes_size(tmp_path):
     assert shared.stat().st_size == size
     assert found_top1(one, np.arange(701, 711), np.concatenate([batch(701)[1], batch(706)[1]]))
     assert found_top1(two, np.arange(1, 50), base_vectors[:49])
-    files.save(one, meta(3, 710, kind))  # compaction: a new file with every row, the deltas gone
-    now = IndexMeta.read(files.paths(1)[1])
-    assert now.vectors != shared.name and not shared.exists() and not deltas.pending(files.directory, 1)
-    assert found_top1(two, np.arange(1, 50), base_vectors[:49]), "an older reader keeps its open file"
+    files.save(one, meta(3, 710, kind))  # compaction on the current base: extended in place, deltas gone
+    assert IndexMeta.read(files.paths(1)[1]).vectors == shared.name and not deltas.pending(files.directory, 1)
+    assert shared.stat().st_size == size + 10 * DIM * 4
+    assert found_top1(two, np.arange(1, 50), base_vectors[:49]), "a reader of the shorter view is unharmed"
     fresh = files.load(1, expected=meta(3, 710, kind))
-    assert found_top1(fresh, np.arange(706, 711), batch(706)[1])
+    assert found_top1(fresh, np.arange(701, 711), np.concatenate([batch(701)[1], batch(706)[1]]))
+    two.add(*batch(706))  # two still sees 700 shared rows of a file that now has 710: it must not write there
+    files.save(two, meta(3, 710, kind))
+    now = IndexMeta.read(files.paths(1)[1])
+    assert now.vectors != shared.name and not shared.exists()
+    assert found_top1(fresh, np.arange(701, 711), np.concatenate([batch(701)[1], batch(706)[1]])), \
+        "a reader keeps its open (now unlinked) file"
+    again = files.load(1, expected=meta(3, 710, kind))
+    assert found_top1(again, np.arange(701, 711), np.concatenate([batch(701)[1], batch(706)[1]]))
+    assert found_top1(again, np.arange(1, 50), base_vectors[:49])
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -143,6 +143,13 @@ class FaissIndex:
         _, rows = self._index.search(queries, min(depth, int(self._index.ntotal)))
         return self._rescore(queries, rows, k)
 
+    def consistent(self) -> bool:
+        """Whether the codes and the re-rank rows come from one save (a reader racing a writer can read
+        the index file of one and the row ids of another)."""
+        if self.vectors is None or not self._index.is_trained:
+            return True
+        return int(self._index.ntotal) in (0, self.vectors.live)
+
     def face_ids(self) -> np.ndarray:
         """Every face id the index holds, sorted (to compare an index with the store)."""
         if self.vectors is None:
@@ -207,11 +214,11 @@ class FaissIndex:
 
     # -- files -------------------------------------------------------------------------------------
 
-    def write(self, path: Path, *, fresh_vectors: Path | None = None) -> None:
-        """The index to `path` and its re-rank vectors to their file (to `fresh_vectors`, a new name, when
-        the file it was read from is shared with other processes and has grown since)."""
+    def write(self, path: Path, *, fresh_vectors: Path | None = None, extend: bool = False) -> None:
+        """The index to `path` and its re-rank vectors to their file (see `RerankVectors.publish`: extended
+        in place when `extend`, else to `fresh_vectors` when the shared file it was read from has grown)."""
         if self.vectors is not None:
-            self.vectors.publish(fresh_vectors)
+            self.vectors.publish(fresh_vectors, extend=extend)
         atomic_write(path, faiss.serialize_index(self._index).tobytes())
 
     @classmethod

@@ -147,7 +147,7 @@ class IndexFiles:
             return False if IndexMeta.read(meta_path) != meta else None
         index = FaissIndex.read(index_path, meta.dim, meta.description, kind=meta.kind or None,
                                 vectors_path=vectors)
-        if len(index) != meta.count:  # the base was replaced between reading the meta and the index
+        if len(index) != meta.count or not index.consistent():  # replaced while this reader read it
             index.close()
             return False if IndexMeta.read(meta_path) != meta else None
         for ids, batch in batches:
@@ -221,7 +221,9 @@ class IndexFiles:
         with deltas.locked(self.directory, meta.gallery_id):
             vectors = ""
             if isinstance(index, FaissIndex):
-                index.write(index_path, fresh_vectors=self._fresh_vectors(meta.gallery_id))
+                now = IndexMeta.read(meta_path)
+                extend = (now is not None and index.vectors is not None and now.vectors == index.vectors.path.name)
+                index.write(index_path, fresh_vectors=self._fresh_vectors(meta.gallery_id), extend=extend)
                 if index.vectors is not None:
                     vectors = index.vectors.path.name
             else:

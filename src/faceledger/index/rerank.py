@@ -120,12 +120,17 @@ class RerankVectors:
         self.ids[rows] = -1
         self._map = self._tail_map = None
 
-    def publish(self, fresh: Path | None = None) -> None:
+    def publish(self, fresh: Path | None = None, *, extend: bool = False) -> None:
         """Make the file hold every row and write its ids, for an index saved beside it. A published file
-        that has gained a private tail, or was unlinked meanwhile, is copied to `fresh` (a new name)."""
+        that has gained a private tail is extended in place when `extend` (the caller holds the gallery's
+        write lock and the file is the current base, no longer than this index's shared rows: no reader
+        maps beyond them), else copied with the tail to `fresh` (a new name), as is an unlinked one."""
         self._fh.flush()
         unlinked = os.fstat(self._fh.fileno()).st_nlink == 0
-        if unlinked or (self.shared_rows and self.rows > self.shared_rows):
+        grown = self.shared_rows and self.rows > self.shared_rows
+        if grown and extend and not unlinked and os.fstat(self._fh.fileno()).st_size == self.shared_rows * self.dim * 4:
+            self._extend_in_place()
+        elif unlinked or grown:
             if fresh is None:
                 raise FaceledgerError(f"re-rank vectors {self.path} need a new file to be saved")
             self._copy_to(Path(fresh))
@@ -136,6 +141,19 @@ class RerankVectors:
         tmp = self.path.with_name(f"{self.path.name}.ids.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp.npy")
         np.save(tmp, self.ids)
         os.replace(tmp, self.ids_path)
+
+    def _extend_in_place(self) -> None:
+        """Append the private tail after the shared rows (never truncating: readers map the rows before)."""
+        tail = self._tail_rows()
+        offset = self.shared_rows * self.dim * 4
+        for start in range(0, len(tail), 65_536):
+            data = np.ascontiguousarray(tail[start:start + 65_536]).tobytes()
+            os.pwrite(self._fh.fileno(), data, offset)
+            offset += len(data)
+        os.fsync(self._fh.fileno())
+        self._map = self._tail_map = None
+        self._tail.close()
+        self._tail = None
 
     def _copy_to(self, fresh: Path) -> None:
         base, tail = self._base(), self._tail_rows()
