@@ -13,11 +13,12 @@ copy, with FACELEDGER_INDEX=auto (Flat up to 200k faces, IVF1024,PQ64x4fs + exac
                 the web app's enrol page): store transaction + ledger entry + index update + index file(s)
 - batch, cold:  the same after forgetting the held index (a fresh CLI process each time; its models are
                 excluded: precomputed embeddings): before, the index file is read and rewritten in full
-- load:         a fresh process's first use of the index (read the files, apply pending deltas)
 - whole-index write: the loaded index written as the new base (a compaction; before: every save)
-- search p50:   one query (k=10, 1 FAISS thread) on the loaded index, 300 random unit-vector queries,
-                with the batches above still pending as deltas and again after compaction (the whole index
-                written as the new base, then loaded afresh)
+- load:         a fresh process's first use of the index: base + the batches above pending as deltas
+                (a copy of the files taken before the compaction), and the compacted base; three loads
+                of each, alternated, median
+- search p50:   one query (k=10, 1 FAISS thread) on each loaded index, 400 random unit-vector queries,
+                alternating between the two, so both see the same load
 
 Prints a markdown table, writes benchmarks/results/enroll_batch_scale.{json,md}.
 """
@@ -127,26 +128,46 @@ def worker(home: Path, repeat: int, seed: int) -> dict:
 
     out: dict = {}
 
-    def load_and_search(compact: bool = False) -> tuple[float, float, int]:
+    def load(directory: Path):
+        """A fresh load of the index from `directory` (as a new process would), timed."""
         engine.indexes.clear()
+        engine.indexes.files.directory = directory
         t0 = time.perf_counter()
         with engine.ctx.sessions() as session:
-            gallery = engine.ctx.gallery(session, "g")
-            index = engine.indexes.get(session, gallery)
-            load = time.perf_counter() - t0
-            if compact:  # what a compaction writes: the whole index as the new base; then a fresh load
+            index = engine.indexes.get(session, engine.ctx.gallery(session, "g"))
+        return time.perf_counter() - t0, index
+
+    def read_side() -> None:
+        """Loads and searches with the deltas pending and compacted, alternated (the same load on both)."""
+        index_dir = engine.settings.index_dir
+        pending_dir = index_dir.with_name("index-pending")
+        shutil.copytree(index_dir, pending_dir)  # the files as they are, deltas pending
+        _, index = load(index_dir)
+        t0 = time.perf_counter()  # a compaction: the whole index written as the new base
+        with engine.ctx.sessions() as session:
+            engine.indexes.files.save(index, engine.indexes.expected_meta(engine.ctx.gallery(session, "g"),
+                                                                          len(index)))
+        out["compact_s"] = time.perf_counter() - t0
+        loads: dict = {"pending": [], "compacted": []}
+        held = {}
+        for _ in range(3):
+            for name, directory in (("pending", pending_dir), ("compacted", index_dir)):
+                seconds, held[name] = load(directory)
+                loads[name].append(seconds)
+        engine.indexes.files.directory = index_dir
+        searches: dict = {"pending": [], "compacted": []}
+        for i, query in enumerate(unit(np.random.default_rng(seed + 1), 400)):
+            for name in (("pending", "compacted") if i % 2 else ("compacted", "pending")):
                 t0 = time.perf_counter()
-                engine.indexes.files.save(index, engine.indexes.expected_meta(gallery, len(index)))
-                out["compact_s"] = time.perf_counter() - t0
-        if compact:
-            return load_and_search()
-        queries = unit(np.random.default_rng(seed + 1), 300)
-        times = []
-        for query in queries:
-            t0 = time.perf_counter()
-            index.search(query[None], 10)
-            times.append(time.perf_counter() - t0)
-        return load, statistics.median(times), len(index)
+                held[name].search(query[None], 10)
+                searches[name].append(time.perf_counter() - t0)
+        for name in loads:
+            out[f"load_{name}_s"] = statistics.median(loads[name])
+            out[f"search_{name}_p50_s"] = statistics.median(searches[name])
+        out["faces"] = len(held["compacted"])
+        out["same_faces"] = bool(np.array_equal(held["pending"].face_ids(), held["compacted"].face_ids())) \
+            if hasattr(held["pending"], "face_ids") else None
+        shutil.rmtree(pending_dir)
 
     t0 = time.perf_counter()
     engine.reindex("g")
@@ -160,9 +181,8 @@ def worker(home: Path, repeat: int, seed: int) -> dict:
     out["cold_s"] = cold
     index_dir = engine.settings.index_dir
     out["pending_deltas"] = len(list(index_dir.glob("gallery-1.delta-*")))
-    out["load_pending_s"], out["search_pending_p50_s"], out["faces"] = load_and_search()
-    out["load_compacted_s"], out["search_compacted_p50_s"], _ = load_and_search(compact=True)
     out["index_bytes_on_disk"] = sum(p.stat().st_size for p in index_dir.iterdir() if p.is_file())
+    read_side()
     engine.close()
     return out
 
