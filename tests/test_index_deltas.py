@@ -167,3 +167,17 @@ def test_auto_crossing_its_size_in_deltas_asks_for_a_new_base(tmp_path, monkeypa
     assert files.needs_base(1, 3), "1,510 faces: auto is no longer Flat"
     index = files.load(1, expected=meta(3, 1510, "auto"))
     assert index.kind.startswith("PQ8x4fs") and len(index) == 1510
+
+
+def test_a_delta_that_cannot_be_written_leaves_a_gap_not_an_error(tmp_path, monkeypatch):
+    """The batch is committed when its delta is written: a full disk must not turn it into a failed
+    enrolment; the next reader finds the gap and rebuilds from the store."""
+    files, _ = based(tmp_path, "Flat", n=50)
+
+    def full(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(deltas.os, "fsync", full)
+    assert not files.append(1, 2, *batch(51), "m")
+    assert not list(files.directory.glob("*.tmp")) and not deltas.pending(files.directory, 1)
+    assert files.needs_base(1, 2) and files.load(1, expected=meta(2, 55, "Flat")) is None

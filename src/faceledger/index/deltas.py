@@ -62,11 +62,14 @@ def write(directory: Path, gallery_id: int, generation: int, ids: np.ndarray, ve
                          "count": len(ids), "dim": int(vectors.shape[1])}).encode()
     path = delta_path(directory, gallery_id, generation)
     tmp = path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(MAGIC + struct.pack("<I", len(header)) + header + ids.tobytes() + vectors.tobytes())
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(MAGIC + struct.pack("<I", len(header)) + header + ids.tobytes() + vectors.tobytes())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

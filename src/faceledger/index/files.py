@@ -194,8 +194,11 @@ class IndexFiles:
                 return False
             if meta.model_id != model_id or (len(ids) and vectors.shape[1] != meta.dim):
                 return False
-            deltas.write(self.directory, gallery_id, generation, ids, vectors.reshape(len(ids), meta.dim),
-                         model_id)
+            try:
+                deltas.write(self.directory, gallery_id, generation, ids, vectors.reshape(len(ids), meta.dim),
+                             model_id)
+            except OSError:  # the batch is committed: a missing delta only costs the next reader a rebuild
+                return False
             return True
 
     def needs_base(self, gallery_id: int, generation: int) -> bool:

@@ -117,12 +117,12 @@ class IndexCache:
         self.files.append(gallery_id, generation, ids, vectors, self.ctx.model_id)
         with self.ctx.lock:
             held = self._held.get(gallery_id)
-            if held is None or held[0] != generation - 1 or not faces:
-                self._held.pop(gallery_id, None)  # rebuilt from the store on next use
+            if held is None or held[0] != generation - 1:
+                self._held.pop(gallery_id, None)  # caught up from the deltas, or rebuilt, on next use
                 return
-            index = held[1]
-            index.add(ids, vectors)
-            self._held[gallery_id] = (generation, index)
+            if len(ids):
+                held[1].add(ids, vectors)
+            self._held[gallery_id] = (generation, held[1])
 
     def save(self, gallery: str) -> None:
         """After an enrolment: each batch wrote its delta; the whole index is written again only when
