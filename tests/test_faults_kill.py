@@ -100,7 +100,9 @@ def test_a_removal_killed_after_its_commit_leaves_no_removed_vector_in_the_index
     home = tmp_path / "home"
     engine = open_test_engine(home)
     engine.create_gallery("g")
-    engine.enroll(gallery_files()[:9], gallery="g", subject_from_folder=True, source="s", legal_basis="b")
+    # the others first (the base), then the one to remove: its faces sit in a delta file beside the base
+    engine.enroll(gallery_files()[3:9], gallery="g", subject_from_folder=True, source="s", legal_basis="b")
+    engine.enroll(gallery_files()[:3], gallery="g", subject_from_folder=True, source="s", legal_basis="b")
     gone = gallery_files()[0].parent.name
     with engine.sessions() as session:
         subject_id = session.execute(select(Subject.id).where(Subject.name == gone)).scalar_one()
@@ -109,6 +111,7 @@ def test_a_removal_killed_after_its_commit_leaves_no_removed_vector_in_the_index
     index_dir = engine.settings.index_dir
     assert removed and all(v in b"".join(p.read_bytes() for p in index_dir.iterdir() if p.is_file())
                            for v in removed), "the index files must hold the faces before the removal"
+    assert all(v in b"".join(p.read_bytes() for p in index_dir.glob("gallery-1.delta-*")) for v in removed)
     monkeypatch.setattr(engine.indexes, "refresh", _die)  # the process dies right after the commit
     with pytest.raises(KilledHere):
         if removal == "erase":

@@ -143,6 +143,19 @@ class FaissIndex:
         _, rows = self._index.search(queries, min(depth, int(self._index.ntotal)))
         return self._rescore(queries, rows, k)
 
+    def consistent(self) -> bool:
+        """Whether the codes and the re-rank rows come from one save (a reader racing a writer can read
+        the index file of one and the row ids of another)."""
+        if self.vectors is None or not self._index.is_trained:
+            return True
+        return int(self._index.ntotal) in (0, self.vectors.live)
+
+    def face_ids(self) -> np.ndarray:
+        """Every face id the index holds, sorted (to compare an index with the store)."""
+        if self.vectors is None:
+            return np.sort(faiss.vector_to_array(self._index.id_map).astype(np.int64))
+        return np.sort(self.vectors.ids[self.vectors.ids >= 0])
+
     def __len__(self) -> int:
         if self.vectors is None:
             return int(self._index.ntotal)
@@ -152,14 +165,13 @@ class FaissIndex:
 
     def _rescore(self, queries: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact inner products of the shortlisted rows, best k first; ids from the rows."""
-        matrix = self.vectors.matrix()
         out_scores = np.full((len(queries), k), -np.inf, np.float32)
         out_ids = np.full((len(queries), k), -1, np.int64)
         for i, (query, row_list) in enumerate(zip(queries, rows)):
             row_list = np.sort(row_list[row_list >= 0])  # sorted: forward reads through the file
             if len(row_list) == 0:
                 continue
-            scores = np.asarray(matrix[row_list]) @ query
+            scores = self.vectors.take(row_list) @ query
             top = np.argsort(-scores, kind="stable")[:k]
             out_scores[i, :len(top)] = scores[top]
             out_ids[i, :len(top)] = self.vectors.ids[row_list[top]]
@@ -180,14 +192,13 @@ class FaissIndex:
         live_rows = np.flatnonzero(vectors.ids >= 0)
         if len(live_rows) < min_train(self.spec.factory):
             return
-        matrix = vectors.matrix()
         if not self._index.is_trained:
             rng = np.random.default_rng(len(live_rows))
             sample = np.sort(rng.choice(live_rows, size=min(TRAIN_SAMPLE, len(live_rows)), replace=False))
-            self._index.train(np.ascontiguousarray(matrix[sample]))
+            self._index.train(np.ascontiguousarray(vectors.take(sample)))
         for start in range(0, len(live_rows), ADD_CHUNK):
             rows = live_rows[start:start + ADD_CHUNK]
-            self._index.add_with_ids(np.ascontiguousarray(matrix[rows]), rows)
+            self._index.add_with_ids(np.ascontiguousarray(vectors.take(rows)), rows)
 
     def _convert(self, kind: str) -> None:
         """An `auto` Flat index that grew past AUTO_FLAT_MAX becomes a compressed one (same contents)."""
@@ -203,9 +214,11 @@ class FaissIndex:
 
     # -- files -------------------------------------------------------------------------------------
 
-    def write(self, path: Path) -> None:
+    def write(self, path: Path, *, fresh_vectors: Path | None = None, extend: bool = False) -> None:
+        """The index to `path` and its re-rank vectors to their file (see `RerankVectors.publish`: extended
+        in place when `extend`, else to `fresh_vectors` when the shared file it was read from has grown)."""
         if self.vectors is not None:
-            self.vectors.save_ids()
+            self.vectors.publish(fresh_vectors, extend=extend)
         atomic_write(path, faiss.serialize_index(self._index).tobytes())
 
     @classmethod
@@ -235,7 +248,7 @@ class FaissIndex:
     def close(self) -> None:
         """Forget a temporary index (its re-rank file too, when it was never saved anywhere)."""
         if self.vectors is not None and self._vectors_path is None:
-            self.vectors._fh.close()
+            self.vectors.close_files()
             self.vectors.path.unlink(missing_ok=True)
 
     @property

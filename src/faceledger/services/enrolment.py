@@ -81,7 +81,8 @@ class Enrolment:
                           by: Principal | None = None) -> EnrollReport:
         """Enrol embeddings computed elsewhere by this engine's model, with the same provenance rules."""
         ctx = self.ctx
-        provenance, known = self._begin(gallery, source, legal_basis, retain_until, "precomputed embeddings", by)
+        provenance, known = self._begin(gallery, source, legal_basis, retain_until, "precomputed embeddings", by,
+                                        only=[entry.sha256 for entry in entries])
         dim = ctx.pipeline.embedder.dim
         for entry in entries:
             if entry.model_id != ctx.model_id:
