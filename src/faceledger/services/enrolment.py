@@ -49,13 +49,13 @@ class Enrolment:
                retain_until: datetime | None = None, on_multiple: str = "refuse", workers: int = 1,
                progress: Progress | None = None, by: Principal | None = None) -> EnrollReport:
         """Enrol image files. Already-enrolled images (same sha256) are skipped, so a rerun resumes."""
-        provenance, known = self._begin(gallery, source, legal_basis, retain_until, "images", by)
+        provenance, _ = self._begin(gallery, source, legal_basis, retain_until, "images", by)
         if subject:
             subject = require_text(subject, "the subject's name", "--subject")
         if bool(subject) == bool(subject_from_folder):
             raise FaceledgerError("give exactly one of --subject NAME or --subject-from-folder")
         report = EnrollReport(gallery=gallery)
-        items = self._work_items(expand_paths(paths), subject, subject_from_folder, known, report)
+        items = self._work_items(gallery, expand_paths(paths), subject, subject_from_folder, report)
         done, total = len(report.outcomes), len(report.outcomes) + len(items)
         if progress:
             progress(done, total)
@@ -137,9 +137,9 @@ class Enrolment:
         return report
 
     def _begin(self, gallery: str, source: str | None, legal_basis: str | None, retain_until: datetime | None,
-               method: str, by: Principal | None, *, only: Sequence[str] | None = None) -> tuple[dict, set[str]]:
-        """Check the role and the provenance; return the provenance record and the sha256s already held
-        (all of the gallery's, or those of `only` that it holds)."""
+               method: str, by: Principal | None, *, only: Sequence[str] = ()) -> tuple[dict, set[str]]:
+        """Check the role and the provenance; return the provenance record and those of the sha256s
+        `only` that the gallery already holds."""
         principal = self.access.authorize(by, "enroll", gallery=gallery)
         provenance = {
             "source": require_text(source, "the image source (provenance)", "--source"),
@@ -150,16 +150,19 @@ class Enrolment:
             gallery_row = self.ctx.gallery(session, gallery)
             with self.access.refusals(principal, "enroll", {"gallery": gallery, "retain_until": iso(retain_until)}):
                 check_retain_until(retain_until, gallery_row.retain_days, gallery, utcnow())
-            held = select(ImageRecord.sha256).where(ImageRecord.gallery_id == gallery_row.id)
-            if only is None:
-                known = set(session.execute(held).scalars())
-            else:
-                wanted = sorted(set(only))
-                known = set()
-                for start in range(0, len(wanted), SQLITE_PARAMETER_CHUNK):
-                    known.update(session.execute(held.where(ImageRecord.sha256.in_(
-                        wanted[start:start + SQLITE_PARAMETER_CHUNK]))).scalars())
-        return provenance, known
+        return provenance, self._held(gallery, only)
+
+    def _held(self, gallery: str, only: Sequence[str]) -> set[str]:
+        """Those of the sha256s `only` that the gallery already holds (looked up in chunks: a call costs
+        what it enrols, not what the gallery holds)."""
+        with self.ctx.sessions() as session:
+            held = select(ImageRecord.sha256).where(ImageRecord.gallery_id == self.ctx.gallery(session, gallery).id)
+            wanted = sorted(set(only))
+            known: set[str] = set()
+            for start in range(0, len(wanted), SQLITE_PARAMETER_CHUNK):
+                known.update(session.execute(held.where(ImageRecord.sha256.in_(
+                    wanted[start:start + SQLITE_PARAMETER_CHUNK]))).scalars())
+            return known
 
     def _store_in_batches(self, gallery: str, analyses: list[Analysis], provenance: dict,
                           report: EnrollReport) -> None:
@@ -170,20 +173,27 @@ class Enrolment:
         if len(report.ledger_entries) > stored:  # nothing stored: the index and its file are unchanged
             self.indexes.save(gallery)
 
-    def _work_items(self, files: list[Path], subject: str | None, from_folder: bool, known: set[str],
+    def _work_items(self, gallery: str, files: list[Path], subject: str | None, from_folder: bool,
                     report: EnrollReport) -> list[WorkItem]:
-        items: list[WorkItem] = []
-        seen = set(known)
+        """The files to analyse, in order; a file that cannot be read or named fails, and one whose
+        sha256 the gallery holds, or an earlier file of this call had, is a duplicate."""
+        hashed: list[tuple[Path, str, str] | tuple[Path, FaceledgerError]] = []
         for path in files:
             # The absolute path is what the store keeps (ImageRecord.name): crops are read from it later,
             # by a server that may run in another directory than the `enroll` that stored it.
             path = Path(os.path.abspath(path))
             try:
                 name = subject_for(path, subject=subject, from_folder=from_folder)
-                digest = file_sha256(path, max_bytes=self.ctx.settings.max_image_bytes)
+                hashed.append((path, name, file_sha256(path, max_bytes=self.ctx.settings.max_image_bytes)))
             except FaceledgerError as exc:
-                report.outcomes.append(FileOutcome(path=str(path), status="failed", error=str(exc)))
+                hashed.append((path, exc))
+        seen = self._held(gallery, [entry[2] for entry in hashed if len(entry) == 3])
+        items: list[WorkItem] = []
+        for entry in hashed:
+            if len(entry) == 2:
+                report.outcomes.append(FileOutcome(path=str(entry[0]), status="failed", error=str(entry[1])))
                 continue
+            path, name, digest = entry
             if digest in seen:
                 report.outcomes.append(FileOutcome(path=str(path), status="duplicate", subject=name))
                 continue
