@@ -71,6 +71,35 @@ def test_search_returns_exact_inner_product_ranking(index):
     np.testing.assert_allclose(scores[0], np.sort(vectors @ query[0])[::-1][:5], rtol=1e-5)
 
 
+@pytest.mark.parametrize("queries, threads", [(1, 1), (19, 1), (20, 2)])
+def test_a_search_of_few_queries_runs_on_one_openmp_thread_and_restores_the_setting(queries, threads):
+    """One probe on one thread (the others would only spin at FAISS's barrier, taking CPU from concurrent
+    requests); a batch keeps the threads; the per-thread setting is what it was afterwards."""
+    import faiss
+
+    index = FaissIndex(16, "Flat")
+    index.add(np.arange(100), unit_vectors(100))
+    seen = []
+    inner = index._index
+
+    class Recording:
+        def __getattr__(self, name):
+            return getattr(inner, name)
+
+        def search(self, *args):
+            seen.append(faiss.omp_get_max_threads())
+            return inner.search(*args)
+
+    index._index = Recording()
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(2)
+    try:
+        index.search(unit_vectors(queries, seed=3), 5)
+        assert seen == [threads] and faiss.omp_get_max_threads() == 2
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
 def test_remove_deletes_for_real(index):
     vectors = unit_vectors(50)
     index.add(np.arange(50), vectors)

@@ -21,6 +21,8 @@ our own `rerank=N` (default 300; 0 = only the k best codes, still re-scored). `a
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import faiss
@@ -40,6 +42,29 @@ from .spec import (  # noqa: F401 - re-exported: the settings belong with the in
     min_train,
     resolve,
 )
+
+
+SMALL_QUERY_BATCH = 20
+"""Below this many queries a search runs on one OpenMP thread (FAISS's own threshold for its batched path)."""
+
+
+@contextmanager
+def one_thread_for(queries: int) -> Iterator[None]:
+    """Run a search of a few queries on this thread alone, as the latency benchmarks measure it.
+
+    FAISS splits a search over its queries with OpenMP: with one query, one thread works and the others
+    spin at the barrier. In a server handling several searches at once that spinning took CPU from the
+    other requests (about a quarter of a search's CPU time, benchmarks/api_load.py). The thread count is
+    a per-thread OpenMP setting, restored afterwards, so index builds and batch searches keep every core."""
+    if queries >= SMALL_QUERY_BATCH:
+        yield
+        return
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 class FaissIndex:
@@ -135,13 +160,14 @@ class FaissIndex:
         if n == 0:
             return no_hits(len(queries))
         k = max(1, min(int(k), n))
-        if self.vectors is None:
-            return self._index.search(queries, k)
-        if not self._index.is_trained or self._index.ntotal == 0:
-            return self._exact_scan(queries, k)
-        depth = max(k, self.spec.rerank)  # rerank=0: the k best codes, still scored exactly
-        _, rows = self._index.search(queries, min(depth, int(self._index.ntotal)))
-        return self._rescore(queries, rows, k)
+        with one_thread_for(len(queries)):
+            if self.vectors is None:
+                return self._index.search(queries, k)
+            if not self._index.is_trained or self._index.ntotal == 0:
+                return self._exact_scan(queries, k)
+            depth = max(k, self.spec.rerank)  # rerank=0: the k best codes, still scored exactly
+            _, rows = self._index.search(queries, min(depth, int(self._index.ntotal)))
+            return self._rescore(queries, rows, k)
 
     def consistent(self) -> bool:
         """Whether the codes and the re-rank rows come from one save (a reader racing a writer can read
