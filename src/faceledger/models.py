@@ -49,11 +49,24 @@ def locate(model: ModelFile, model_dir: Path | None = None) -> Path:
     path = model_path(model, model_dir)
     digest = file_sha256(path)
     if digest != model.sha256:
-        raise ModelNotAvailable(
-            f"model file {path} has sha256 {digest}, expected {model.sha256}: "
-            f"the file is altered or a different version; {INSTALL_HINT}"
-        )
+        raise _altered(path, digest, model)
     return path
+
+
+def verified_bytes(model: ModelFile, model_dir: Path | None = None) -> bytes:
+    """The model file's bytes, refused unless they have the expected sha256. Checked on the very bytes
+    that are loaded (for a runtime handed bytes, not a path), so the file cannot change in between."""
+    path = locate(model, model_dir)
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != model.sha256:  # the file changed between the check and the read
+        raise _altered(path, digest, model)
+    return data
+
+
+def _altered(path: Path, digest: str, model: ModelFile) -> ModelNotAvailable:
+    return ModelNotAvailable(f"model file {path} has sha256 {digest}, expected {model.sha256}: "
+                             f"the file is altered or a different version; {INSTALL_HINT}")
 
 
 def model_path(model: ModelFile, model_dir: Path | None = None) -> Path:

@@ -23,8 +23,8 @@ import cv2
 import numpy as np
 
 from .. import caches
-from ..errors import FaceledgerError, ModelNotAvailable
-from ..models import INSTALL_HINT, YUNET_2023MAR, locate
+from ..errors import FaceledgerError
+from ..models import YUNET_2023MAR, verified_bytes
 
 STRIDES = (8, 16, 32)
 DIVISOR = 32
@@ -104,7 +104,7 @@ def prepared_graph(model_dir: Path | None = None) -> bytes:
             if hashlib.sha256(data).hexdigest()[:32] == path.stem.rsplit("-", 1)[-1]:
                 return data
             path.unlink(missing_ok=True)  # damaged: made again below
-    data = prepare_graph(verified_bytes(model_dir))
+    data = prepare_graph(verified_bytes(YUNET_2023MAR, model_dir))
     if folder is not None:
         tmp = caches.temporary_name(folder / f"{key}.onnx")
         try:
@@ -114,17 +114,6 @@ def prepared_graph(model_dir: Path | None = None) -> bytes:
             caches.prune(folder, "yunet-*.onnx", 2)
         except OSError:
             tmp.unlink(missing_ok=True)  # a cache: the next process makes it again
-    return data
-
-
-def verified_bytes(model_dir: Path | None = None) -> bytes:
-    """The shipped YuNet file's bytes, refused unless they have the expected sha256."""
-    path = locate(YUNET_2023MAR, model_dir)
-    data = path.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != YUNET_2023MAR.sha256:  # the file changed between the check and the read
-        raise ModelNotAvailable(f"model file {path} has sha256 {digest}, expected {YUNET_2023MAR.sha256}: "
-                                f"the file is altered or a different version; {INSTALL_HINT}")
     return data
 
 

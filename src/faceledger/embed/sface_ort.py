@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import caches
-from ..errors import FaceledgerError, ModelNotAvailable
-from ..models import INSTALL_HINT, SFACE_2021DEC, ModelFile, locate, model_path
+from ..errors import FaceledgerError
+from ..models import SFACE_2021DEC, ModelFile, model_path, verified_bytes
 from .vectors import l2_normalise
 from .alignment import ARCFACE_112_V1, align
 
@@ -181,19 +181,6 @@ def _load_optimised(ort, folder: Path, key: str, threads: int):
 def _file_sha256(path: Path) -> str:
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
-def verified_bytes(model: ModelFile, model_dir: Path | None = None) -> bytes:
-    """The model file's bytes, refused unless they have the expected sha256."""
-    path = locate(model, model_dir)  # checks the file on disk
-    data = path.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != model.sha256:  # the file changed between the check and the read
-        raise ModelNotAvailable(
-            f"model file {path} has sha256 {digest}, expected {model.sha256}: "
-            f"the file is altered or a different version; {INSTALL_HINT}"
-        )
-    return data
 
 
 def prepare_graph(data: bytes) -> bytes:
