@@ -9,28 +9,16 @@ enough, or one person could search as one name and review as another.
 
 from __future__ import annotations
 
-import getpass
-import hashlib
-import os
 import secrets
-import socket
 from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .errors import AlreadyExists, AuthenticationFailed, NotFound
+from .identity import LOCAL_CREATED_BY, LOCAL_OPERATOR, TOKEN_PREFIX, local_seat, token_digest  # noqa: F401 (re-exported)
 from .policy import Principal, check_role_name
 from .store import User, hold_write_lock
-
-TOKEN_PREFIX = "flt_"
-LOCAL_OPERATOR = "local-operator"
-"""The one identity of whoever runs the CLI on the data directory without a token."""
-LOCAL_CREATED_BY = "local operator (first use)"
-
-
-def token_digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def new_token() -> str:
@@ -93,18 +81,6 @@ def cli_principal(session: Session, *, token: str | None, claimed: str | None = 
         raise AuthenticationFailed(f"acting as {claimed.strip()!r} needs their token: set FACELEDGER_TOKEN (or "
                                    f"--token-file); without one the CLI acts as {LOCAL_OPERATOR!r}")
     return local_operator(session, LOCAL_OPERATOR)
-
-
-def local_seat(label: str | None = None) -> dict:
-    """Where the local operator acted from, recorded with its ledger entries (not an identity)."""
-    try:
-        os_user = getpass.getuser()
-    except (KeyError, OSError):
-        os_user = f"uid {os.getuid()}" if hasattr(os, "getuid") else "unknown"
-    seat = {"os_user": os_user, "host": socket.gethostname()}
-    if label:
-        seat["label"] = label
-    return seat
 
 
 def find_user(session: Session, name: str) -> User:

@@ -14,7 +14,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .accounts import local_seat
+from .identity import local_seat
 from .config import Settings
 from .ledger import Ledger
 from .pipeline import FacePipeline

@@ -13,13 +13,9 @@ before it reads the last entry, and holds it until the caller's transaction ends
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
-import os
 import threading
-import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,26 +24,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from .chain import GENESIS, HeadFile, canonical_json, entry_hash, new_entry
 from .errors import FaceledgerError
 from .store import LedgerEntry
 from .store.writing import WriteConflict, hold_write_lock, is_transient
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: the head file is then ordered per process only
-    fcntl = None
-
-GENESIS = "0" * 64
-
-
-def canonical_json(value) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def entry_hash(seq: int, entry_id: str, created_at: str, actor: str, action: str, payload: str,
-               prev_hash: str) -> str:
-    material = canonical_json([seq, entry_id, created_at, actor, action, payload, prev_hash])
-    return hashlib.sha256(material.encode()).hexdigest()
+__all__ = ["GENESIS", "Ledger", "LedgerCheck", "canonical_json", "entry_as_dict", "entry_hash"]
 
 
 @dataclass
@@ -65,6 +47,7 @@ class Ledger:
         self._sessions = sessions
         self._writer = writer or sessions
         self.head_path = Path(head_path)
+        self.head = HeadFile(self.head_path)
         self.lock = threading.RLock()
         """Held while an entry is appended and committed, so two threads never take the same seq.
         Other processes are kept out by the database's write lock, which `append` takes."""
@@ -79,18 +62,11 @@ class Ledger:
         PostgreSQL), so no other process can append between this read of the last entry and the
         caller's commit."""
         hold_write_lock(session)
-        if self.actor_context.get(actor):
-            payload = {**payload, "acting_from": self.actor_context[actor]}
-        last = session.execute(select(LedgerEntry).order_by(LedgerEntry.seq.desc()).limit(1)).scalar_one_or_none()
-        seq = (last.seq + 1) if last else 1
-        prev = last.hash if last else GENESIS
-        entry_id = str(uuid.uuid4())
-        created_at = datetime.now(UTC).isoformat(timespec="microseconds")
-        body = canonical_json(payload)
-        entry = LedgerEntry(
-            seq=seq, entry_id=entry_id, created_at=created_at, actor=actor, action=action, payload=body,
-            prev_hash=prev, hash=entry_hash(seq, entry_id, created_at, actor, action, body, prev),
-        )
+        last = session.execute(select(LedgerEntry.seq, LedgerEntry.hash).order_by(LedgerEntry.seq.desc())
+                               .limit(1)).first()
+        made = new_entry(tuple(last) if last else None, actor=actor, action=action, payload=payload,
+                         acting_from=self.actor_context.get(actor))
+        entry = LedgerEntry(**made.columns())
         session.add(entry)
         session.flush()
         return entry
@@ -116,37 +92,11 @@ class Ledger:
 
     def note_committed(self, entry: LedgerEntry) -> None:
         """Advance the head file after the entry's transaction committed."""
-        with self.lock, self._head_file_lock():
-            self._advance_head(entry)
-
-    @contextmanager
-    def _head_file_lock(self):
-        """Orders head-file updates across processes, so an older entry never replaces a newer head."""
-        if fcntl is None:
-            yield
-            return
-        self.head_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.head_path.parent / (self.head_path.name + ".lock"), "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-    def _advance_head(self, entry: LedgerEntry) -> None:
-        head = self.read_head()
-        if head is None or entry.seq > head[0]:
-            self.head_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.head_path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-            tmp.write_text(f"{entry.seq} {entry.hash}\n")
-            tmp.replace(self.head_path)
+        with self.lock:
+            self.head.advance(entry.seq, entry.hash)
 
     def read_head(self) -> tuple[int, str] | None:
-        try:
-            seq, digest = self.head_path.read_text().split()
-            return int(seq), digest
-        except (OSError, ValueError):
-            return None
+        return self.head.read()
 
     def verify(self) -> LedgerCheck:
         """Walk the whole chain; list every broken link, bad hash, gap, and a truncated tail."""

@@ -11,6 +11,7 @@ a store made by an earlier release and compares the result with the models. To s
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -55,3 +56,26 @@ def _script_at(folder: Path) -> ScriptDirectory:
 def head() -> str:
     """The newest revision this code knows."""
     return script().get_current_head()
+
+
+_REVISION_LINE = re.compile(r"^(revision|down_revision)\s*(?::[^=]*)?=\s*(None|['\"]([^'\"]+)['\"])\s*$",
+                            re.MULTILINE)
+
+
+def head_from_files() -> str | None:
+    """The newest revision, read from the revision files without Alembic; None unless the files form one
+    plain chain (each with one `revision` and one `down_revision` line, exactly one head): then the
+    caller asks Alembic."""
+    return _head_in(HERE)
+
+
+@lru_cache(maxsize=4)
+def _head_in(folder) -> str | None:
+    revisions: dict[str, str | None] = {}
+    for path in sorted((folder / "versions").glob("*.py")):
+        found = dict((name, ident) for name, _, ident in _REVISION_LINE.findall(path.read_text(encoding="utf-8")))
+        if set(found) != {"revision", "down_revision"} or not found["revision"] or found["revision"] in revisions:
+            return None
+        revisions[found["revision"]] = found["down_revision"] or None
+    heads = set(revisions) - set(revisions.values())
+    return heads.pop() if len(heads) == 1 else None

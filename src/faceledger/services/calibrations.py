@@ -2,16 +2,13 @@
 own cross-subject sample, combined conservatively into the open-set calibration a search uses.
 
 A gallery's sample is built from its enrolled faces (all cross-subject pairs while small, a seeded
-random sample beyond), persisted beside the data, and rebuilt when the gallery has grown or shrunk by
-more than REBUILD_SHARE since, and whenever faces were removed (erasure, purge), so that an erased
-person's pairs leave it.
+random sample beyond), persisted beside the data (calibration/stored.py), and rebuilt when the gallery
+has grown or shrunk by more than REBUILD_SHARE since, and whenever faces were removed (erasure, purge),
+so that an erased person's pairs leave it.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,10 +23,17 @@ from ..calibration import (
     find_duplicates,
     gallery_sample,
     impostor_histogram,
-    packaged_calibration,
+)
+from ..calibration.stored import (
+    current_calibration,
+    load_sample,
+    local_calibration_path,
+    sample_fresh,
+    sample_path,
+    save_sample,
 )
 from ..enrollment import analyse_all, identity_sample
-from ..errors import CalibrationError, FaceledgerError
+from ..errors import FaceledgerError
 from ..policy import Principal
 from ..store import FaceRecord, Gallery, Subject
 from ..store.queries import SQLITE_PARAMETER_CHUNK
@@ -39,7 +43,6 @@ from .context import Context, utcnow
 SAMPLE_FACES = 20_000
 """At most this many faces (a seeded random subset) feed a gallery's sample."""
 SAMPLE_PAIRS = 5_000_000
-REBUILD_SHARE = 0.05
 DUPLICATE_SCORE = 0.9
 
 
@@ -60,20 +63,19 @@ class Calibrations:
     @property
     def path(self) -> Path:
         """Where a calibration fitted on this data directory is kept (it replaces the packaged one)."""
-        return self.ctx.settings.home / "calibrations" / f"calibration-{self.ctx.model_id}.json"
+        return local_calibration_path(self.ctx.settings.home, self.ctx.model_id)
 
     @property
     def current(self) -> Calibration:
         """The packaged calibration, or the one fitted on this data directory with `calibrate`."""
         if self._current is None:
-            local = self.path
-            self._current = Calibration.load(local) if local.is_file() else packaged_calibration(self.ctx.model_id)
+            self._current = current_calibration(self.ctx.settings.home, self.ctx.model_id)
         return self._current
 
     # -- each gallery's own calibration ------------------------------------------------------------
 
     def sample_path(self, gallery_id: int) -> Path:
-        return self.ctx.settings.home / "calibrations" / f"gallery-{gallery_id}-{self.ctx.model_id}.json"
+        return sample_path(self.ctx.settings.home, gallery_id, self.ctx.model_id)
 
     def for_gallery(self, session: Session, gallery: Gallery) -> OpenSetCalibration:
         """The open-set calibration for a search of this gallery: packaged + the gallery's own sample."""
@@ -82,7 +84,7 @@ class Calibrations:
             if held is not None and held.generation == gallery.generation:
                 return held.calibration  # the common case on the search path: no query at all
             faces = _face_count(session, gallery.id)
-            if held is not None and _fresh(held.generation, held.faces, gallery.generation, faces):
+            if held is not None and sample_fresh(held.generation, held.faces, gallery.generation, faces):
                 self._galleries[gallery.id] = _Held(gallery.generation, held.faces, held.calibration)
                 return held.calibration
             sample = self._load_sample(gallery, faces)
@@ -101,29 +103,11 @@ class Calibrations:
                 self.sample_path(gallery_id).unlink(missing_ok=True)
 
     def _load_sample(self, gallery: Gallery, faces: int) -> GallerySample | None:
-        path = self.sample_path(gallery.id)
-        if not path.is_file():
-            return None
-        try:
-            data = json.loads(path.read_text())
-            if not _fresh(int(data["generation"]), int(data["gallery_faces"]), gallery.generation, faces):
-                return None
-            return GallerySample.from_json(data["sample"], model_id=self.ctx.model_id, source=str(path))
-        except (OSError, ValueError, KeyError, TypeError, CalibrationError):
-            return None  # a cache: a corrupt or foreign file is rebuilt from the store
+        return load_sample(self.sample_path(gallery.id), generation=gallery.generation, faces=faces,
+                           model_id=self.ctx.model_id)
 
     def _save_sample(self, gallery: Gallery, faces: int, sample: GallerySample) -> None:
-        """Keep the sample beside the data (a cache: another process may write or remove it at the same
-        time, so each writer uses its own temporary name, and a failed save only costs a rebuild)."""
-        path = self.sample_path(gallery.id)
-        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps({"generation": gallery.generation, "gallery_faces": faces,
-                                       "sample": sample.to_json()}))
-            tmp.replace(path)
-        except OSError:
-            tmp.unlink(missing_ok=True)
+        save_sample(self.sample_path(gallery.id), generation=gallery.generation, faces=faces, sample=sample)
 
     def _build_sample(self, session: Session, gallery: Gallery) -> GallerySample:
         vectors, subjects, _ = gallery_vectors(session, gallery.id, limit=SAMPLE_FACES)
@@ -221,13 +205,6 @@ class Calibrations:
             "thresholds": thresholds})
         return {"calibration_id": calibration.calibration_id, "identities": len(vectors), "failed": failed,
                 "impostor_pairs": calibration.total, "thresholds": thresholds, "path": str(path)}
-
-
-def _fresh(held_generation: int, held_faces: int, generation: int, faces: int) -> bool:
-    """A sample still describes the gallery: nothing changed, or it only grew by a small share."""
-    if held_generation == generation:
-        return True
-    return faces >= held_faces and faces - held_faces <= REBUILD_SHARE * max(held_faces, 1) and held_faces >= 1000
 
 
 def _face_count(session: Session, gallery_id: int) -> int:

@@ -7,7 +7,6 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import select
@@ -24,21 +23,9 @@ from ..ledger import Ledger
 from ..pipeline import FacePipeline
 from ..store import Gallery
 from ..texts import clean_text
+from ..times import iso, utcnow  # noqa: F401 (the services take them from here)
 
 ImageSource = Path | str | bytes
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def iso(value: datetime | None) -> str | None:
-    """An ISO 8601 string in UTC (naive datetimes from the store are UTC), or None."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.isoformat()
 
 
 def safe_url(url) -> str:

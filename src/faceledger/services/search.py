@@ -3,58 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from datetime import timedelta
 
 import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ..calibration import Threshold, fpir_at
-from ..enrollment import face_crop_jpeg
 from ..errors import FaceledgerError, PolicyViolation
 from ..faces import Face
 from ..imaging import LoadedImage
 from ..index.faiss_index import FaissIndex
+from ..matching import Match, match_galleries, rank_subjects, ranked_state
 from ..policy import Principal, check_investigative, check_purpose, gallery_policy
-from ..results import CANDIDATE_LABEL, LEAD_LABEL, Candidate, SearchResult, SubjectHit, VerifyResult
+from ..results import SearchResult, SubjectHit, VerifyResult
+from ..search_record import search_record
 from ..store import FaceRecord, Gallery, Probe
 from ..store.open_reviews import queue_search
 from ..store.queries import face_subjects
 from .access import Access
 from .calibrations import Calibrations
-from .context import Context, ImageSource, iso, optional_text, require_text, utcnow
+from .context import Context, ImageSource, optional_text, require_text, utcnow
 from .indexes import IndexCache
-
-EVIDENCE_SUBJECTS = 30
-"""Subjects ranked for a search's own evidence (its top score against the next ones)."""
-
-
-def probe_evidence(ranked: list[SubjectHit]) -> dict | None:
-    """How the best subject's score stands out from this probe's next-best subjects (mostly non-mates):
-    the margin over the second, and a z-score against ranks 2..K. Reported beside the calibrated FMR;
-    not a gate (its error rates are not calibrated)."""
-    if len(ranked) < 6:
-        return None
-    rest = np.array([h.score for h in ranked[1:]], dtype=np.float64)
-    spread = float(rest.std()) or 1e-6
-    return {"top_score": round(ranked[0].score, 6), "second_score": round(ranked[1].score, 6),
-            "margin": round(ranked[0].score - ranked[1].score, 6),
-            "z_against_next": round((ranked[0].score - float(rest.mean())) / spread, 3),
-            "subjects_compared": len(ranked)}
-
-
-@dataclass(frozen=True)
-class Match:
-    """One probe vector's open-set answer against one gallery (see Searching.match)."""
-
-    threshold: Threshold
-    candidates: list[Candidate]
-    gallery_size: int
-    calibration_id: str
-    evidence: dict | None = None
-    """The probe's own evidence: its top score against its next-best subjects (see probe_evidence)."""
-
 
 class Searching:
     def __init__(self, ctx: Context, access: Access, indexes: IndexCache, calibrations: Calibrations) -> None:
@@ -142,7 +110,6 @@ class Searching:
                       authorisation: str | None, capture: dict | None = None) -> SearchResult:
         """Rank, threshold, and ledger the search together with its probe record, in one transaction."""
         ctx = self.ctx
-        mode = "investigative" if investigative else "open-set"
         # The ranking (index, subjects, calibration) reads a snapshot of the store without the database's
         # write lock, so other searches, in this process or another, rank at the same time; the write
         # transaction holds the lock only to append the ledger entry and the probe row. It first reads the
@@ -152,47 +119,23 @@ class Searching:
         with ctx.sessions() as session:  # a read snapshot, no write lock (stale indexes are rebuilt here)
             seen = [ctx.gallery(session, name) for name in names]
             ranked = self.match_many(session, seen, probe.embedding, top_k=top_k, investigative=investigative)
-            ranked_state = _ranked_state(seen)
+            seen_state = ranked_state(seen)
         now = utcnow()
         with ctx.writing() as session:
             rows = [ctx.gallery(session, name) for name in names]
-            answer = ranked if _ranked_state(rows) == ranked_state else self.match_many(
+            answer = ranked if ranked_state(rows) == seen_state else self.match_many(
                 session, rows, probe.embedding, top_k=top_k, investigative=investigative)  # changed meanwhile
-            threshold, candidates, size = answer.threshold, answer.candidates, answer.gallery_size
-            target = min(g.target_fpir for g in rows)
-            probe_expires = now + timedelta(days=min(g.probe_retain_days for g in rows))
-            keep_image = all(g.keep_probe_images for g in rows)
-            decision = "match" if any(c.above_threshold for c in candidates) else "no_match"
-            result_fields = {
-                "decision": decision, "mode": mode, "threshold": threshold.score, "target_fpir": target,
-                "threshold_supported": threshold.supported, "gallery": ", ".join(names), "gallery_size": size,
-                "probe_sha256": loaded.sha256, "probe_quality": probe.quality.as_dict(), "model_id": ctx.model_id,
-                "calibration_id": answer.calibration_id, "galleries": tuple(names), "refused": tuple(refused),
-                "calibration_source": getattr(threshold, "source", "packaged"),
-                "threshold_extrapolated": bool(getattr(threshold, "extrapolated", False)),
-                "extrapolation_factor": float(getattr(threshold, "extrapolation_factor", 1.0)),
-                "predicted_fpir": getattr(threshold, "predicted_fpir", None),
-                "threshold_explanation": getattr(threshold, "explanation", ""),
-                "meaning": meaning(decision, mode, target, size, threshold.score),
-                "probe_evidence": answer.evidence,
-            }
-            entry = ctx.ledger.append(session, actor=principal.name, action="search", payload={
-                **{k: v for k, v in result_fields.items() if k not in ("galleries", "refused")},
-                "galleries": names, "refused": refused, "purpose": purpose, "case": case,
-                "authorisation": authorisation, "gallery_id": rows[0].id, "gallery_ids": [g.id for g in rows],
-                "top_k": top_k, "candidates": [c.as_json() for c in candidates],
-                "probe_expires": iso(probe_expires), "probe_image_kept": keep_image,
-                **({"capture": capture} if capture else {})})
-            session.add(Probe(
-                entry_id=entry.entry_id, gallery_id=rows[0].id, searched_by=principal.name, sha256=loaded.sha256,
-                embedding=probe.embedding.tobytes(), quality=probe.quality.as_dict(), mode=mode,
-                candidates=[c.as_json() for c in candidates], created_at=now, expires_at=probe_expires,
-                image=loaded.data if keep_image else None, review_image=review_crop(loaded, probe, rows, candidates)))
+            record = search_record(principal=principal, galleries=rows, refused=refused, answer=answer,
+                                   loaded=loaded, probe=probe, purpose=purpose, case=case, top_k=top_k,
+                                   investigative=investigative, authorisation=authorisation,
+                                   model_id=ctx.model_id, now=now, capture=capture)
+            entry = ctx.ledger.append(session, actor=principal.name, action="search", payload=record.payload)
+            session.add(Probe(entry_id=entry.entry_id, **record.probe))
             queue_search(session, entry)  # awaiting review, when it shows candidates
             session.commit()
         ctx.ledger.note_committed(entry)
-        return SearchResult(candidates=tuple(candidates), ledger_entry=entry.entry_id,
-                            probe_box=tuple(float(v) for v in probe.box), **result_fields)
+        return SearchResult(candidates=tuple(answer.candidates), ledger_entry=entry.entry_id,
+                            probe_box=tuple(float(v) for v in probe.box), **record.result_fields)
 
     def warm(self, names: list[str]) -> None:
         """Bring the galleries' indexes and calibrations up to date before the write transaction, so a
@@ -212,27 +155,12 @@ class Searching:
 
     def match_many(self, session: Session, galleries: list[Gallery], vector: np.ndarray, *, top_k: int,
                    investigative: bool = False) -> Match:
-        """The open-set answer over several galleries searched as one: N is every face compared, the target
-        the strictest of theirs, and the threshold the highest any gallery's calibration asks for at N."""
+        """The open-set answer over several galleries searched as one (matching.match_galleries): their
+        indexes and calibrations brought up to date from the store, the subjects read in this session."""
         indexes = [self.indexes.get(session, g) for g in galleries]
-        size = sum(len(index) for index in indexes)
-        target = min(g.target_fpir for g in galleries)
         calibrations = [self.calibrations.for_gallery(session, g) for g in galleries]
-        threshold = max((c.threshold_for_fpir(target, max(size, 1)) for c in calibrations), key=lambda t: t.score)
-        candidates: list[Candidate] = []
-        evidence = None
-        for gallery, index, calibration in zip(galleries, indexes, calibrations):
-            found, seen = self._candidates(session, index, vector, None if investigative else threshold.score,
-                                           top_k, size, threshold.score, investigative, calibration,
-                                           gallery.name if len(galleries) > 1 else None)
-            candidates += found
-            if seen is not None and (evidence is None or seen["top_score"] > evidence["top_score"]):
-                evidence = {**seen, "gallery": gallery.name}
-        candidates.sort(key=lambda c: c.score, reverse=True)
-        candidates = [replace(c, rank=rank) for rank, c in enumerate(candidates[:top_k], start=1)]
-        return Match(threshold=threshold, candidates=candidates, gallery_size=size,
-                     calibration_id="; ".join(dict.fromkeys(c.calibration_id for c in calibrations)),
-                     evidence=evidence)
+        return match_galleries(galleries, indexes, calibrations, vector, top_k=top_k, investigative=investigative,
+                               subjects_of=self._subjects_in(session), lock=self.ctx.lock)
 
     def rank(self, gallery: str, vectors: np.ndarray, *, top_k: int = 10) -> list[list[SubjectHit]]:
         """Best face per subject for each query vector, top_k subjects, no threshold and no ledger entry.
@@ -245,39 +173,13 @@ class Searching:
 
     def rank_subjects(self, session: Session, index: FaissIndex, vectors: np.ndarray, top_k: int
                       ) -> list[list[SubjectHit]]:
-        """Shortlist faces from the index, keep each subject's best face, best first. The shortlist widens
-        until every query has top_k subjects or covers the gallery, so a subject with many faces cannot
-        crowd the others out."""
-        vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
-        if len(index) == 0:
-            return [[] for _ in vectors]
-        shortlist = min(len(index), top_k * 8 + 32)
-        while True:
-            with self.ctx.lock:  # not while another thread adds to or removes from this index
-                scores, ids = index.search(vectors, shortlist)
-            ranked = _best_per_subject(session, scores, ids, top_k)
-            if shortlist >= len(index) or all(len(row) >= top_k for row in ranked):
-                return ranked
-            shortlist = min(len(index), shortlist * 4)
+        """Best face per subject for each query vector, best first (matching.rank_subjects)."""
+        return rank_subjects(index, vectors, top_k, self._subjects_in(session), self.ctx.lock)
 
-    def _candidates(self, session: Session, index: FaissIndex, vector: np.ndarray, minimum: float | None,
-                    top_k: int, compared: int, threshold: float, investigative: bool, calibration,
-                    gallery: str | None = None) -> tuple[list[Candidate], dict | None]:
-        """Best face per subject (at or above `minimum` when given), ranked, each with its error rates."""
-        ranked = self.rank_subjects(session, index, vector, max(top_k, EVIDENCE_SUBJECTS))[0]
-        hits = ranked[:top_k]
-        if minimum is not None:
-            hits = [h for h in hits if h.score >= minimum]
-        candidates = []
-        for rank, hit in enumerate(hits, start=1):
-            estimate = calibration.fmr(hit.score)
-            candidates.append(Candidate(
-                rank=rank, subject=hit.subject, subject_id=hit.subject_id, score=hit.score,
-                false_match_rate=estimate.fmr, false_match_rate_upper=estimate.upper,
-                gallery_false_positive_chance=fpir_at(estimate.fmr, compared),
-                image=hit.image, face_id=hit.face_id, above_threshold=hit.score >= threshold,
-                label=LEAD_LABEL if investigative else CANDIDATE_LABEL, gallery=gallery))
-        return candidates, probe_evidence(ranked)
+    @staticmethod
+    def _subjects_in(session: Session):
+        """face ids -> (subject id, subject name, image name) read in `session`, live faces only."""
+        return lambda face_ids: face_subjects(session, face_ids, live_at=utcnow())
 
     def verify(self, image_a: ImageSource, image_b: ImageSource, *, purpose: str | None, case: str | None,
                authorisation: str | None = None, names: tuple[str | None, str | None] = (None, None),
@@ -336,54 +238,3 @@ class Searching:
                                "extrapolated": bool(getattr(threshold, "extrapolated", False))})
         return points
 
-
-def _ranked_state(galleries: list[Gallery]) -> list[tuple]:
-    """What a ranking depends on in the gallery rows: which galleries, their faces (generation) and the
-    target FPIR that sets the threshold."""
-    return [(g.id, g.generation, g.target_fpir, g.model_id) for g in galleries]
-
-
-def _best_per_subject(session: Session, scores: np.ndarray, ids: np.ndarray, top_k: int) -> list[list[SubjectHit]]:
-    subject_of = face_subjects(session, {int(i) for i in ids.ravel() if i >= 0}, live_at=utcnow())
-    ranked = []
-    for row_scores, row_ids in zip(scores, ids):
-        best: dict[int, SubjectHit] = {}
-        for score, fid in zip(row_scores, row_ids):
-            info = subject_of.get(int(fid))
-            if info is not None and info[0] not in best:
-                best[info[0]] = SubjectHit(subject_id=info[0], subject=info[1], score=float(score),
-                                           face_id=int(fid), image=info[2])
-        ranked.append(sorted(best.values(), key=lambda h: h.score, reverse=True)[:top_k])
-    return ranked
-
-
-REVIEW_CROP_MARGIN = 0.5
-REVIEW_CROP_MAX_SIDE = 320
-"""The probe kept for its reviewers: the face box widened by half its size on each side (hair line, ears,
-chin: what a reviewer compares), at most 320 px, JPEG. Never the rest of the photo."""
-
-
-def review_crop(loaded: LoadedImage, probe: Face, galleries: list[Gallery], candidates: list[Candidate]
-                ) -> bytes | None:
-    """The probe's face crop kept until the search is reviewed, where every gallery searched keeps one
-    (`keep_probe_for_review`, or `keep_probe_images`, which keeps more); nothing when there is no
-    candidate to review. services/review.py deletes it once every candidate has a confirm or reject."""
-    if not candidates or not all(g.keep_probe_for_review or g.keep_probe_images for g in galleries):
-        return None
-    return face_crop_jpeg(loaded, probe.box, margin=REVIEW_CROP_MARGIN, max_side=REVIEW_CROP_MAX_SIDE)
-
-
-def meaning(decision: str, mode: str, target_fpir: float, compared: int, threshold: float) -> str:
-    """What the answer means, in words, at this gallery size."""
-    if mode == "investigative":
-        return (f"Investigative search: the top candidates are leads, not identifications; any of them may be a "
-                f"stranger. Scores at or above {threshold:.3f} would clear the open-set threshold.")
-    rate = f"about 1 search in {round(1 / target_fpir):,}" if target_fpir > 0 else "rarely"
-    if decision == "no_match":
-        return (f"No enrolled face scored at or above {threshold:.3f}. The threshold is set so that a person who "
-                f"is not among the {compared:,} faces compared gets a candidate in {rate} (target FPIR "
-                f"{target_fpir:g}). No match does not prove the person is not enrolled: an enrolled person "
-                "photographed badly can score below the threshold.")
-    return (f"At least one candidate scored at or above {threshold:.3f}, the threshold that holds a target FPIR "
-            f"of {target_fpir:g} over {compared:,} faces: a stranger would get a candidate in {rate}. A candidate "
-            "is not an identification until a second person has reviewed it.")

@@ -1,75 +1,30 @@
-"""The SQL store: engine/session setup and the queries the engine needs."""
+"""The SQL store: the SQLAlchemy models, opening a store, write transactions, and the queries the engine needs.
+
+Names are imported from their modules on first use (PEP 562), so that `faceledger.store.direct` (a search's
+reads and writes through stdlib sqlite3, for the CLI) can be imported without loading SQLAlchemy."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from importlib import import_module
 
-from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine as SqlEngine
-from sqlalchemy.exc import ArgumentError, OperationalError
-from sqlalchemy.orm import sessionmaker
-
-from ..errors import FaceledgerError
-from .models import (
-    Base, FaceCrop, FaceRecord, Gallery, ImageRecord, LedgerEntry, Maintenance, OpenReview, OpenReviewGallery, Probe,
-    Review, Subject, User, WebSession,
-)
-from .schema import SchemaChange, prepare
-from .writing import (
-    WriteConflict,
-    _sqlite_pragmas,
-    dispose_writer,
-    hold_write_lock,
-    retry_transaction,
-    writer_sessions,
-)
-
-__all__ = [
-    "Base", "FaceCrop", "FaceRecord", "Gallery", "ImageRecord", "LedgerEntry", "Maintenance", "OpenReview",
-    "OpenReviewGallery", "Probe", "Review",
-    "Store", "Subject", "User", "WriteConflict", "connect", "dispose_writer", "hold_write_lock", "open_database",
-    "open_store", "retry_transaction", "WebSession", "writer_sessions",
-]
+_HOME = {
+    **dict.fromkeys(("Base", "FaceCrop", "FaceRecord", "Gallery", "ImageRecord", "LedgerEntry", "Maintenance",
+                     "OpenReview", "OpenReviewGallery", "Probe", "Review", "Subject", "User", "WebSession"), "models"),
+    **dict.fromkeys(("Store", "connect", "open_database", "open_store"), "database"),
+    **dict.fromkeys(("WriteConflict", "dispose_writer", "hold_write_lock", "retry_transaction", "writer_sessions"),
+                    "writing"),
+}
+__all__ = sorted(_HOME)
 
 
-@dataclass
-class Store:
-    """An open store: the SQLAlchemy engine, its session factory, and what opening it changed in the
-    schema (None: nothing; else a `SchemaChange` the engine ledgers)."""
-
-    db: SqlEngine
-    sessions: sessionmaker
-    schema_change: SchemaChange | None = None
-
-
-def open_store(url: str, *, auto_upgrade: bool = True) -> Store:
-    """Connect and bring the schema to this code's revision (see `store.schema.prepare`); clear errors if
-    the database is unreachable, behind with automatic upgrades off, or written by a newer faceledger."""
-    engine = connect(url)
-    try:
-        change = prepare(engine, auto_upgrade=auto_upgrade)
-    except OperationalError as exc:
-        engine.dispose()
-        raise FaceledgerError(f"cannot open database {engine.url!r}: {exc.orig}") from None
-    except BaseException:
-        engine.dispose()
-        raise
-    return Store(db=engine, sessions=sessionmaker(engine, expire_on_commit=False), schema_change=change)
+def __getattr__(name: str):
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
 
 
-def connect(url: str) -> SqlEngine:
-    """A SQLAlchemy engine for `url` (SQLite pragmas set), without touching the schema."""
-    try:
-        engine = create_engine(url, future=True)
-    except (ArgumentError, ModuleNotFoundError) as exc:
-        raise FaceledgerError(f"cannot use database URL {url!r}: {exc}") from None
-    if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
-    return engine
-
-
-def open_database(url: str) -> tuple[SqlEngine, sessionmaker]:
-    """Connect, bring the schema up to date, and return (engine, session factory); see `open_store`."""
-    store = open_store(url)
-    return store.db, store.sessions
-
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

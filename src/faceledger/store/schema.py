@@ -16,7 +16,6 @@ migration run under one lock, a transaction-scoped advisory lock on PostgreSQL a
 
 from __future__ import annotations
 
-import re
 import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -28,6 +27,7 @@ from sqlalchemy.engine import Engine as SqlEngine
 from sqlalchemy.exc import DBAPIError
 
 from .. import migrations
+from ..migrations import head_from_files
 from ..errors import SchemaBehind, SchemaMismatch, SchemaTooNew
 
 State = Literal["empty", "unversioned", "behind", "current", "ahead"]
@@ -91,29 +91,6 @@ def prepare(sql_engine: SqlEngine, *, auto_upgrade: bool) -> SchemaChange | None
             return None
         _refuse(status, auto_upgrade)
         return _migrate(conn, status, auto_upgrade)
-
-
-_REVISION_LINE = re.compile(r"^(revision|down_revision)\s*(?::[^=]*)?=\s*(None|['\"]([^'\"]+)['\"])\s*$",
-                            re.MULTILINE)
-
-
-def head_from_files() -> str | None:
-    """The newest revision, read from the revision files without Alembic; None unless the files form one
-    plain chain (each with one `revision` and one `down_revision` line, exactly one head): then the
-    caller asks Alembic."""
-    return _head_in(migrations.HERE)
-
-
-@lru_cache(maxsize=4)
-def _head_in(folder) -> str | None:
-    revisions: dict[str, str | None] = {}
-    for path in sorted((folder / "versions").glob("*.py")):
-        found = dict((name, ident) for name, _, ident in _REVISION_LINE.findall(path.read_text(encoding="utf-8")))
-        if set(found) != {"revision", "down_revision"} or not found["revision"] or found["revision"] in revisions:
-            return None
-        revisions[found["revision"]] = found["down_revision"] or None
-    heads = set(revisions) - set(revisions.values())
-    return heads.pop() if len(heads) == 1 else None
 
 
 def at_head(sql_engine: SqlEngine) -> bool:
