@@ -184,3 +184,20 @@ def test_a_named_user_cannot_be_claimed_at_the_cli_without_their_token(home, cap
     with pytest.raises(SystemExit) as exited:
         cli.main()
     assert exited.value.code in (0, None), capsys.readouterr().err
+
+
+def test_the_direct_search_setting_chooses_the_path_and_says_why_it_stood_aside(home, capsys, monkeypatch):
+    search = ["search", held_out_probes()[0], "--gallery", "g", "--purpose", "test", "--case", "C-9", "--json"]
+    monkeypatch.setenv("FACELEDGER_DIRECT_SEARCH", "require")  # the gallery's calibration sample is not made yet
+    code, out, _ = run(capsys, monkeypatch, home, *search)
+    assert code == 2 and "stood aside" in json.loads(out)["error"]["message"]
+    assert "calibration sample" in json.loads(out)["error"]["message"]
+    monkeypatch.setenv("FACELEDGER_DIRECT_SEARCH", "off")  # the engine: it makes the sample
+    code, out, _ = run(capsys, monkeypatch, home, *search)
+    assert code == 0 and json.loads(out)["decision"] == "match"
+    monkeypatch.setenv("FACELEDGER_DIRECT_SEARCH", "require")  # now the direct path answers
+    code, out, _ = run(capsys, monkeypatch, home, *search)
+    assert code == 0 and json.loads(out)["decision"] == "match"
+    monkeypatch.setenv("FACELEDGER_DIRECT_SEARCH", "sometimes")
+    code, out, _ = run(capsys, monkeypatch, home, *search)
+    assert code == 2 and "auto, off or require" in json.loads(out)["error"]["message"]

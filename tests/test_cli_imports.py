@@ -81,10 +81,12 @@ def test_the_probe_sees_the_web_framework_where_it_is_used():
     assert {"fastapi", "starlette", "jinja2"} <= {m.split(".")[0] for m in loaded}
 
 
-def test_a_search_in_a_fresh_process_skips_alembic_scipy_and_onnx_once_its_caches_exist(tmp_path):
-    """The search path of a command: a store at head is recognised without Alembic, the calibration tail
-    fit and the optimised embedding model are read from <home>/cache, so neither scipy nor onnx loads;
-    the answer is the same as the first run's, which made those caches."""
+def test_a_search_in_a_fresh_process_skips_sqlalchemy_alembic_scipy_and_onnx_once_its_caches_exist(tmp_path):
+    """The search path of a command: the first search (through the engine: it builds the gallery's
+    calibration sample) fills <home>/cache with the calibration tail fit and the optimised embedding model;
+    the next one reads them back and runs without SQLAlchemy (direct_search.py; FACELEDGER_DIRECT_SEARCH=
+    require makes it fail rather than stand aside), so neither SQLAlchemy, Alembic, scipy nor onnx loads;
+    the answer is the same as the first run's."""
     home = tmp_path / "h"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
            "FACELEDGER_HOME": str(home), "FACELEDGER_OPERATOR": "import-tester"}
@@ -104,12 +106,13 @@ def test_a_search_in_a_fresh_process_skips_alembic_scipy_and_onnx_once_its_cache
     assert list((home / "cache" / "models").glob("sface-*.onnx"))
 
     code = RUN_CLI + "\nimport sys; sys.stdout.flush()"
-    done = subprocess.run([sys.executable, "-c", PROBE.format(code=code), *search], env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", PROBE.format(code=code), *search],
+                          env={**env, "FACELEDGER_DIRECT_SEARCH": "require"}, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     loaded = set(json.loads(next(line for line in done.stdout.splitlines() if line.startswith(MARK))[len(MARK):]))
-    assert "faceledger.engine" in loaded and "sqlalchemy" in loaded  # it did search
-    assert tops(loaded, {"alembic", "scipy", "onnx", "pydantic_settings"}) == []
+    assert "faceledger.direct_search" in loaded and "faiss" in loaded  # it did search, directly
+    assert "faceledger.engine" not in loaded
+    assert tops(loaded, {"sqlalchemy", "alembic", "scipy", "onnx", "pydantic_settings"}) == []
     again = json.loads(done.stdout[:done.stdout.index(MARK)])
     before = json.loads(first.stdout)
     for body in (before, again):

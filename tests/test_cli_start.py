@@ -76,7 +76,7 @@ atexit.register(lambda: print("at exit: more frozen", gc.get_freeze_count() > co
 from faceledger import cli_common
 if sys.argv[1] == "off":
     gc.disable()
-cli_common._engine_class()
+cli_common.imported_quietly("faceledger.engine")
 counts.append(gc.get_freeze_count())
 print("after import: enabled", gc.isenabled(), "frozen", gc.get_freeze_count() > 0, flush=True)
 sys.argv[1:] = ["--home", sys.argv[2], "gallery", "list", "--json"]

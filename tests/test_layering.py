@@ -8,7 +8,10 @@ security -> web cycle this test guards against was one). The rules:
   none of engine, services, api, cli;
 - services (what engine.py wires) import none of engine, api, cli;
 - the api never imports the cli; the cli imports the api only inside a function, and only its app
-  factory (`faceledger serve`), so no other command loads the web framework.
+  factory (`faceledger serve`), so no other command loads the web framework;
+- the CLI's search without SQLAlchemy (direct_search) imports none of engine, services, api, cli, and no
+  module of the store but its direct reader and writer (and the stdlib pieces beside it): what it imports
+  must not load SQLAlchemy (tests/test_cli_imports.py checks that at run time).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ STAGES = ("imaging", "detect", "embed", "quality", "pipeline", "faces", "index",
 CLI = ("cli", "cli_common", "cli_governance", "evaluate.cli")
 API = ("api",)
 SERVE_ALLOWED = {f"{PACKAGE}.api", f"{PACKAGE}.api.app"}
+DIRECT = ("direct_search",)
+DIRECT_STORE = {f"{PACKAGE}.store.{m}" for m in ("direct", "pragmas", "rows")}
 
 
 @dataclass(frozen=True)
@@ -160,6 +165,11 @@ def violations(edges: list[Edge]) -> list[str]:
             found.append(f"{where} (a stage imports engine, services, api or cli)")
         if _in(e.source, ("services",)) and _in(e.target, ("engine", *API, *CLI)):
             found.append(f"{where} (a service imports engine, api or cli)")
+        if _in(e.source, DIRECT) and _in(e.target, ("engine", "services", *API, *CLI)):
+            found.append(f"{where} (the direct search imports engine, services, api or cli)")
+        if _in(e.source, DIRECT + tuple(m.removeprefix(f"{PACKAGE}.") for m in DIRECT_STORE)) \
+                and _in(e.target, ("store",)) and e.target not in DIRECT_STORE:
+            found.append(f"{where} (the direct search reaches the SQLAlchemy store)")
         if _in(e.source, API) and _in(e.target, CLI):
             found.append(f"{where} (the api imports the cli)")
         if _in(e.source, CLI) and _in(e.target, API) and (not e.in_function or e.target not in SERVE_ALLOWED):
@@ -214,7 +224,11 @@ def test_the_checks_catch_what_they_guard_against(sources):
     add("faceledger.api.security", "from .web import router")  # the old cycle, inside a function
     add("faceledger.api.deps", "from .. import cli")
     add("faceledger.cli", "from .api.routes import router")
+    add("faceledger.direct_search", "from .store import Gallery")
+    add("faceledger.store.direct", "from .queries import face_subjects")
     found = violations(import_edges(broken))
+    assert any(v.startswith("faceledger.direct_search:") and "SQLAlchemy store" in v for v in found)
+    assert any(v.startswith("faceledger.store.direct:") and "SQLAlchemy store" in v for v in found)
     assert any(v.startswith("faceledger.imaging:") and "faceledger.api.deps" in v for v in found)
     assert any(v.startswith("faceledger.detect.yunet:") for v in found)
     assert any(v.startswith("faceledger.api.deps:") and "the api imports the cli" in v for v in found)

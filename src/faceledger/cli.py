@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -16,9 +17,11 @@ from .cli_common import (
     engine,
     err,
     fmt_rate,
+    imported_quietly,
     me,
     out,
     parse_date,
+    pipeline,
     print_json,
     set_home,
     settings,
@@ -174,9 +177,11 @@ def search(
     if face is not None and largest_face:
         raise FaceledgerError("choose one of --face and --largest-face")
     on_multiple = f"index:{face}" if face is not None else "largest" if largest_face else "refuse"
-    result = engine().search(image, gallery=gallery if len(gallery) > 1 else gallery[0], purpose=purpose,
-                             case=case, top_k=top_k, investigative=investigative, authorisation=authorisation,
-                             on_multiple=on_multiple, by=me())
+    asked = {"gallery": gallery if len(gallery) > 1 else gallery[0], "purpose": purpose, "case": case, "top_k": top_k,
+             "investigative": investigative, "authorisation": authorisation, "on_multiple": on_multiple}
+    result = _direct_search(image, asked)
+    if result is None:
+        result = engine().search(image, **asked, by=me())
     if as_json:
         print_json(result.as_json())
         return
@@ -203,6 +208,29 @@ def search(
         if result.mode == "open-set":
             out.print(result.meaning)
     out.print(f"ledger entry {result.ledger_entry}")
+
+
+DIRECT_SEARCH = "FACELEDGER_DIRECT_SEARCH"
+"""`auto` (default): a search answers through direct_search.py (no SQLAlchemy) where it can, else the engine;
+`off`: always the engine; `require`: direct or an error saying why not (tests, benchmarks, diagnosis)."""
+
+
+def _direct_search(image: Path, asked: dict):
+    """The search through direct_search.py, or None where it stands aside (the engine answers then)."""
+    mode = os.environ.get(DIRECT_SEARCH, "auto").strip().lower()
+    if mode not in ("auto", "off", "require"):
+        raise FaceledgerError(f"{DIRECT_SEARCH} must be auto, off or require, not {mode!r}")
+    if mode == "off":
+        return None
+    direct = imported_quietly("faceledger.direct_search")
+    try:
+        if not settings().home.is_dir():
+            raise direct.StandAside("a new data directory")  # made by the engine, which says so
+        return direct.search(settings(), pipeline(), image, token=os.environ.get("FACELEDGER_TOKEN"), **asked)
+    except direct.StandAside as exc:
+        if mode == "require":
+            raise FaceledgerError(f"the direct search stood aside ({DIRECT_SEARCH}=require): {exc}") from None
+        return None
 
 
 @app.command()

@@ -14,6 +14,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from importlib import import_module
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -27,6 +28,7 @@ from .errors import FaceledgerError, NotFound
 if TYPE_CHECKING:
     from .config import Settings
     from .engine import Engine
+    from .pipeline import FacePipeline
     from .policy import Principal
 
 out = Console(soft_wrap=True)
@@ -63,37 +65,48 @@ def engine() -> Engine:
     A data directory that did not exist is created, and the command says so on stderr with its absolute
     path: a mistyped --home (or FACELEDGER_HOME) is seen at once, not after an empty answer."""
     if "engine" not in state:
-        Engine = _engine_class()
+        Engine = imported_quietly("faceledger.engine").Engine
         home = settings().home
         state["new_home"] = not home.exists()
-        state["engine"] = Engine(settings())
+        state["engine"] = Engine(settings(), pipeline=state.get("pipeline"))
         if state["new_home"]:
             err.print(f"new data directory {home_path()} created", highlight=False, soft_wrap=True)
     return state["engine"]
 
 
-def _engine_class() -> type[Engine]:
-    """The Engine class, imported without the garbage collector the first time.
+def pipeline() -> FacePipeline:
+    """This process's face pipeline, built from the settings, its models loading on a background thread
+    from now on (the engine, when opened, uses this one). Its derived files (the SFace graph optimised
+    for this CPU) are kept in the data directory's cache/, as the engine keeps them."""
+    if "pipeline" not in state:
+        FacePipeline = imported_quietly("faceledger.pipeline").FacePipeline
+        from . import caches
 
-    That first import loads most of what a command runs (SQLAlchemy, OpenCV, ONNX Runtime, FAISS, the
-    services): several hundred modules whose objects live as long as the process. While they load, the
-    collector would walk the growing heap again and again and find almost nothing to free (about a tenth
-    of a search's CPU time, benchmarks/cli_start.py). So it is paused for the import (unless it was off
-    already) and what was loaded is then moved to the permanent generation (`gc.freeze()`), which later
-    collections, and the one at exit, do not scan; new objects are collected as before."""
-    if "faceledger.engine" in sys.modules:
-        from .engine import Engine
+        caches.use_dir(settings().home / "cache")
+        state["pipeline"] = FacePipeline.from_settings(settings())
+    return state["pipeline"]
 
-        return Engine
+
+def imported_quietly(name: str):
+    """Import a module (the first time: the engine, SQLAlchemy, OpenCV, ONNX Runtime, FAISS, the services)
+    without the garbage collector.
+
+    That first import loads most of what a command runs: several hundred modules whose objects live as
+    long as the process. While they load, the collector would walk the growing heap again and again and
+    find almost nothing to free (about a tenth of a search's CPU time, benchmarks/cli_start.py). So it is
+    paused for the import (unless it was off already) and what was loaded is then moved to the permanent
+    generation (`gc.freeze()`), which later collections, and the one at exit, do not scan; new objects
+    are collected as before."""
+    if name in sys.modules:
+        return sys.modules[name]
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        from .engine import Engine
+        return import_module(name)
     finally:
         gc.freeze()
         if was_enabled:
             gc.enable()
-    return Engine
 
 
 def home_path() -> str:
@@ -219,6 +232,6 @@ def run(app: Callable[..., object]) -> None:
         fail(exc, 1)
     finally:
         opened = state.pop("engine", None)
-        state.clear()
+        state.clear()  # (a pipeline still loading finishes on its own thread)
         if opened is not None:
             opened.close()

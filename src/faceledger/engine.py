@@ -100,7 +100,9 @@ class Engine:
     video_jobs = service("video_jobs", "VideoJobs", "access", "video")
     scans = service("scan", "Scans", "access", "searching")
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, pipeline: FacePipeline | None = None) -> None:
+        """`pipeline`: one built from these settings already (the CLI starts loading its models early);
+        default: a new one."""
         self.settings = settings
         _private_directory(settings.home)
         store = open_store(settings.database_url, auto_upgrade=settings.auto_upgrade)
@@ -111,7 +113,7 @@ class Engine:
         if store.schema_change is not None and not store.schema_change.created:
             self.ledger.record(actor=settings.operator, action="schema.upgrade",
                                payload=store.schema_change.as_payload())
-        self.pipeline = FacePipeline.from_settings(settings)
+        self.pipeline = pipeline or FacePipeline.from_settings(settings)
         self.ctx = Context(settings=settings, db=self.db, sessions=self.sessions,
                            writer=self.writer_sessions, ledger=self.ledger, pipeline=self.pipeline)
         self._wiring = threading.RLock()

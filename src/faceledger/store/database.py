@@ -11,7 +11,7 @@ from sqlalchemy.orm import sessionmaker
 
 from ..errors import FaceledgerError
 from .schema import SchemaChange, prepare
-from .writing import _sqlite_pragmas
+from .pragmas import sqlite_pragmas as _sqlite_pragmas
 
 
 @dataclass

@@ -15,25 +15,15 @@ from sqlalchemy.orm import Session
 
 from .models import LedgerEntry, OpenReview, OpenReviewGallery
 from .queries import like_pattern
+from .rows import covered_galleries, open_review_values
 
 
 def open_review_row(entry: LedgerEntry, payload: dict | None = None) -> OpenReview | None:
     """The queue's row for a `search` ledger entry that showed candidates; None when it showed none."""
-    payload = json.loads(entry.payload) if payload is None else payload
-    candidates = payload.get("candidates") or []
-    if entry.action != "search" or not candidates:
-        return None
-    case = payload.get("case")
-    return OpenReview(entry_id=entry.entry_id, seq=entry.seq, created_at=entry.created_at, searched_by=entry.actor,
-                      gallery=payload.get("gallery"), purpose=payload.get("purpose"), case_ref=case,
-                      case_folded=str(case or "").casefold(), mode=payload.get("mode"), candidates=len(candidates))
-
-
-def covered_galleries(payload: dict) -> list[str]:
-    """The galleries a search covered, by name (a photo search names them all; a video track one)."""
-    names = payload.get("galleries")
-    return [str(name) for name in dict.fromkeys(names if names is not None else [payload.get("gallery")])
-            if name is not None]
+    values = open_review_values(entry_id=entry.entry_id, seq=entry.seq, created_at=entry.created_at,
+                                actor=entry.actor, action=entry.action,
+                                payload=json.loads(entry.payload) if payload is None else payload)
+    return None if values is None else OpenReview(**values)
 
 
 def queue_search(session: Session, entry: LedgerEntry) -> None:
