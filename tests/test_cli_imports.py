@@ -21,6 +21,9 @@ from .conftest import LFW_DIR, OPEN_FACES
 SRC = Path(faceledger.__file__).resolve().parents[1]
 WEB_AND_PLOTS = {"fastapi", "uvicorn", "starlette", "pymilvus", "matplotlib", "jinja2"}
 ENGINE = {"sqlalchemy", "faiss", "cv2", "pydantic_settings"}
+PYDANTIC = {"pydantic", "pydantic_core", "pydantic_settings"}
+"""Only the API's request models use pydantic: Settings are a dataclass, and typer is kept below 0.29 (which
+coerces every argument through pydantic)."""
 MARK = "--modules--"
 
 PROBE = f"""
@@ -56,8 +59,14 @@ def tops(modules: set[str], names: set[str]) -> list[str]:
 def test_import_cli_loads_no_web_framework_plots_milvus_or_engine():
     loaded = modules_after("import faceledger.cli")
     assert tops(loaded, WEB_AND_PLOTS) == []
-    assert tops(loaded, ENGINE) == []
+    assert tops(loaded, ENGINE) == [] and tops(loaded, PYDANTIC) == []
     assert "faceledger.engine" not in loaded and "faceledger.evaluate.run" not in loaded
+
+
+def test_settings_load_no_pydantic(tmp_path):
+    loaded = modules_after("from faceledger.config import Settings; Settings()", home=tmp_path / "h")
+    assert "faceledger.config" in loaded
+    assert tops(loaded, PYDANTIC) == []
 
 
 def test_help_loads_no_web_framework_plots_milvus_or_engine():
@@ -65,14 +74,14 @@ def test_help_loads_no_web_framework_plots_milvus_or_engine():
         loaded = modules_after(RUN_CLI, *argv)
         assert "faceledger.cli" in loaded, argv
         assert tops(loaded, WEB_AND_PLOTS) == [], argv
-        assert tops(loaded, ENGINE) == [], argv
+        assert tops(loaded, ENGINE) == [] and tops(loaded, PYDANTIC) == [], argv
         assert "faceledger.engine" not in loaded, argv
 
 
 def test_a_command_loads_the_engine_but_not_the_web_framework_plots_or_evaluation(tmp_path):
     loaded = modules_after(RUN_CLI, "faces", str(OPEN_FACES / "macron_2014.jpg"), "--json", home=tmp_path / "h")
     assert "faceledger.engine" in loaded and "faiss" in loaded  # the probe sees what a command loads
-    assert tops(loaded, WEB_AND_PLOTS) == []
+    assert tops(loaded, WEB_AND_PLOTS) == [] and tops(loaded, PYDANTIC) == []
     assert "faceledger.evaluate.run" not in loaded and "faceledger.api" not in loaded
 
 
@@ -81,12 +90,13 @@ def test_the_probe_sees_the_web_framework_where_it_is_used():
     assert {"fastapi", "starlette", "jinja2"} <= {m.split(".")[0] for m in loaded}
 
 
-def test_a_search_in_a_fresh_process_skips_sqlalchemy_alembic_scipy_and_onnx_once_its_caches_exist(tmp_path):
+def test_a_search_in_a_fresh_process_skips_sqlalchemy_alembic_scipy_onnx_and_pydantic_once_its_caches_exist(tmp_path):
     """The search path of a command: the first search (through the engine: it builds the gallery's
     calibration sample) fills <home>/cache with the calibration tail fit and the optimised embedding model;
     the next one reads them back and runs without SQLAlchemy (direct_search.py; FACELEDGER_DIRECT_SEARCH=
-    require makes it fail rather than stand aside), so neither SQLAlchemy, Alembic, scipy nor onnx loads;
-    the answer is the same as the first run's."""
+    require makes it fail rather than stand aside), so neither SQLAlchemy, Alembic, scipy nor onnx loads,
+    and neither parsing the arguments nor Settings loads pydantic; the answer is the same as the first
+    run's."""
     home = tmp_path / "h"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
            "FACELEDGER_HOME": str(home), "FACELEDGER_OPERATOR": "import-tester"}
@@ -112,7 +122,7 @@ def test_a_search_in_a_fresh_process_skips_sqlalchemy_alembic_scipy_and_onnx_onc
     loaded = set(json.loads(next(line for line in done.stdout.splitlines() if line.startswith(MARK))[len(MARK):]))
     assert "faceledger.direct_search" in loaded and "faiss" in loaded  # it did search, directly
     assert "faceledger.engine" not in loaded
-    assert tops(loaded, {"sqlalchemy", "alembic", "scipy", "onnx", "pydantic_settings"}) == []
+    assert tops(loaded, {"sqlalchemy", "alembic", "scipy", "onnx"} | PYDANTIC) == []
     again = json.loads(done.stdout[:done.stdout.index(MARK)])
     before = json.loads(first.stdout)
     for body in (before, again):

@@ -2,7 +2,7 @@
 --home, this process's one Engine and user, and errors at the edge (one red line, exit code 2; with
 --json, one JSON object on stdout instead: `{"error": {"kind": ..., "message": ...}}`, same exit code).
 
-Nothing heavy is imported here: Settings (pydantic) and the Engine (SQLAlchemy, FAISS, OpenCV)
+Nothing heavy is imported here: Settings and the Engine (SQLAlchemy, FAISS, OpenCV)
 are imported on first use, so `faceledger --help` and argument errors answer without loading them.
 """
 
@@ -196,7 +196,7 @@ def fail(exc: Exception, exit_code: int = 2) -> None:
 def _freeze_at_exit() -> None:
     """At interpreter exit, leave the objects of the finished command out of the exit's garbage collections.
 
-    A command ends with a large heap (SQLAlchemy's, pydantic's and the models' object graphs) that the
+    A command ends with a large heap (SQLAlchemy's and the models' object graphs) that the
     interpreter's exit would otherwise walk for cycles: about a fifth of a search's CPU time
     (benchmarks/cli_start.py). `gc.freeze()` moves them to the permanent generation, which those passes do
     not scan. Everything else about the exit stays: atexit handlers, weakref finalizers, flushing; the

@@ -92,3 +92,8 @@ class SchemaBehind(FaceledgerError):
 
 class SchemaMismatch(FaceledgerError):
     """The database holds tables that are not a faceledger schema this version knows; nothing was changed."""
+
+
+class SettingsError(FaceledgerError, ValueError):
+    """A setting (a FACELEDGER_* environment variable or a Settings argument) has a value of the wrong type
+    or out of its range; the message names each one and what it must be."""
