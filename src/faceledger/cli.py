@@ -210,16 +210,13 @@ def search(
     out.print(f"ledger entry {result.ledger_entry}")
 
 
-DIRECT_SEARCH = "FACELEDGER_DIRECT_SEARCH"
-"""`auto` (default): a search answers through direct_search.py (no SQLAlchemy) where it can, else the engine;
-`off`: always the engine; `require`: direct or an error saying why not (tests, benchmarks, diagnosis)."""
-
-
 def _direct_search(image: Path, asked: dict):
-    """The search through direct_search.py, or None where it stands aside (the engine answers then)."""
-    mode = os.environ.get(DIRECT_SEARCH, "auto").strip().lower()
+    """The search through direct_search.py (no SQLAlchemy), or None where it stands aside and the engine
+    answers. FACELEDGER_DIRECT_SEARCH: `auto` (default), `off` (always the engine), `require` (direct or an
+    error saying why not: tests, benchmarks, diagnosis)."""
+    mode = settings().direct_search.strip().lower()
     if mode not in ("auto", "off", "require"):
-        raise FaceledgerError(f"{DIRECT_SEARCH} must be auto, off or require, not {mode!r}")
+        raise FaceledgerError(f"FACELEDGER_DIRECT_SEARCH must be auto, off or require, not {mode!r}")
     if mode == "off":
         return None
     direct = imported_quietly("faceledger.direct_search")
@@ -229,7 +226,7 @@ def _direct_search(image: Path, asked: dict):
         return direct.search(settings(), pipeline(), image, token=os.environ.get("FACELEDGER_TOKEN"), **asked)
     except direct.StandAside as exc:
         if mode == "require":
-            raise FaceledgerError(f"the direct search stood aside ({DIRECT_SEARCH}=require): {exc}") from None
+            raise FaceledgerError(f"the direct search stood aside (FACELEDGER_DIRECT_SEARCH=require): {exc}") from None
         return None
 
 

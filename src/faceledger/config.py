@@ -114,6 +114,9 @@ class Settings:
         ge=160)
 
     operator: str = setting(description="who is acting (ledgered)", factory=_default_operator)
+    direct_search: str = setting(
+        "auto", "`faceledger search` on the default store without SQLAlchemy where it can (`auto`), always "
+                "through the engine (`off`), or directly or not at all, saying why (`require`)")
 
     # HTTP API and web app (`faceledger serve`)
     max_upload_bytes: int = setting(50 * 1024 * 1024, "largest request body the API accepts", ge=1)
