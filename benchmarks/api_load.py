@@ -4,7 +4,8 @@ How to run it (from the repository root, after `make install`; needs ../shared/d
 people, else only the committed test gallery is enrolled for real):
 
     # the full measurement, on a quiet machine: both load generators at 1, 4 and 16 clients on one server,
-    # 150 requests (or 45 s) per level and generator; about 4 minutes on 2 cores, most of it the gallery
+    # 150 requests (or 45 s) per level and generator; about 2 minutes on 2 cores (the gallery: 20 s;
+    # `--requests 60` took 58 s at load average 1.4-3.2)
     .venv/bin/python benchmarks/api_load.py --client lean httpx
 
     # the lean generator alone (the default), e.g. three rounds to see the spread
