@@ -1,7 +1,21 @@
 """Requests per second and latency of POST /api/v1/search against a running `faceledger serve`.
 
-    .venv/bin/python benchmarks/api_load.py                 # about 3 minutes on 2 cores
-    .venv/bin/python benchmarks/api_load.py --requests 40 --no-write   # quick look
+How to run it (from the repository root, after `make install`; needs ../shared/data/lfw for the 300 real
+people, else only the committed test gallery is enrolled for real):
+
+    # the full measurement, on a quiet machine: both load generators at 1, 4 and 16 clients on one server,
+    # 150 requests (or 45 s) per level and generator; about 2 minutes on 2 cores (the gallery: 20 s;
+    # `--requests 60` took 58 s at load average 1.4-3.2)
+    .venv/bin/python benchmarks/api_load.py --client lean httpx
+
+    # the lean generator alone (the default), e.g. three rounds to see the spread
+    .venv/bin/python benchmarks/api_load.py --rounds 3
+
+    # a quick look that writes nothing
+    .venv/bin/python benchmarks/api_load.py --client lean httpx --requests 60 --no-write
+
+Read the load average printed with the table (and `uptime` before starting): the server and the load
+generator share the machine's cores, so any other job lowers the figures, most at 4 and 16 clients.
 
 The gallery (fresh temporary data directory, SQLite, Flat index) holds --gallery-size faces (10,000):
 - real people: --real (default 300) LFW identities from ../shared/data/lfw (first image of each identity
@@ -12,20 +26,34 @@ The gallery (fresh temporary data directory, SQLite, Flat index) holds --gallery
   engine.enroll_embeddings (the real store, batches and ledger entries; no images).
 
 The server is `faceledger serve` in a subprocess on 127.0.0.1 (a free port), with the rate limit off
-(FACELEDGER_RATE_LIMIT_PER_MINUTE=0). The load comes from 1, 4 and 16 threads, each with its own
-httpx.Client, posting real probe photos (held-out images of enrolled people and people not enrolled,
-round-robin) as an analyst; each level stops after --requests requests or --seconds seconds (counted from
-the end of its warm-up), whichever comes first, after 4 warm-up requests (the first loads the index and
-calibrations; then one per client at once, so a server that makes model copies on demand has made them).
-Client and server share this machine's cores. Each level also records the server process's CPU seconds
-(user + system, from /proc) per request: on a machine other jobs share, a level's req/s depends on how
-much CPU the server gets, and the CPU per request shows whether it did more work.
+(FACELEDGER_RATE_LIMIT_PER_MINUTE=0). Each level posts the 12 committed probe photos (held-out images of
+enrolled people and people not enrolled, round-robin: client i sends probes i, i+N, ...) as an analyst,
+with the form fields gallery, purpose and case; it stops after --requests requests or --seconds seconds
+(counted from the end of its warm-up), whichever comes first, after 4 warm-up requests (the first loads
+the index and calibrations; then one per client at once, so a server that makes model copies on demand has
+made them).
+
+Two load generators (--client, one or both; both run every level on the same server, one after the other):
+- `lean` (default): benchmarks/lean_load.py, one separate process with one thread driving N keep-alive
+  HTTP/1.1 connections through a `selectors` loop; every request's bytes are built before timing. Its
+  requests are checked, before each run, to be byte for byte what httpx sends for the same search (but
+  for the multipart boundary and the User-Agent): `lean_load.same_as_httpx`.
+- `httpx`: N threads of this process, each with its own httpx.Client, as the earlier figures were made.
+  Its CPU comes from the same cores as the server's (a third of a core at 4 clients), which is why the
+  lean one is the default.
+For each level the table gives the generator's own CPU per request (getrusage over the timed window: the
+lean process, or this whole process for httpx) beside the server's (user + system from /proc over the same
+window), and both as cores busy: on a shared machine a level's req/s depends on how much CPU the server
+gets, and the CPU per request shows whether it did more work. Every response is checked (status 200 and a
+JSON body with a `decision`); anything else is counted in `errors`. Each probe's answer (decision and the
+candidates' subjects and scores) is kept per generator, and the run reports whether the two generators got
+the same answers to the same probes.
 
 --baseline OTHER/src: the same levels are run, on the same gallery, against a server started from that
 source tree (e.g. `git archive main src | tar -x -C /tmp/before`), in rounds alternating the two servers
 (this tree, baseline; then --rounds more), so a change of load on the machine hits both alike.
 
-Prints a markdown table, writes benchmarks/results/api_load.json and api_load.md.
+Prints a markdown table, writes benchmarks/results/OUT.json and OUT.md (--out, default api_load).
 """
 
 from __future__ import annotations
@@ -35,6 +63,7 @@ import hashlib
 import json
 import os
 import platform
+import resource
 import shutil
 import socket
 import subprocess
@@ -50,8 +79,12 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from lean_load import answer_of, same_as_httpx  # noqa: E402
 LFW = REPO.parent / "shared" / "data" / "lfw" / "lfw-deepfunneled"
 RESULTS = REPO / "benchmarks" / "results"
+USAGE = __doc__[__doc__.index("How to run it"):__doc__.index("The gallery (fresh")].rstrip()
 
 
 def build_gallery(home: Path, *, size: int, real: int, seed: int) -> tuple[dict, str]:
@@ -137,12 +170,60 @@ def server_cpu_seconds(pid: int) -> float:
         return 0.0
 
 
-def load(base: str, token: str, images: list[tuple[str, bytes]], *, clients: int, requests: int,
-         seconds: float, server_pid: int = 0) -> dict:
+FIELDS = {"gallery": "bench", "purpose": "benchmark", "case": "LOAD-1"}
+"""The form fields of every timed request (the file part `image` follows them)."""
+CLIENTS = ("lean", "httpx")
+
+
+def warm_up(base: str, token: str, images: list[tuple[str, bytes]], *, clients: int) -> None:
+    """4 untimed requests (httpx, whichever client is measured): the first loads the index and the
+    calibrations; then `clients` at once, three times, so a server that makes model copies on demand has
+    made them."""
+    def warm(name: str, data: bytes) -> None:
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=300) as http:
+            http.post("/api/v1/search", data={**FIELDS, "case": "WARM"}, files={"image": (name, data, "image/jpeg")})
+
+    warm(*images[0])  # the index and the calibrations
+    for _ in range(3):  # then as many at once as there are clients (model copies made on demand)
+        at_once = [threading.Thread(target=warm, args=images[i % len(images)]) for i in range(clients)]
+        for t in at_once:
+            t.start()
+        for t in at_once:
+            t.join()
+
+
+def own_cpu_seconds() -> float:
+    """This process's user + system CPU seconds, all threads (getrusage)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def load_httpx(base: str, token: str, images: list[tuple[str, bytes]], *, clients: int, requests: int,
+               seconds: float, server_pid: int = 0) -> dict:
+    """The first generator: `clients` threads of this process, each with its own httpx.Client."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
+    errors: dict[str, int] = {}
+    answers: dict[str, list] = {}
+    differing: dict[str, list] = {}
     lock = threading.Lock()
     issued = [0]
+
+    def check(name: str, response: httpx.Response) -> None:  # under the lock
+        if response.status_code != 200:
+            errors[f"status {response.status_code}"] = errors.get(f"status {response.status_code}", 0) + 1
+            return
+        try:
+            body = response.json()
+        except ValueError:
+            errors["body not JSON"] = errors.get("body not JSON", 0) + 1
+            return
+        if not isinstance(body, dict) or "decision" not in body:
+            errors["no decision in the body"] = errors.get("no decision in the body", 0) + 1
+            return
+        answer = answer_of(body)
+        if answers.setdefault(name, answer) != answer:
+            differing.setdefault(name, [answers[name]]).append(answer)
 
     def worker(offset: int) -> None:
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=120) as http:
@@ -155,28 +236,21 @@ def load(base: str, token: str, images: list[tuple[str, bytes]], *, clients: int
                 name, data = images[n % len(images)]
                 n += clients
                 t0 = time.perf_counter()
-                response = http.post("/api/v1/search", data={"gallery": "bench", "purpose": "benchmark",
-                                                             "case": "LOAD-1"},
-                                     files={"image": (name, data, "image/jpeg")})
+                try:
+                    response = http.post("/api/v1/search", data=FIELDS, files={"image": (name, data, "image/jpeg")})
+                except httpx.HTTPError as exc:
+                    with lock:
+                        latencies.append(time.perf_counter() - t0)
+                        errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                    continue
                 elapsed = time.perf_counter() - t0
                 with lock:
                     latencies.append(elapsed)
                     statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+                    check(name, response)
 
-    def warm(name: str, data: bytes) -> None:
-        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=300) as http:
-            http.post("/api/v1/search", data={"gallery": "bench", "purpose": "benchmark", "case": "WARM"},
-                      files={"image": (name, data, "image/jpeg")})
-
-    warm(*images[0])  # the index and the calibrations
-    for _ in range(3):  # then as many at once as there are clients (model copies made on demand)
-        at_once = [threading.Thread(target=warm, args=images[i % len(images)]) for i in range(clients)]
-        for t in at_once:
-            t.start()
-        for t in at_once:
-            t.join()
     deadline = time.perf_counter() + seconds
-    cpu0 = server_cpu_seconds(server_pid)
+    cpu0, own0 = server_cpu_seconds(server_pid), own_cpu_seconds()
     t0 = time.perf_counter()
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
     for t in threads:
@@ -184,55 +258,129 @@ def load(base: str, token: str, images: list[tuple[str, bytes]], *, clients: int
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    cpu = server_cpu_seconds(server_pid) - cpu0
-    ms = np.array(latencies) * 1000
-    return {"clients": clients, "requests": len(latencies), "seconds": round(wall, 2),
-            "requests_per_second": round(len(latencies) / wall, 2),
-            "server_cpu_ms_per_request": round(1000 * cpu / max(len(latencies), 1), 1),
-            "server_cores_busy": round(cpu / wall, 2),
-            "p50_ms": round(float(np.percentile(ms, 50)), 1), "p99_ms": round(float(np.percentile(ms, 99)), 1),
-            "mean_ms": round(float(ms.mean()), 1), "statuses": {str(k): v for k, v in sorted(statuses.items())}}
+    cpu, own = server_cpu_seconds(server_pid) - cpu0, own_cpu_seconds() - own0
+    return {"requests": len(latencies), "seconds": wall, "latencies": latencies,
+            "statuses": {str(k): v for k, v in statuses.items()}, "errors": errors, "reconnects": None,
+            "generator_cpu_seconds": own, "server_cpu_seconds": cpu, "answers": answers, "differing": differing}
+
+
+def load_lean(port: int, token: str, probe_paths: list[Path], *, clients: int, requests: int, seconds: float,
+              server_pid: int = 0) -> dict:
+    """The lean generator (benchmarks/lean_load.py) in its own process: it builds every request's bytes,
+    then times the level and reads its own and the server's CPU over exactly that window."""
+    spec = {"host": "127.0.0.1", "port": port, "token": token, "fields": FIELDS,
+            "probes": [[p.name, str(p)] for p in probe_paths], "clients": clients, "max_requests": requests,
+            "seconds": seconds, "server_pid": server_pid}
+    done = subprocess.run([sys.executable, str(Path(__file__).with_name("lean_load.py"))], input=json.dumps(spec),
+                          capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise SystemExit(f"lean_load.py failed: {done.stderr.strip()[-2000:]}")
+    return json.loads(done.stdout)
+
+
+def load(base: str, port: int, token: str, probe_paths: list[Path], *, client: str, clients: int, requests: int,
+         seconds: float, server_pid: int = 0) -> tuple[dict, dict]:
+    """One level: warm-up, then `requests` requests (or `seconds`) from `clients` concurrent clients of
+    the kind `client`. The row for the table, and the answers per probe (for the agreement check)."""
+    images = [(p.name, p.read_bytes()) for p in probe_paths]
+    warm_up(base, token, images, clients=clients)
+    if client == "httpx":
+        raw = load_httpx(base, token, images, clients=clients, requests=requests, seconds=seconds,
+                         server_pid=server_pid)
+    else:
+        raw = load_lean(port, token, probe_paths, clients=clients, requests=requests, seconds=seconds,
+                        server_pid=server_pid)
+    n, wall = max(raw["requests"], 1), raw["seconds"]
+    ms = np.array(raw["latencies"] or [0.0]) * 1000
+    server_cpu = raw["server_cpu_seconds"] or 0.0
+    row = {"client": client, "clients": clients, "requests": raw["requests"], "seconds": round(wall, 2),
+           "requests_per_second": round(raw["requests"] / wall, 2),
+           "server_cpu_ms_per_request": round(1000 * server_cpu / n, 1),
+           "server_cores_busy": round(server_cpu / wall, 2),
+           "generator_cpu_ms_per_request": round(1000 * raw["generator_cpu_seconds"] / n, 2),
+           "generator_cores_busy": round(raw["generator_cpu_seconds"] / wall, 3),
+           "p50_ms": round(float(np.percentile(ms, 50)), 1), "p99_ms": round(float(np.percentile(ms, 99)), 1),
+           "mean_ms": round(float(ms.mean()), 1),
+           "statuses": dict(sorted(raw["statuses"].items())), "errors": raw["errors"],
+           "reconnects": raw["reconnects"], "answers_differing_within_level": raw["differing"]}
+    return row, raw["answers"]
+
+
+def agreement(answers: dict[str, dict[str, list]]) -> dict:
+    """Whether every client kind got the same answer (decision, candidates' subjects and scores) to each
+    probe: `answers` maps a client kind to {probe name: answer}."""
+    kinds = sorted(answers)
+    probes_seen = sorted(set().union(*(set(a) for a in answers.values()))) if answers else []
+    differing = {name: {k: answers[k].get(name) for k in kinds} for name in probes_seen
+                 if len({json.dumps(answers[k].get(name)) for k in kinds if name in answers[k]}) > 1}
+    both = [name for name in probes_seen if all(name in answers[k] for k in kinds)]
+    return {"clients": kinds, "probes_answered_by_all": len(both), "probes_seen": len(probes_seen),
+            "differing": differing}
 
 
 def markdown(result: dict) -> str:
     g = result["gallery"]
     lines = [f"POST /api/v1/search, `faceledger serve` on 127.0.0.1, gallery of {g['faces']:,} faces "
              f"({g['real_faces']} real, {g['synthetic_faces']:,} synthetic), Flat index, SQLite; "
-             f"{result['machine']['cpus']} CPU cores shared by server and clients; load average "
-             f"{result['load_average'][0]:.1f} before, {result['load_average_after'][0]:.1f} after.", "",
-             "| server | round | concurrent clients | requests | req/s | × 1 client | p50 (ms) | p99 (ms) | "
-             "server CPU ms / request | server cores busy | statuses |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+             f"{result['machine']['cpus']} CPU cores shared by server and load generator; load average "
+             f"{result['load_average'][0]:.2f} before, {result['load_average_after'][0]:.2f} after "
+             f"(1-minute; 5-minute {result['load_average'][1]:.2f} before, {result['load_average_after'][1]:.2f} "
+             f"after). Load generator: `lean` = benchmarks/lean_load.py (one separate process, raw keep-alive "
+             f"sockets, requests built before timing), `httpx` = one httpx.Client per thread in the benchmark's "
+             f"process (the earlier figures).", "",
+             "| server | round | client | concurrent clients | requests | req/s | × 1 client | p50 (ms) | p99 (ms) | "
+             "server CPU ms / request | server cores busy | generator CPU ms / request | generator cores busy | "
+             "statuses | errors |",
+             "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
     for row in result["levels"]:
-        one = next(r for r in result["levels"] if r["clients"] == 1 and r["server"] == row["server"]
-                   and r["round"] == row["round"]) if any(r["clients"] == 1 for r in result["levels"]) else row
-        lines.append(f"| {row['server']} | {row['round']} | {row['clients']} | {row['requests']} | "
-                     f"{row['requests_per_second']:.2f} | {row['requests_per_second'] / one['requests_per_second']:.2f} | "
-                     f"{row['p50_ms']:.0f} | {row['p99_ms']:.0f} | {row['server_cpu_ms_per_request']:.0f} | "
-                     f"{row['server_cores_busy']:.2f} | {', '.join(f'{k}: {v}' for k, v in row['statuses'].items())} |")
+        one = next((r for r in result["levels"] if r["clients"] == 1 and r["server"] == row["server"]
+                    and r["round"] == row["round"] and r["client"] == row["client"]), None)
+        ratio = f"{row['requests_per_second'] / one['requests_per_second']:.2f}" if one else "-"
+        errors = ", ".join(f"{k}: {v}" for k, v in row["errors"].items()) or "0"
+        lines.append(f"| {row['server']} | {row['round']} | {row['client']} | {row['clients']} | {row['requests']} | "
+                     f"{row['requests_per_second']:.2f} | {ratio} | "
+                     f"{row['p50_ms']:.0f} | {row['p99_ms']:.0f} | {row['server_cpu_ms_per_request']:.1f} | "
+                     f"{row['server_cores_busy']:.2f} | {row['generator_cpu_ms_per_request']:.2f} | "
+                     f"{row['generator_cores_busy']:.3f} | "
+                     f"{', '.join(f'{k}: {v}' for k, v in row['statuses'].items())} | {errors} |")
+    for server, check in result["answers_agree"].items():
+        if len(check["clients"]) > 1:
+            verdict = ("the same answer from every client kind" if not check["differing"]
+                       else f"DIFFERENT answers for {len(check['differing'])} probe(s): {sorted(check['differing'])}")
+            lines.append(f"\n{server}: {check['probes_answered_by_all']} of {check['probes_seen']} probes answered "
+                         f"to {' and '.join(check['clients'])}: {verdict} (decision, candidates' subjects and scores).")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=USAGE,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gallery-size", type=int, default=10_000)
     parser.add_argument("--real", type=int, default=300, help="LFW identities enrolled for real")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--client", nargs="+", choices=CLIENTS, default=["lean"],
+                        help="load generator(s), each run at every level in turn: lean (default; "
+                             "benchmarks/lean_load.py, a separate process) and/or httpx (the earlier figures)")
     parser.add_argument("--requests", type=int, default=150, help="at most this many requests per level")
     parser.add_argument("--seconds", type=float, default=45, help="at most this long per level")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--baseline", type=Path, help="another source tree: its server runs the same levels")
     parser.add_argument("--rounds", type=int, default=1, help="rounds of (this tree, baseline)")
+    parser.add_argument("--out", default="api_load", help="results/OUT.json and OUT.md (default api_load)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
+    clients_kinds = list(dict.fromkeys(args.client))
     servers = {"this tree": None, **({"baseline": args.baseline} if args.baseline else {})}
     load_before = os.getloadavg()
 
+    probe_paths = probes()
+    for path in probe_paths:  # the lean requests are byte for byte what httpx sends (boundary, user agent aside)
+        same_as_httpx("127.0.0.1", 8000, "token", path.name, path.read_bytes(), fields=FIELDS)
     workdir = Path(tempfile.mkdtemp(prefix="faceledger-api-load-"))
+    answers: dict[str, dict[str, dict[str, list]]] = {}
     try:
         print("building the gallery ...", file=sys.stderr)
         gallery, token = build_gallery(workdir / "home", size=args.gallery_size, real=args.real, seed=args.seed)
-        images = [(p.name, p.read_bytes()) for p in probes()]
         levels = []
         for round_ in range(1, args.rounds + 1):
             for label, src in servers.items():
@@ -240,10 +388,16 @@ def main(argv: list[str] | None = None) -> int:
                 server = start_server(workdir / "home", port, src)
                 try:
                     for clients in args.clients:
-                        print(f"round {round_}, {label}: {clients} client(s) ...", file=sys.stderr)
-                        row = load(f"http://127.0.0.1:{port}", token, images, clients=clients,
-                                   requests=args.requests, seconds=args.seconds, server_pid=server.pid)
-                        levels.append({"server": label, "round": round_, **row})
+                        for client in clients_kinds:
+                            print(f"round {round_}, {label}: {clients} {client} client(s) ...", file=sys.stderr)
+                            row, seen = load(f"http://127.0.0.1:{port}", port, token, probe_paths, client=client,
+                                             clients=clients, requests=args.requests, seconds=args.seconds,
+                                             server_pid=server.pid)
+                            levels.append({"server": label, "round": round_, **row})
+                            kept = answers.setdefault(label, {}).setdefault(client, {})
+                            for name, answer in seen.items():
+                                if kept.setdefault(name, answer) != answer:
+                                    row["answers_differing_within_level"].setdefault(name, [kept[name]]).append(answer)
                 finally:
                     server.terminate()
                     server.wait(10)
@@ -251,15 +405,16 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     result = {"benchmark": "api_load", "date": datetime.now(UTC).isoformat(timespec="seconds"),
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-              "gallery": gallery, "probes": len(images), "limits": {"requests": args.requests, "seconds": args.seconds},
+              "gallery": gallery, "probes": len(probe_paths), "limits": {"requests": args.requests, "seconds": args.seconds},
               "servers": {k: str(v) if v else "this checkout's src" for k, v in servers.items()},
-              "load_average": load_before, "load_average_after": os.getloadavg(), "levels": levels}
+              "clients": clients_kinds, "load_average": load_before, "load_average_after": os.getloadavg(),
+              "levels": levels, "answers_agree": {label: agreement(kinds) for label, kinds in answers.items()}}
     table = markdown(result)
     print(table)
     if not args.no_write:
         RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "api_load.json").write_text(json.dumps(result, indent=2) + "\n")
-        (RESULTS / "api_load.md").write_text(table + "\n")
+        (RESULTS / f"{args.out}.json").write_text(json.dumps(result, indent=2) + "\n")
+        (RESULTS / f"{args.out}.md").write_text(table + "\n")
     return 0
 
 

@@ -45,12 +45,16 @@ class OutOfRange(FaceledgerError):
 
 # -- the engine and the user ---------------------------------------------------------------------------
 
-def engine_of(request: Request) -> Engine:
+# The dependencies are coroutines because they only read what the app and the middleware set: FastAPI
+# calls a plain `def` dependency in its thread pool, a hop to a worker thread and back (two thread
+# wake-ups and GIL hand-offs) per dependency per request, for an attribute lookup.
+
+async def engine_of(request: Request) -> Engine:
     """The app's one shared Engine."""
     return request.app.state.engine
 
 
-def settings_of(request: Request) -> Settings:
+async def settings_of(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -63,12 +67,17 @@ def current_user(request: Request) -> Principal:
     return found
 
 
+async def principal_of(request: Request) -> Principal:
+    """`current_user` as a dependency (a coroutine: no thread-pool hop)."""
+    return current_user(request)
+
+
 bearer = HTTPBearer(auto_error=False, description="a token made with `faceledger user add NAME --role ROLE`")
 """The API's security scheme in OpenAPI (/docs); the Guard middleware does the checking."""
 
 EngineDep = Annotated[Engine, Depends(engine_of)]
 SettingsDep = Annotated[Settings, Depends(settings_of)]
-Me = Annotated[Principal, Depends(current_user)]
+Me = Annotated[Principal, Depends(principal_of)]
 
 
 def check_csrf(request: Request, sent: str | None) -> None:
