@@ -95,6 +95,17 @@ def test_cli_flags_set_and_clear_the_review_policy(tmp_path, capsys, monkeypatch
                          "--keep-probe-for-review")
     assert code == 0, err
     assert "open review" in out and "a face crop until reviewed" in out
+    # a switch and its --no- form are two options (so --help fits 80 columns): both at once is refused
+    code, out, err = run(capsys, monkeypatch, home, "gallery", "update", "c", "--blind-review", "--no-blind-review",
+                         "--json")
+    assert code == 2 and json.loads(out) == {"error": {"kind": "BadParameter", "message": (
+        "Invalid value: give --blind-review or --no-blind-review, not both")}}
+    code, out, err = run(capsys, monkeypatch, home, "gallery", "create", "d", "--no-keep-probe-images",
+                         "--keep-probe-images")
+    assert code == 2 and "not both" in err
+    code, out, err = run(capsys, monkeypatch, home, "gallery", "create", "d", "--no-investigative", "--json")
+    assert code == 0, err
+    assert (json.loads(out)["allow_investigative"], json.loads(out)["keep_probe_for_review"]) == (False, True)
 
 
 def test_cli_blind_review_by_key_then_the_scores(tmp_path, capsys, monkeypatch):

@@ -39,6 +39,18 @@ state: dict = {}
 JsonFlag = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
 
 
+def switch(on: bool, off: bool, flag: str, default: bool | None = None) -> bool | None:
+    """A setting given by two plain switches, `flag` and `--no-...`: True, False, or `default` when
+    neither is given; both at once is a usage error (exit 2), not whichever came last.
+
+    Declared as two options rather than typer's `--x/--no-x`, so that `--help` lists each on its own row:
+    typer puts the `--no-` form in a column of its own, and with names as long as
+    `--keep-probe-for-review` the two columns do not fit 80 columns, so rich cuts them ("--no-keep-pro…")."""
+    if on and off:
+        raise typer.BadParameter(f"give {flag} or --no-{flag.removeprefix('--')}, not both")
+    return True if on else False if off else default
+
+
 def set_home(home: Path | None) -> None:
     """Remember --home (or FACELEDGER_HOME); Settings are built from it when first needed. An engine
     opened on another home in this process is closed, never reused."""
