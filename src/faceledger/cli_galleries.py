@@ -97,9 +97,10 @@ def _print_gallery(info: dict, verb: str, as_json: bool) -> None:
         print_json(info)
         return
     purposes = ", ".join(info["purposes"]) or "any stated purpose"
+    kept = f"{info['retain_days']} days" if info["retain_days"] else "indefinitely"
     out.print(f"{verb} gallery [bold]{info['name']}[/]: purposes: {purposes}; investigative search "
               f"{'allowed' if info['allow_investigative'] else 'not allowed'}; target FPIR {info['target_fpir']:g}; "
-              f"records kept {info['retain_days'] or 'indefinitely'} days; probes kept {info['probe_retain_days']} days"
+              f"records kept {kept}; probes kept {info['probe_retain_days']} days"
               f" ({'with' if info['keep_probe_images'] else 'without'} the image"
               f"{', a face crop until reviewed' if info['keep_probe_for_review'] and not info['keep_probe_images'] else ''})"
               f"; {'blind' if info['blind_review'] else 'open'} review")
