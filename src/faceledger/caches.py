@@ -21,6 +21,12 @@ def use_dir(path: Path | None) -> None:
     _state["dir"] = Path(path) if path is not None else None
 
 
+def current_dir() -> Path | None:
+    """The folder named by `use_dir` (None: off); worker processes are handed it, so they read what the
+    parent's process made (a spawned process starts with caching off)."""
+    return _state["dir"]
+
+
 def folder(kind: str) -> Path | None:
     """The folder for one kind of derived file (not created here), or None when caching is off."""
     root = _state["dir"]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import caches
 from .config import Settings
 from .errors import FaceledgerError, ImageError
 from .faces import Face
@@ -239,12 +240,16 @@ def _exit_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="faceledger-parent-watch", daemon=True).start()
 
 
-def _init_worker(settings_json: str, on_multiple: str, parent_pid: int | None = None) -> None:
+def _init_worker(settings_json: str, on_multiple: str, parent_pid: int | None = None,
+                 cache_dir: str | None = None) -> None:
+    """Load this worker's models once. `cache_dir`: the parent's caches folder, so the worker reads the
+    SFace graph already optimised for this CPU (about 0.85 s of CPU per worker otherwise)."""
     if parent_pid is not None:
         _exit_with_parent(parent_pid)
     import cv2
 
     cv2.setNumThreads(1)
+    caches.use_dir(cache_dir)
     settings = Settings.model_validate_json(settings_json)
     pipeline = FacePipeline.from_settings(settings)
     pipeline.load()
@@ -277,7 +282,8 @@ def analyse_all(items: list[WorkItem], *, pipeline: FacePipeline, settings: Sett
         return
     context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                               initargs=(settings.model_dump_json(), on_multiple, os.getpid()))
+                               initargs=(settings.model_dump_json(), on_multiple, os.getpid(),
+                                         None if caches.current_dir() is None else str(caches.current_dir())))
     try:
         yield from pool.map(_analyse_in_worker, items, chunksize=4)
     except BrokenProcessPool as exc:

@@ -134,11 +134,15 @@ class FolderDataset:
 _WORKER: dict = {}
 
 
-def _init_worker(settings_json: str, root: str) -> None:
+def _init_worker(settings_json: str, root: str, cache_dir: str | None = None) -> None:
+    """Load this worker's models once (reading the parent's caches folder: see enrollment._init_worker)."""
     import cv2
 
     cv2.setNumThreads(1)
+    from .. import caches
     from ..pipeline import FacePipeline
+
+    caches.use_dir(cache_dir)
 
     pipeline = FacePipeline.from_settings(Settings.model_validate_json(settings_json))
     pipeline.load()
@@ -247,15 +251,19 @@ def _run(root: Path, settings: Settings, todo: list[str], workers: int, progress
     out = []
     if progress:
         progress(0, len(todo))
+    from .. import caches
+
+    cache_dir = None if caches.current_dir() is None else str(caches.current_dir())
     if workers == 1:
-        _init_worker(settings.model_dump_json(), str(root))
+        _init_worker(settings.model_dump_json(), str(root), cache_dir)
         for k, rel in enumerate(todo, 1):
             out.append(_embed_one(rel))
             if progress:
                 progress(k, len(todo))
         return out
     context = mp.get_context("spawn")
-    with context.Pool(workers, initializer=_init_worker, initargs=(settings.model_dump_json(), str(root))) as pool:
+    with context.Pool(workers, initializer=_init_worker,
+                      initargs=(settings.model_dump_json(), str(root), cache_dir)) as pool:
         for k, result in enumerate(pool.imap(_embed_one, todo, chunksize=8), 1):
             out.append(result)
             if progress and (k % 50 == 0 or k == len(todo)):
