@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import platform
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,7 @@ class SFaceOrtEmbedder:
         self.model_dir = model_dir
         self.threads = threads
         self._session = None
+        self._load_lock = threading.Lock()
 
     @property
     def model_id(self) -> str:
@@ -61,8 +63,11 @@ class SFaceOrtEmbedder:
         return "sface-2021dec+flip" if self.flip_average else "sface-2021dec"
 
     def load(self) -> None:
+        """Load the model once; safe from several threads (one loads, the others wait for it)."""
         if self._session is None:
-            self._session = create_session(SFACE_2021DEC, self.model_dir, threads=self.threads)
+            with self._load_lock:
+                if self._session is None:
+                    self._session = create_session(SFACE_2021DEC, self.model_dir, threads=self.threads)
 
     def aligned_crop(self, rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         return align(rgb, landmarks, ARCFACE_112_V1)
