@@ -92,3 +92,33 @@ def test_a_shipped_model_changed_after_caching_is_still_refused(cache_dir, tmp_p
         fh.write(bytes([byte[0] ^ 0x01]))
     with pytest.raises(ModelNotAvailable, match="sha256"):
         sface_ort.create_session(SFACE_2021DEC, folder)
+
+
+def test_a_cached_graph_that_loads_but_fails_its_sha256_is_not_used_but_remade(cache_dir):
+    """The session is built while the file is hashed (sface_ort._load_optimised); it is handed out only
+    when the digest matches the name. Here the file holds another valid graph (YuNet's): ONNX Runtime
+    would happily run it, the digest refuses it, and the graph is made again from the shipped model."""
+    from faceledger.detect.yunet_ort import prepared_graph
+
+    crops = np.random.default_rng(8).integers(0, 256, size=(2, 3, 112, 112)).astype(np.float32)
+    reference = sface_ort.create_session(SFACE_2021DEC).run(None, {"data": crops})[0]
+    [saved] = (cache_dir / "models").glob("sface-*.onnx")
+    intact = saved.read_bytes()
+    prepared = []
+    original = sface_ort.prepare_graph
+
+    def counted(data: bytes) -> bytes:
+        prepared.append(len(data))
+        return original(data)
+
+    for damaged in (prepared_graph(), intact[: len(intact) // 3]):  # a valid foreign graph, a truncated file
+        saved.write_bytes(damaged)
+        sface_ort.prepare_graph = counted
+        try:
+            session = sface_ort.create_session(SFACE_2021DEC)
+        finally:
+            sface_ort.prepare_graph = original
+        assert [i.name for i in session.get_inputs()] == ["data"]
+        assert np.array_equal(session.run(None, {"data": crops})[0], reference)
+        assert saved.read_bytes() == intact  # remade under the same name, bit for bit
+    assert len(prepared) == 2
