@@ -3,7 +3,7 @@
 One entry is a folder `<key>-<digest>` holding `graph.onnx` (the optimised graph, about 40 KB) and
 `graph.data` (its weights, and ONNX Runtime's prepacked copy of the large fully connected layer's weights
 in the layout its matrix multiply reads). A session made from it neither re-optimises the graph nor
-repacks those weights (about 35 ms of a cold load, half the session's making); its outputs are the same
+repacks those weights (about 45 ms of a cold load, half the session's making); its outputs are the same
 bit for bit (tests/test_cli_caches.py). The prepacked layout depends on the CPU and the ONNX Runtime
 version, which the key covers (sface_ort._optimised_key).
 
