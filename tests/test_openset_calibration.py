@@ -410,3 +410,34 @@ def test_a_gallery_tail_heavier_than_the_packaged_one_keeps_its_own_bound():
 def test_an_unknown_combination_rule_is_refused():
     with pytest.raises(CalibrationError, match="combination rule"):
         OpenSetCalibration(normal_calibration(), None, combine="mean")
+
+
+# --- the bootstrap bound's quantile -----------------------------------------------------------------
+
+
+def test_linear_quantile_is_numpys_bit_for_bit():
+    from faceledger.calibration.tail import linear_quantile
+
+    rng = np.random.default_rng(5)
+    for n in (1, 2, 3, 7, 199, 200, 201):
+        for values in (rng.random(n), rng.exponential(1e-7, n), np.round(rng.random(n), 1)):  # ties too
+            for q in (0.0, 0.05, 0.5, 0.9, 0.95, 0.975, 0.999, 1.0, rng.random()):
+                expected = np.quantile(values, q)
+                got = linear_quantile(values, q)
+                assert type(got) is float and got == expected and math.copysign(1, got) == math.copysign(1, expected)
+    assert math.isnan(linear_quantile(np.array([0.3, np.nan, 0.1]), 0.95))
+
+
+def test_tail_bounds_are_the_same_as_with_np_quantile():
+    """fmr_upper and quantile_bound read the bootstrap quantile without np.quantile (tail.linear_quantile):
+    the same floats as before for scores across the tail and beyond, and FMRs across the range."""
+    from faceledger.calibration.tail import gpd_excess_quantile, gpd_survival_many
+
+    fit = fit_tail(normal_calibration().counts, BIN, reps=60)
+    s, c, z = fit.boot[:, 0], fit.boot[:, 1], fit.boot[:, 2]
+    for score in np.linspace(fit.threshold - 0.05, 1.0, 97):
+        values = z * gpd_survival_many(max(score - fit.threshold, 0.0), s, c)
+        assert fit.fmr_upper(float(score)) == max(fit.fmr(float(score)), float(np.quantile(values, fit.level)))
+    for fmr in np.geomspace(1e-12, fit.exceed_fraction, 41):
+        levels = fit.threshold + gpd_excess_quantile(np.minimum(fmr / z, 1.0), s, c)
+        assert fit.quantile_bound(float(fmr)) == max(fit.quantile(float(fmr)), float(np.quantile(levels, fit.level)))

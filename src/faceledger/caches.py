@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import threading
 from pathlib import Path
 
@@ -39,13 +40,16 @@ def temporary_name(path: Path) -> Path:
 
 
 def prune(where: Path, pattern: str, keep: int) -> None:
-    """Remove all but the `keep` most recently written files matching `pattern`."""
+    """Remove all but the `keep` most recently written files (or folders) matching `pattern`."""
     try:
         found = sorted(where.glob(pattern), key=lambda p: p.stat().st_mtime_ns)
     except OSError:
         return
     for old in found[:-keep] if keep else found:
-        old.unlink(missing_ok=True)
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
 
 
 def digest(*parts: bytes | str) -> str:

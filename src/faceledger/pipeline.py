@@ -17,6 +17,7 @@ from .embed.alignment import ARCFACE_112_V1, similarity_transform
 from .errors import FaceNotChosen, MultipleFaces, NoFaceFound
 from .faces import Detection, Face
 from .imaging import LoadedImage, Region, from_array
+from .loading import LoadOnce
 from .quality import QualityThresholds, assess
 
 DOMINANCE_RATIO = 0.6
@@ -64,6 +65,14 @@ class FacePipeline:
     """single_face first detects on a copy this size (0: never) and falls back to detect_max_side."""
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
     """OpenCV's YuNet and SFace objects keep per-call state (input size, buffers): one call at a time."""
+    _detector_load: LoadOnce = field(init=False, repr=False, compare=False)
+    _embedder_load: LoadOnce = field(init=False, repr=False, compare=False)
+    _loader: threading.Thread | None = field(default=None, init=False, repr=False, compare=False)
+    _loader_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._detector_load = LoadOnce(self.detector.load)
+        self._embedder_load = LoadOnce(self.embedder.load)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FacePipeline:
@@ -87,8 +96,40 @@ class FacePipeline:
                    detect_max_side=settings.detect_max_side, coarse_side=settings.detect_coarse_side)
 
     def load(self) -> None:
-        self.detector.load()
-        self.embedder.load()
+        """Load the detector and the embedder. Safe to call twice and from several threads: a load already
+        running (on another thread, or started by `start_loading`) is waited for, and its exception, if it
+        failed, is raised here, on the caller's thread (see loading.py)."""
+        self._detector_load.ensure()
+        self._embedder_load.ensure()
+
+    def start_loading(self) -> None:
+        """Start loading the models on a background thread and return at once; idempotent.
+
+        Loading the models of a fresh process (importing ONNX Runtime, creating the detector's and the
+        embedder's sessions, checking their files' and caches' sha256) takes about 0.1 s of CPU, much of
+        it with the GIL released, so a one-shot command can call this as early as it likes and do its
+        other start-up work (imports, opening the store) meanwhile. Nothing else changes: `load`,
+        `faces`, `single_face` and `with_embeddings` wait for the model they need (detection can start
+        while the embedder is still loading), and a load that failed there (a missing or altered model
+        file: ModelNotAvailable) raises in them, on the caller's thread, as it would have without this.
+
+        Set up first: `caches.use_dir(...)` when the caller keeps a cache folder (the engine's Context
+        names `<home>/cache`; a one-shot process without an engine must call
+        `caches.use_dir(settings.home / "cache")` itself before this), because the embedder looks for
+        its optimised graph there when the thread reaches it. The thread is not a daemon: a process that
+        ends before the models are loaded (a refused argument, an error) waits for it at exit, at most
+        the load's own time, because a daemon thread still inside ONNX Runtime when the interpreter shuts
+        down aborts the process ("terminate called without an active exception", exit status 134
+        instead of the command's own)."""
+        with self._loader_lock:
+            if self._loader is not None or (self._detector_load.loaded and self._embedder_load.loaded):
+                return
+            self._loader = threading.Thread(target=self._load_ahead, name="faceledger-models", daemon=False)
+        self._loader.start()
+
+    def _load_ahead(self) -> None:
+        self._detector_load.prefetch()
+        self._embedder_load.prefetch()
 
     @property
     def model_id(self) -> str:
@@ -101,6 +142,9 @@ class FacePipeline:
         """Every face in the image, largest first, with its quality report and (optionally) embedding.
 
         Safe to call from several threads: the models are used by one thread at a time."""
+        self._detector_load.ensure()
+        if embed:
+            self._embedder_load.ensure()
         with self._lock:
             return self._faces(self.image(image), embed=embed)
 
@@ -146,6 +190,8 @@ class FacePipeline:
     def with_embeddings(self, image: ImageInput, faces: Sequence[Face]) -> tuple[Face, ...]:
         """The same faces with their embeddings: embed only the faces that were chosen (SFace is the
         costly stage, and news photos often hold bystanders nobody needs a vector of)."""
+        if any(face.embedding is None for face in faces):
+            self._embedder_load.ensure()
         with self._lock:
             image = self.image(image)
             return tuple(face if face.embedding is not None else replace(
@@ -159,6 +205,7 @@ class FacePipeline:
         "index:N" (face N as numbered by `faces`: the full detection pass, so the numbers agree).
         """
         image = self.image(image)
+        self._detector_load.ensure()
         with self._lock:
             found = None if on_multiple.startswith("index:") else self._coarse_faces(image)
             if found is None:

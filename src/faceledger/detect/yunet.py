@@ -5,6 +5,7 @@ to float rounding under one model id; ONNX Runtime is about twice as fast on CPU
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import cv2
@@ -44,21 +45,24 @@ class YuNetDetector:
         self.max_side = max_side
         self.model_dir = model_dir
         self._net = None
+        self._load_lock = threading.Lock()
 
     def load(self) -> None:
+        """Load the model once; safe from several threads (one loads, the others wait for it)."""
         if self._net is None:
-            if self.backend == "onnxruntime":
-                from .yunet_ort import YuNetOrt, create_session
+            with self._load_lock:
+                if self._net is None:
+                    self._net = self._made()
 
-                self._net = YuNetOrt(create_session(self.model_dir, threads=self.threads),
-                                     score_threshold=self.score_threshold, nms_threshold=self.nms_threshold,
-                                     top_k=TOP_K)
-                return
-            quiet_opencv()
-            path = locate(YUNET_2023MAR, self.model_dir)
-            self._net = cv2.FaceDetectorYN.create(
-                str(path), "", (320, 320), self.score_threshold, self.nms_threshold, TOP_K
-            )
+    def _made(self):
+        if self.backend == "onnxruntime":
+            from .yunet_ort import YuNetOrt, create_session
+
+            return YuNetOrt(create_session(self.model_dir, threads=self.threads),
+                            score_threshold=self.score_threshold, nms_threshold=self.nms_threshold, top_k=TOP_K)
+        quiet_opencv()
+        path = locate(YUNET_2023MAR, self.model_dir)
+        return cv2.FaceDetectorYN.create(str(path), "", (320, 320), self.score_threshold, self.nms_threshold, TOP_K)
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         """Every face, best score first; retries once on a padded copy when nothing is found.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import cv2
@@ -22,6 +23,7 @@ class SFaceEmbedder:
         self.flip_average = flip_average
         self.model_dir = model_dir
         self._net = None
+        self._load_lock = threading.Lock()
 
     @property
     def model_id(self) -> str:
@@ -29,9 +31,12 @@ class SFaceEmbedder:
         return "sface-2021dec+flip" if self.flip_average else "sface-2021dec"
 
     def load(self) -> None:
+        """Load the model once; safe from several threads (one loads, the others wait for it)."""
         if self._net is None:
-            quiet_opencv()
-            self._net = cv2.FaceRecognizerSF.create(str(locate(SFACE_2021DEC, self.model_dir)), "")
+            with self._load_lock:
+                if self._net is None:
+                    quiet_opencv()
+                    self._net = cv2.FaceRecognizerSF.create(str(locate(SFACE_2021DEC, self.model_dir)), "")
 
     def aligned_crop(self, rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         return align(rgb, landmarks, ARCFACE_112_V1)

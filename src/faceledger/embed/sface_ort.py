@@ -17,21 +17,24 @@ The shipped file is never edited. At load time an in-memory copy is prepared for
 
 Preparing and optimising that graph costs about 0.4 s of CPU per process (the onnx package, then ONNX
 Runtime's graph optimisations). When the engine keeps a cache folder (caches.py), the optimised graph
-is saved there once and later sessions load it with optimisations off: the same graph, the same
-outputs bit for bit (tests/test_cli_imports.py). Its key covers the model's sha256, this module's
-source, the ONNX Runtime version, the CPU (optimised graphs use the CPU's blocked layouts) and the
-thread count; the file's own sha256 is part of its name and checked on every load.
+and its prepacked weights are saved there once (optimised_cache.py) and later sessions load them with
+optimisations off: the same graph, the same outputs bit for bit (tests/test_cli_caches.py). Its key
+covers the model's sha256, this module's and optimised_cache.py's source, the ONNX Runtime version, the
+CPU (optimised graphs use the CPU's blocked layouts, prepacked weights its matrix kernels' layout) and
+the thread count; the entry's own sha256 is part of its name and checked on every load.
 """
 
 from __future__ import annotations
 
-import hashlib
 import platform
+import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
 
 from .. import caches
+from . import optimised_cache
 from ..errors import FaceledgerError
 from ..models import SFACE_2021DEC, ModelFile, model_path, verified_bytes
 from .vectors import l2_normalise
@@ -54,6 +57,7 @@ class SFaceOrtEmbedder:
         self.model_dir = model_dir
         self.threads = threads
         self._session = None
+        self._load_lock = threading.Lock()
 
     @property
     def model_id(self) -> str:
@@ -61,8 +65,11 @@ class SFaceOrtEmbedder:
         return "sface-2021dec+flip" if self.flip_average else "sface-2021dec"
 
     def load(self) -> None:
+        """Load the model once; safe from several threads (one loads, the others wait for it)."""
         if self._session is None:
-            self._session = create_session(SFACE_2021DEC, self.model_dir, threads=self.threads)
+            with self._load_lock:
+                if self._session is None:
+                    self._session = create_session(SFACE_2021DEC, self.model_dir, threads=self.threads)
 
     def aligned_crop(self, rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         return align(rgb, landmarks, ARCFACE_112_V1)
@@ -102,34 +109,29 @@ def _check_crop(crop: np.ndarray) -> np.ndarray:
 
 
 def create_session(model: ModelFile, model_dir: Path | None = None, *, threads: int = 1):
-    """An ONNX Runtime session for the prepared in-memory copy of a verified model file."""
+    """An ONNX Runtime session for the prepared in-memory copy of a verified model file (from the cache
+    folder's optimised copy when there is an intact one: optimised_cache.py)."""
     try:
         import onnxruntime as ort
     except ImportError:
         raise FaceledgerError(f"the onnxruntime embedder backend needs ONNX Runtime: {ORT_HINT}") from None
     folder = caches.folder("models")
     key = _optimised_key(ort, model, model_dir, threads) if folder is not None else ""
-    if folder is not None:
-        session = _load_optimised(ort, folder, key, threads)
+    if folder is not None and folder.is_dir():
+        session = optimised_cache.load(ort, folder, key, _options(ort, threads, optimise=False))
         if session is not None:
             return session
     options = _options(ort, threads, optimise=True)
     graph = prepare_graph(verified_bytes(model, model_dir))
-    if folder is None:
-        return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
-    tmp = caches.temporary_name(folder / f"{key}.onnx")
+    tmp = optimised_cache.start_saving(folder, key, options) if folder is not None else None
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        options.optimized_model_filepath = str(tmp)
-    except OSError:
-        return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
-    session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
-    try:
-        digest = _file_sha256(tmp)
-        tmp.replace(folder / f"{key}-{digest[:32]}.onnx")
-        caches.prune(folder, "sface-*.onnx", 4)
-    except OSError:
-        tmp.unlink(missing_ok=True)  # a cache: the next process optimises again
+        session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+    except BaseException:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if tmp is not None:
+        optimised_cache.finish_saving(tmp, folder, key)
     return session
 
 
@@ -157,30 +159,8 @@ def _optimised_key(ort, model: ModelFile, model_dir: Path | None, threads: int) 
     except OSError:
         pass
     return "sface-" + caches.digest(model.sha256, str(shipped.resolve()), f"{stat.st_size}:{stat.st_mtime_ns}",
-                                    Path(__file__).read_bytes(), ort.__version__, cpu, str(threads))[:32]
-
-
-def _load_optimised(ort, folder: Path, key: str, threads: int):
-    """A session on the optimised graph saved before, or None (none saved, or not intact)."""
-    for path in sorted(folder.glob(f"{key}-*.onnx")):
-        try:
-            intact = _file_sha256(path)[:32] == path.stem.rsplit("-", 1)[-1]
-        except OSError:
-            continue
-        if not intact:
-            path.unlink(missing_ok=True)  # damaged: remade by the caller
-            continue
-        try:  # ONNX Runtime reads the file itself: less copying than handing it the bytes
-            return ort.InferenceSession(str(path), _options(ort, threads, optimise=False),
-                                        providers=["CPUExecutionProvider"])
-        except Exception:  # noqa: BLE001 - ONNX Runtime raises its own types; the graph is remade
-            path.unlink(missing_ok=True)
-    return None
-
-
-def _file_sha256(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
+                                    Path(__file__).read_bytes(), Path(optimised_cache.__file__).read_bytes(),
+                                    ort.__version__, cpu, str(threads))[:32]
 
 
 def prepare_graph(data: bytes) -> bytes:
