@@ -217,13 +217,17 @@ def _direct_search(image: Path, asked: dict):
     mode = settings().direct_search.strip().lower()
     if mode not in ("auto", "off", "require"):
         raise FaceledgerError(f"FACELEDGER_DIRECT_SEARCH must be auto, off or require, not {mode!r}")
+    if not settings().home.is_dir():  # made by the engine, which says so
+        if mode == "require":
+            raise FaceledgerError("the direct search stood aside (FACELEDGER_DIRECT_SEARCH=require): "
+                                  "a new data directory")
+        return None
+    models = pipeline()  # loading on their own thread from here, whichever path answers
     if mode == "off":
         return None
     direct = imported_quietly("faceledger.direct_search")
     try:
-        if not settings().home.is_dir():
-            raise direct.StandAside("a new data directory")  # made by the engine, which says so
-        return direct.search(settings(), pipeline(), image, token=os.environ.get("FACELEDGER_TOKEN"), **asked)
+        return direct.search(settings(), models, image, token=os.environ.get("FACELEDGER_TOKEN"), **asked)
     except direct.StandAside as exc:
         if mode == "require":
             raise FaceledgerError(f"the direct search stood aside (FACELEDGER_DIRECT_SEARCH=require): {exc}") from None
@@ -240,6 +244,8 @@ def verify(
     as_json: JsonFlag = False,
 ) -> None:
     """1:1 verification: is the face in IMAGE_A the same person as the face in IMAGE_B?"""
+    if settings().home.is_dir():
+        pipeline()  # the models load on their own thread while the engine opens
     result = engine().verify(image_a, image_b, purpose=purpose, case=case, authorisation=authorisation, by=me())
     if as_json:
         print_json(result.as_json())

@@ -88,14 +88,17 @@ def engine() -> Engine:
 
 def pipeline() -> FacePipeline:
     """This process's face pipeline, built from the settings, its models loading on a background thread
-    from now on (the engine, when opened, uses this one). Its derived files (the SFace graph optimised
-    for this CPU) are kept in the data directory's cache/, as the engine keeps them."""
+    from now on (FacePipeline.start_loading; the engine, when opened, uses this one), so that what the
+    command does next (imports, reading the store) overlaps the loading. Its derived files (the SFace graph
+    optimised for this CPU) are kept in the data directory's cache/, as the engine keeps them: call it only
+    on a data directory that exists (the engine makes a new one, and says so)."""
     if "pipeline" not in state:
         FacePipeline = imported_quietly("faceledger.pipeline").FacePipeline
         from . import caches
 
         caches.use_dir(settings().home / "cache")
         state["pipeline"] = FacePipeline.from_settings(settings())
+        state["pipeline"].start_loading()
     return state["pipeline"]
 
 
