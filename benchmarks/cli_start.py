@@ -11,12 +11,18 @@ Rows (each a fresh Python process; the wall time of the whole process, median ov
 - `python -c 'import faceledger.cli'`: what every command pays before it does anything.
 - `faceledger --help`.
 - `faceledger search IMG --gallery G --purpose P --case C`: a one-probe open-set search of a small
-  gallery (first image of every tests/data/lfw person, enrolled once into a temporary data directory
-  before timing): settings, store, models, detect, embed, FAISS, calibration, ledger append. The
+  gallery (first image of every tests/data/lfw person, enrolled once into a temporary data directory,
+  then searched once, which keeps the gallery's calibration sample), with FACELEDGER_DIRECT_SEARCH=require
+  (the direct path, without SQLAlchemy, or a failed row): settings, store, models, detect, embed, FAISS,
+  calibration, ledger append. The
   untimed warm-up rounds are also the first commands on the data directory, which fill its `cache/`
   (the calibration tail fit and the optimised SFace graph, remade only when their inputs change); the
   timed runs are the steady state a user sees from the second command on. A tree without that cache
   (--baseline of an older commit) pays for both in every run, as its users do.
+
+- `faceledger search, through the engine`: the same search with FACELEDGER_DIRECT_SEARCH=off (this
+  checkout only): what a search costs where the direct path stands aside. The search rows start through
+  `env VAR=value`, which adds about a millisecond.
 
 Commands run as `python -c "from faceledger.cli import main; main()" ARGS` with PYTHONPATH=--src, so the
 code measured is the checkout's, not whatever is installed; PYTHONDONTWRITEBYTECODE is unset for them, so
@@ -55,7 +61,8 @@ def faceledger(*args: str) -> list[str]:
 
 
 def build_gallery(home: Path, env: dict) -> Path:
-    """Enrol the first image of every tests/data/lfw person into gallery `bench`; return a probe path."""
+    """Enrol the first image of every tests/data/lfw person into gallery `bench` and search it once (the
+    first search keeps the gallery's calibration sample); return the probe's path."""
     people = sorted(p for p in (DATA / "lfw").iterdir() if p.is_dir())
     firsts = [min(p.iterdir()) for p in people]
     steps = [
@@ -63,9 +70,11 @@ def build_gallery(home: Path, env: dict) -> Path:
         ["enroll", *map(str, firsts), "--gallery", "bench", "--subject-from-folder", "--source", "tests/data",
          "--legal-basis", "research", "--largest-face", "--json"],
     ]
+    probe = max((DATA / "lfw" / "Tony_Blair").iterdir())  # a later image of an enrolled person
+    steps.append(["search", str(probe), "--gallery", "bench", "--purpose", "benchmark", "--case", "BENCH-0"])
     for step in steps:
         subprocess.run(faceledger("--home", str(home), *step), env=env, check=True, capture_output=True)
-    return max((DATA / "lfw" / "Tony_Blair").iterdir())  # a later image of an enrolled person
+    return probe
 
 
 def commands(home: Path, probe: Path, trees: dict[str, Path]) -> dict[str, tuple[list[str], Path]]:
@@ -73,15 +82,21 @@ def commands(home: Path, probe: Path, trees: dict[str, Path]) -> dict[str, tuple
     first = next(iter(trees.values()))
     rows: dict[str, tuple[list[str], Path]] = {
         "python -c 'import cv2, numpy' (peer)": ([sys.executable, "-c", "import cv2, numpy"], first)}
+    search = ["--home", str(home), "search", str(probe), "--gallery", "bench", "--purpose", "benchmark",
+              "--case", "BENCH-1"]
     for label, src in trees.items():
         suffix = f" [{label}]" if len(trees) > 1 else ""
         rows.update({
             f"python -c 'import faceledger.cli'{suffix}": ([sys.executable, "-c", "import faceledger.cli"], src),
             f"faceledger --help{suffix}": (faceledger("--help"), src),
-            f"faceledger search IMG --gallery G --purpose P --case C{suffix}": (faceledger(
-                "--home", str(home), "search", str(probe), "--gallery", "bench", "--purpose", "benchmark",
-                "--case", "BENCH-1"), src),
+            # `require`: the row fails rather than time the engine's path where the direct one stood aside
+            # (a tree without direct_search.py ignores the variable)
+            f"faceledger search IMG --gallery G --purpose P --case C{suffix}": (
+                ["env", "FACELEDGER_DIRECT_SEARCH=require", *faceledger(*search)], src),
         })
+        if src == first:
+            rows[f"faceledger search, through the engine (FACELEDGER_DIRECT_SEARCH=off){suffix}"] = (
+                ["env", "FACELEDGER_DIRECT_SEARCH=off", *faceledger(*search)], src)
     return rows
 
 
