@@ -36,7 +36,7 @@ from .matching import match_galleries, ranked_state
 from .pipeline import FacePipeline
 from .policy import Principal, check_investigative, check_purpose, check_role
 from .results import SearchResult
-from .search_record import search_record
+from .search_record import review_crop, search_record
 from .store.direct import REVISION, DirectStore
 from .texts import clean_text
 from .times import utcnow
@@ -108,6 +108,7 @@ def _search(store: DirectStore, settings: Settings, pipeline: FacePipeline, imag
             seen, [_index(store, files, pipeline, g) for g in seen], [_calibration(store, settings, g) for g in seen],
             probe.embedding, top_k=top_k, investigative=investigative, lock=threading.RLock(),
             subjects_of=lambda ids: store.face_subjects(ids, live_at=utcnow()))
+    crop = review_crop(loaded, probe, seen, answer.candidates)  # a JPEG encode: not under the write lock
     now = utcnow()
     with store.writing():
         rows = [_gallery(store, pipeline, name) for name in searched]
@@ -115,7 +116,7 @@ def _search(store: DirectStore, settings: Settings, pipeline: FacePipeline, imag
             raise StandAside("a gallery changed while the search was ranked")  # the engine ranks under the lock
         record = search_record(principal=principal, galleries=rows, refused=refused, answer=answer, loaded=loaded,
                                probe=probe, purpose=purpose, case=case, top_k=top_k, investigative=investigative,
-                               authorisation=authorisation, model_id=pipeline.model_id, now=now)
+                               authorisation=authorisation, model_id=pipeline.model_id, now=now, crop=crop)
         entry = new_entry(store.last_entry(), actor=principal.name, action="search", payload=record.payload,
                           acting_from=local_seat() if principal.name == settings.operator else None)
         store.add_entry(entry)

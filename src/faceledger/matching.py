@@ -114,17 +114,37 @@ def rank_subjects(index, vectors: np.ndarray, top_k: int, subjects_of: SubjectsO
         shortlist = min(len(index), shortlist * 4)
 
 
+FIRST_LOOKUP = 64
+"""Faces whose subjects are read first, best scores first; then twice as many at a time, as needed."""
+
+
 def best_per_subject(scores: np.ndarray, ids: np.ndarray, top_k: int, subjects_of: SubjectsOf
                      ) -> list[list[SubjectHit]]:
-    subject_of = subjects_of({int(i) for i in ids.ravel() if i >= 0})
+    """Each query's best face per subject, its top_k subjects, best first.
+
+    Faces are taken best score first (FAISS returns them so; not relied upon: a stable sort keeps its
+    order among equal scores), so a subject's first face is its best, and once top_k subjects are found no
+    later face can enter. Their subjects are read as they are reached, FIRST_LOOKUP faces first, then
+    twice as many at a time: a shortlist of a few hundred faces rarely needs more than the first read."""
+    known: dict[int, tuple[int, str, str] | None] = {}
     ranked = []
     for row_scores, row_ids in zip(scores, ids):
+        order = [int(i) for i in np.argsort(-np.asarray(row_scores), kind="stable") if row_ids[i] >= 0]
         best: dict[int, SubjectHit] = {}
-        for score, fid in zip(row_scores, row_ids):
-            info = subject_of.get(int(fid))
+        read, chunk = 0, FIRST_LOOKUP
+        for position, i in enumerate(order):
+            if len(best) >= top_k:
+                break
+            if position >= read:
+                wanted = {int(row_ids[j]) for j in order[read:read + chunk]} - known.keys()
+                found = subjects_of(wanted) if wanted else {}
+                known.update({fid: found.get(fid) for fid in wanted})
+                read, chunk = read + chunk, chunk * 2
+            fid = int(row_ids[i])
+            info = known[fid]
             if info is not None and info[0] not in best:
-                best[info[0]] = SubjectHit(subject_id=info[0], subject=info[1], score=float(score),
-                                           face_id=int(fid), image=info[2])
+                best[info[0]] = SubjectHit(subject_id=info[0], subject=info[1], score=float(row_scores[i]),
+                                           face_id=fid, image=info[2])
         ranked.append(sorted(best.values(), key=lambda h: h.score, reverse=True)[:top_k])
     return ranked
 

@@ -35,10 +35,12 @@ class SearchRecord:
 
 def search_record(*, principal: Principal, galleries: list, refused: list[dict], answer: Match, loaded: LoadedImage,
                   probe: Face, purpose: str, case: str, top_k: int, investigative: bool,
-                  authorisation: str | None, model_id: str, now: datetime, capture: dict | None = None
-                  ) -> SearchRecord:
+                  authorisation: str | None, model_id: str, now: datetime, capture: dict | None = None,
+                  crop: bytes | None = None) -> SearchRecord:
     """The record of a search of `galleries` (rows as read inside the write transaction, in the order
-    named), answered by `answer` at time `now`."""
+    named), answered by `answer` at time `now`. `crop`: the probe's review crop if made already (it depends
+    only on the image and the face box, so callers make it before taking the write lock: `review_crop`);
+    made here if the record keeps one and none was given."""
     names = [g.name for g in galleries]
     threshold, candidates, size = answer.threshold, answer.candidates, answer.gallery_size
     mode = "investigative" if investigative else "open-set"
@@ -71,7 +73,8 @@ def search_record(*, principal: Principal, galleries: list, refused: list[dict],
         "embedding": probe.embedding.tobytes(), "quality": probe.quality.as_dict(), "mode": mode,
         "candidates": [c.as_json() for c in candidates], "created_at": now, "expires_at": probe_expires,
         "image": loaded.data if keep_image else None,
-        "review_image": review_crop(loaded, probe, galleries, candidates)}
+        "review_image": (crop or review_crop(loaded, probe, galleries, candidates))
+        if keeps_review_crop(galleries, candidates) else None}
     return SearchRecord(result_fields=result_fields, payload=payload, probe=probe_row)
 
 
@@ -79,9 +82,13 @@ def review_crop(loaded: LoadedImage, probe: Face, galleries: list, candidates: l
     """The probe's face crop kept until the search is reviewed, where every gallery searched keeps one
     (`keep_probe_for_review`, or `keep_probe_images`, which keeps more); nothing when there is no
     candidate to review. services/review.py deletes it once every candidate has a confirm or reject."""
-    if not candidates or not all(g.keep_probe_for_review or g.keep_probe_images for g in galleries):
+    if not keeps_review_crop(galleries, candidates):
         return None
     return face_crop_jpeg(loaded, probe.box, margin=REVIEW_CROP_MARGIN, max_side=REVIEW_CROP_MAX_SIDE)
+
+
+def keeps_review_crop(galleries: list, candidates: list[Candidate]) -> bool:
+    return bool(candidates) and all(g.keep_probe_for_review or g.keep_probe_images for g in galleries)
 
 
 def meaning(decision: str, mode: str, target_fpir: float, compared: int, threshold: float) -> str:

@@ -15,7 +15,7 @@ from ..index.faiss_index import FaissIndex
 from ..matching import Match, match_galleries, rank_subjects, ranked_state
 from ..policy import Principal, check_investigative, check_purpose, gallery_policy
 from ..results import SearchResult, SubjectHit, VerifyResult
-from ..search_record import search_record
+from ..search_record import review_crop, search_record
 from ..store import FaceRecord, Gallery, Probe
 from ..store.open_reviews import queue_search
 from ..store.queries import face_subjects
@@ -120,6 +120,7 @@ class Searching:
             seen = [ctx.gallery(session, name) for name in names]
             ranked = self.match_many(session, seen, probe.embedding, top_k=top_k, investigative=investigative)
             seen_state = ranked_state(seen)
+        crop = review_crop(loaded, probe, seen, ranked.candidates)  # a JPEG encode: not under the write lock
         now = utcnow()
         with ctx.writing() as session:
             rows = [ctx.gallery(session, name) for name in names]
@@ -128,9 +129,9 @@ class Searching:
             record = search_record(principal=principal, galleries=rows, refused=refused, answer=answer,
                                    loaded=loaded, probe=probe, purpose=purpose, case=case, top_k=top_k,
                                    investigative=investigative, authorisation=authorisation,
-                                   model_id=ctx.model_id, now=now, capture=capture)
+                                   model_id=ctx.model_id, now=now, capture=capture, crop=crop)
             entry = ctx.ledger.append(session, actor=principal.name, action="search", payload=record.payload)
-            session.add(Probe(entry_id=entry.entry_id, **record.probe))
+            session.execute(Probe.__table__.insert(), [{"entry_id": entry.entry_id, **record.probe}])
             queue_search(session, entry)  # awaiting review, when it shows candidates
             session.commit()
         ctx.ledger.note_committed(entry)

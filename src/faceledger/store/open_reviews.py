@@ -26,16 +26,18 @@ def open_review_row(entry: LedgerEntry, payload: dict | None = None) -> OpenRevi
     return None if values is None else OpenReview(**values)
 
 
-def queue_search(session: Session, entry: LedgerEntry) -> None:
-    """Add a search to the queue in the transaction of its ledger entry (nothing when it has no candidates)."""
-    payload = json.loads(entry.payload)
-    row = open_review_row(entry, payload)
-    if row is None:
+def queue_search(session: Session, entry, payload: dict | None = None) -> None:
+    """Add a search to the queue in the transaction of its ledger entry (nothing when it has no candidates).
+    `entry`: its ledger row (a LedgerEntry or chain.ChainEntry); `payload`: its payload, if at hand."""
+    payload = json.loads(entry.payload) if payload is None else payload
+    values = open_review_values(entry_id=entry.entry_id, seq=entry.seq, created_at=entry.created_at,
+                                actor=entry.actor, action=entry.action, payload=payload)
+    if values is None:
         return
-    session.add(row)
-    session.flush()  # the parent row first: the galleries refer to it
-    session.add_all(OpenReviewGallery(entry_id=entry.entry_id, seq=entry.seq, gallery=name)
-                    for name in covered_galleries(payload))
+    # plain INSERTs, the parent row first (the galleries refer to it): no ORM unit of work under the lock
+    session.execute(OpenReview.__table__.insert(), [values])
+    session.execute(OpenReviewGallery.__table__.insert(),
+                    [{"entry_id": entry.entry_id, "seq": entry.seq, "gallery": name} for name in covered_galleries(payload)])
 
 
 def close_review(session: Session, entry_id: str) -> bool:
