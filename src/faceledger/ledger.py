@@ -62,8 +62,8 @@ class Ledger:
         PostgreSQL), so no other process can append between this read of the last entry and the
         caller's commit."""
         hold_write_lock(session)
-        last = session.execute(select(LedgerEntry.seq, LedgerEntry.hash).order_by(LedgerEntry.seq.desc())
-                               .limit(1)).first()
+        columns = LedgerEntry.__table__.c  # a plain SQL statement (no ORM step): every search appends
+        last = session.execute(select(columns.seq, columns.hash).order_by(columns.seq.desc()).limit(1)).first()
         entry = new_entry(tuple(last) if last else None, actor=actor, action=action, payload=payload,
                           acting_from=self.actor_context.get(actor))
         # a plain INSERT on the session's connection (no ORM unit of work: a search's write transaction,

@@ -87,7 +87,17 @@ class Context:
 
     def gallery(self, session: Session, name: str) -> Gallery:
         """The gallery row by name; NotFound with the known names, IndexMismatch for another model's."""
-        gallery = session.execute(select(Gallery).where(Gallery.name == name)).scalar_one_or_none()
+        return self._checked(session, name, session.execute(select(Gallery).where(Gallery.name == name))
+                             .scalar_one_or_none())
+
+    def gallery_values(self, session: Session, name: str):
+        """`gallery`, read as a plain row of its columns (attributes by column name) rather than an ORM object:
+        for reads that change nothing, such as a search's (several per search; an ORM object costs a
+        search several times the Python time under the GIL). Same checks and errors."""
+        table = Gallery.__table__
+        return self._checked(session, name, session.execute(select(table).where(table.c.name == name)).first())
+
+    def _checked(self, session: Session, name: str, gallery):
         if gallery is None:
             known = session.execute(select(Gallery.name).order_by(Gallery.name)).scalars().all()
             hint = f"known galleries: {', '.join(known)}" if known else "no gallery exists yet"

@@ -90,7 +90,7 @@ class Searching:
         searched, refused = [], []
         with self.ctx.sessions() as session:
             for name in names:
-                policy = gallery_policy(self.ctx.gallery(session, name))
+                policy = gallery_policy(self.ctx.gallery_values(session, name))
                 try:
                     check_purpose(purpose, policy["purposes"], name)
                     check_investigative(investigative, policy["allow_investigative"], name)
@@ -117,13 +117,13 @@ class Searching:
         # FPIR), the search is ranked again inside the transaction, so what is ledgered is always the
         # answer over the galleries as they are when the entry is written.
         with ctx.sessions() as session:  # a read snapshot, no write lock (stale indexes are rebuilt here)
-            seen = [ctx.gallery(session, name) for name in names]
+            seen = [ctx.gallery_values(session, name) for name in names]
             ranked = self.match_many(session, seen, probe.embedding, top_k=top_k, investigative=investigative)
             seen_state = ranked_state(seen)
         crop = review_crop(loaded, probe, seen, ranked.candidates)  # a JPEG encode: not under the write lock
         now = utcnow()
         with ctx.writing() as session:
-            rows = [ctx.gallery(session, name) for name in names]
+            rows = [ctx.gallery_values(session, name) for name in names]
             answer = ranked if ranked_state(rows) == seen_state else self.match_many(
                 session, rows, probe.embedding, top_k=top_k, investigative=investigative)  # changed meanwhile
             record = search_record(principal=principal, galleries=rows, refused=refused, answer=answer,

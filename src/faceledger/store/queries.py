@@ -21,13 +21,16 @@ def face_subjects(session: Session, face_ids: set[int], *, live_at: datetime | N
     records are never returned, even before the purge deletes them."""
     subject_of: dict[int, tuple[int, str, str]] = {}
     ordered = sorted(face_ids)
+    faces, subjects, images = FaceRecord.__table__.c, Subject.__table__.c, ImageRecord.__table__.c
     for start in range(0, len(ordered), SQLITE_PARAMETER_CHUNK):
-        query = (select(FaceRecord.id, Subject.id, Subject.name, ImageRecord.name)
-                 .join(Subject, FaceRecord.subject_id == Subject.id)
-                 .join(ImageRecord, FaceRecord.image_id == ImageRecord.id)
-                 .where(FaceRecord.id.in_(ordered[start:start + SQLITE_PARAMETER_CHUNK])))
+        # the tables' columns, not the mapped classes': a plain SQL statement, without the ORM's compile and
+        # result steps (every search runs this)
+        query = (select(faces.id, subjects.id, subjects.name, images.name)
+                 .join_from(FaceRecord.__table__, Subject.__table__, faces.subject_id == subjects.id)
+                 .join(ImageRecord.__table__, faces.image_id == images.id)
+                 .where(faces.id.in_(ordered[start:start + SQLITE_PARAMETER_CHUNK])))
         if live_at is not None:
-            query = query.where(or_(ImageRecord.retain_until.is_(None), ImageRecord.retain_until >= live_at))
+            query = query.where(or_(images.retain_until.is_(None), images.retain_until >= live_at))
         rows = session.execute(query).all()
         subject_of.update({r[0]: (r[1], r[2], r[3]) for r in rows})
     return subject_of
