@@ -215,7 +215,7 @@ def run(spec: dict) -> dict:
         return True
 
     def finish(conn: Connection) -> None:
-        nonlocal active, reconnects
+        nonlocal active
         active -= 1
         latencies.append(time.perf_counter() - conn.started)
         response = conn.response
@@ -238,24 +238,26 @@ def run(spec: dict) -> dict:
                     if seen != answer:
                         differing.setdefault(conn.probe, [seen]).append(answer)
         if response.headers.get("connection", "").lower() == "close":
-            selector.unregister(conn.sock)
-            conn.sock.close()
-            selector.register(conn.open(), selectors.EVENT_WRITE, conn)
-            reconnects += 1
+            reconnect(conn)
         if not start(conn):
             selector.unregister(conn.sock)
 
     def broken(conn: Connection, reason: str) -> None:
-        nonlocal active, reconnects
+        nonlocal active
         active -= 1
         latencies.append(time.perf_counter() - conn.started)  # a request, answered by an error
         error(reason)
+        reconnect(conn)
+        if not start(conn):
+            selector.unregister(conn.sock)
+
+    def reconnect(conn: Connection) -> None:
+        """A new connection in place of one the server closed or broke."""
+        nonlocal reconnects
         selector.unregister(conn.sock)
         conn.sock.close()
         selector.register(conn.open(), selectors.EVENT_WRITE, conn)
         reconnects += 1
-        if not start(conn):
-            selector.unregister(conn.sock)
 
     deadline = float("inf")
     t0 = time.perf_counter()
