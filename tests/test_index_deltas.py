@@ -169,6 +169,25 @@ def test_auto_crossing_its_size_in_deltas_asks_for_a_new_base(tmp_path, monkeypa
     assert index.kind.startswith("PQ8x4fs") and len(index) == 1510
 
 
+def test_an_index_made_under_an_earlier_auto_recipe_keeps_it_and_its_deltas(tmp_path, monkeypatch):
+    """A new release may change what `auto` builds above its size (round 5: IVF1024 -> IVF4096). An index
+    built before keeps its recipe (its meta records it) and takes deltas as usual; asking for a new base
+    on every batch would rewrite a 10M-face base each time."""
+    from faceledger.index import spec
+
+    monkeypatch.setattr(spec, "AUTO_FLAT_MAX", 500)
+    monkeypatch.setattr(spec, "AUTO_COMPRESSED", "PQ{m}x4fs;rerank=100")
+    files, _ = based(tmp_path, "auto", n=700)
+    assert IndexMeta.read(files.paths(1)[1]).kind.startswith("PQ8x4fs")
+    monkeypatch.setattr(spec, "AUTO_COMPRESSED", "IVF16,PQ{m}x4fs;nprobe=4;rerank=100")  # the new release
+    files.append(1, 2, *batch(701, n=50), "m")
+    assert not files.needs_base(1, 2)
+    index = files.load(1, expected=meta(2, 750, "auto"))
+    assert index.kind.startswith("PQ8x4fs") and len(index) == 750
+    _, found = index.search(batch(701, n=50)[1][:3], 1)
+    assert found[:, 0].tolist() == [701, 702, 703]
+
+
 def test_a_delta_that_cannot_be_written_leaves_a_gap_not_an_error(tmp_path, monkeypatch):
     """The batch is committed when its delta is written: a full disk must not turn it into a failed
     enrolment; the next reader finds the gap and rebuilds from the store."""

@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import IndexMismatch
 from . import atomic_write, deltas
 from .faiss_index import FaissIndex
-from .spec import AUTO, resolve
+from .spec import AUTO, resolve, same_family
 
 DELTA_WAIT_S = 0.25
 """How long a reader waits for a delta whose commit it has seen (written right after it) before rebuilding."""
@@ -212,8 +212,8 @@ class IndexFiles:
         if any(g not in found for g in range(meta.generation + 1, generation + 1)):
             return True
         count, faces = deltas.pending_faces(self.directory, gallery_id, base_generation=meta.generation)
-        if meta.description.strip().lower() == AUTO and meta.kind and resolve(
-                AUTO, meta.count + faces, meta.dim) != meta.kind:
+        if meta.description.strip().lower() == AUTO and meta.kind and not same_family(
+                resolve(AUTO, meta.count + faces, meta.dim), meta.kind):
             return True  # `auto` crossed its size: write the converted index once, not in every reader
         return deltas.too_many(count, faces, base_faces=meta.count)
 
