@@ -6,7 +6,7 @@
 
 For each size, one SQLite store of N synthetic faces (random unit vectors, 4 faces per subject, one image
 per face) is filled in bulk once, then copied for each tree; each tree runs in its own process over its
-copy, with FACELEDGER_INDEX=auto (Flat up to 200k faces, IVF4096,PQ64x4fs + exact re-rank above; IVF1024 when this was measured):
+copy, with FACELEDGER_INDEX=auto (Flat up to 200k faces, IVF1024,PQ64x4fs + exact re-rank above):
 
 - build:        `reindex` of the gallery (the index file(s) written once, as after any rebuild)
 - batch, warm:  `enroll_embeddings` of 10 new faces while the process holds the index (the API server,

@@ -5,7 +5,7 @@
     # 10M, exact peers and the engine only, previous setting beside auto (~7 min on a quiet 2-core box,
     # < 1.5 GB anonymous memory + 5 GB page cache for the gallery + the 5 GB re-rank file):
     .venv/bin/python benchmarks/search_scale.py --sizes 10000000 --kinds gmm --no-faiss-rows --no-numpy \
-        --gallery-on-disk --tmp DIR --before 'IVF1024,PQ64x4fs;nprobe=512;rerank=300' --out search_scale_10m
+        --gallery-on-disk --tmp DIR --before 'IVF4096,PQ64x4fs;nprobe=1536;rerank=300' --out search_scale_10m
 
 Gallery = M real LFW embeddings ("mates": the first image of every LFW person with >= 2 usable
 images, from the cached faceledger pipeline embeddings: benchmarks/lfw_common.py, cache folder
@@ -24,8 +24,8 @@ result is their mate, exact and under the index; retention = index rank-1 / exac
 probes where exact search ranks the mate first.
 
 `engine auto` is faceledger's own FaissIndex with FACELEDGER_INDEX=auto: Flat below the cut-over
-(200k), else IVF4096,PQ64x4fs codes in RAM (nprobe 1024; round 4's recipe was IVF1024 with nprobe 512:
-pass it as --before) + exact re-rank of 300 rows read from a memory-mapped float32 file.
+(200k), else IVF1024,PQ64x4fs codes in RAM (nprobe 512) + exact re-rank of 300 rows read from a
+memory-mapped float32 file.
 Prints a markdown table and writes benchmarks/results/search_scale.{json,md}.
 """
 

@@ -168,8 +168,8 @@ def test_spec_parsing_and_auto_cut_over():
     assert spec.factory == "IVF64,PQ8x4fs" and spec.params == (("nprobe", "16"),) and spec.rerank == 40
     assert IndexSpec.parse("Flat").exact
     assert resolve("auto", index_spec.AUTO_FLAT_MAX - 1, 128) == "Flat"
-    assert resolve("auto", index_spec.AUTO_FLAT_MAX, 128).startswith("IVF4096,PQ64x4fs;nprobe=1024")
-    assert resolve("auto", 10_000_000, 128).startswith("IVF4096,PQ64x4fs;nprobe=1024")
+    assert resolve("auto", index_spec.AUTO_FLAT_MAX, 128).startswith("IVF1024,PQ64x4fs;nprobe=512")
+    assert resolve("auto", 10_000_000, 128).startswith("IVF1024,PQ64x4fs;nprobe=512")
     with pytest.raises(FaceledgerError, match="rerank"):
         IndexSpec.parse("PQ8x4fs;rerank=-1")
     with pytest.raises(FaceledgerError, match="param=value"):

@@ -170,7 +170,7 @@ def test_auto_crossing_its_size_in_deltas_asks_for_a_new_base(tmp_path, monkeypa
 
 
 def test_an_index_made_under_an_earlier_auto_recipe_keeps_it_and_its_deltas(tmp_path, monkeypatch):
-    """A new release may change what `auto` builds above its size (round 5: IVF1024 -> IVF4096). An index
+    """A new release may change what `auto` builds above its size (round 5 measured IVF4096 for it). An index
     built before keeps its recipe (its meta records it) and takes deltas as usual; asking for a new base
     on every batch would rewrite a 10M-face base each time."""
     from faceledger.index import spec

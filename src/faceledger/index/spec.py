@@ -13,14 +13,14 @@ from ..errors import FaceledgerError
 AUTO = "auto"
 AUTO_FLAT_MAX = 200_000
 """Largest gallery `auto` keeps exact (see docs/benchmarks-scale.md for the measurements behind it)."""
-AUTO_COMPRESSED = "IVF4096,PQ{m}x4fs;nprobe=1024;rerank=300"
-"""Above AUTO_FLAT_MAX: 4-bit fast-scan PQ with dim/2 sub-quantizers (32 B/face for 128-D) in 4096 lists of
-which a quarter are scanned, then the best 300 rows re-scored exactly from the memory-mapped float32 file.
-At 10M faces on one core (Intel Xeon guest, round 5): p50 9.3 ms, mate rank-1 retention 0.9989; the
-previous recipe, IVF1024 with half its lists scanned (nprobe=512), took 17.8 ms there (0.9999) and 7.7 ms on
-round 4's AMD EPYC guest: scanning a quarter of finer lists costs half as much for about the same
-retention (IVF1024 at nprobe=256: 8.95 ms, 0.9932). See docs/benchmarks-scale.md. An index built under the
-previous recipe keeps it (its meta file records it) until `faceledger reindex`."""
+AUTO_COMPRESSED = "IVF1024,PQ{m}x4fs;nprobe=512;rerank=300"
+"""Above AUTO_FLAT_MAX: 4-bit fast-scan PQ with dim/2 sub-quantizers (32 B/face for 128-D) in 1024 lists of
+which half are scanned, then the best 300 rows re-scored exactly from the memory-mapped float32 file.
+At 10M faces on one core: p50 7.7 ms on an AMD EPYC guest (round 4), 17.9 ms on an Intel Xeon guest
+(round 5), where fast-scan PQ is slower per code; mate rank-1 retention 0.999-1.000 on both, trained on
+400k faces. Scanning less loses mates on face-like data: at 10M on the Intel guest (1,466 mates) 384 of
+1024 lists keep 0.9973 (13.0 ms), 320 keep 0.9952 (about 11 ms), and 4096 lists at 1024 or 1280 probes
+keep 0.9939 / 0.9966 (9.9 / 12.6 ms); see docs/benchmarks-scale.md, "Round 5"."""
 AUTO_COMPRESSED_RERANK = 300
 TRAIN_SAMPLE = 400_000
 """Faces sampled to train a compressed index (was 100k: 400k keeps more mates at the same nprobe)."""
