@@ -217,17 +217,16 @@ def _direct_search(image: Path, asked: dict):
     mode = settings().direct_search.strip().lower()
     if mode not in ("auto", "off", "require"):
         raise FaceledgerError(f"FACELEDGER_DIRECT_SEARCH must be auto, off or require, not {mode!r}")
-    if not settings().home.is_dir():  # made by the engine, which says so
-        if mode == "require":
-            raise FaceledgerError("the direct search stood aside (FACELEDGER_DIRECT_SEARCH=require): "
-                                  "a new data directory")
-        return None
-    models = pipeline()  # loading on their own thread from here, whichever path answers
+    new_home = not settings().home.is_dir()
+    if not new_home:
+        pipeline()  # the models load on their own thread from here, whichever path answers
     if mode == "off":
         return None
     direct = imported_quietly("faceledger.direct_search")
     try:
-        return direct.search(settings(), models, image, token=os.environ.get("FACELEDGER_TOKEN"), **asked)
+        if new_home:
+            raise direct.StandAside("a new data directory (the engine makes it, and says so)")
+        return direct.search(settings(), pipeline(), image, token=os.environ.get("FACELEDGER_TOKEN"), **asked)
     except direct.StandAside as exc:
         if mode == "require":
             raise FaceledgerError(f"the direct search stood aside (FACELEDGER_DIRECT_SEARCH=require): {exc}") from None

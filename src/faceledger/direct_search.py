@@ -104,8 +104,11 @@ def _search(store: DirectStore, settings: Settings, pipeline: FacePipeline, imag
     files = IndexFiles(settings.index_dir, settings.index)
     with store.reading():  # one snapshot for the ranking; no write lock
         seen = [_gallery(store, pipeline, name) for name in searched]
+        faces = [store.face_count(g.id) for g in seen]  # (the rows' generations are of this snapshot too)
+        current = current_calibration(settings.home, pipeline.model_id)
         answer = match_galleries(
-            seen, [_index(store, files, pipeline, g) for g in seen], [_calibration(store, settings, g) for g in seen],
+            seen, [_index(files, pipeline, g, n) for g, n in zip(seen, faces)],
+            [_calibration(settings, current, g, n) for g, n in zip(seen, faces)],
             probe.embedding, top_k=top_k, investigative=investigative, lock=threading.RLock(),
             subjects_of=lambda ids: store.face_subjects(ids, live_at=utcnow()))
     crop = review_crop(loaded, probe, seen, answer.candidates)  # a JPEG encode: not under the write lock
@@ -175,25 +178,22 @@ def _gallery(store: DirectStore, pipeline: FacePipeline, name: str):
     return row
 
 
-def _index(store: DirectStore, files: IndexFiles, pipeline: FacePipeline, gallery):
+def _index(files: IndexFiles, pipeline: FacePipeline, gallery, faces: int):
     """The gallery's index from its files (base + deltas) at the store's generation; none: the engine
     rebuilds and saves it (services/indexes.IndexCache.get)."""
-    generation, count = store.gallery_state(gallery.id)
-    dim = pipeline.embedder.dim
     index = files.load(gallery.id, expected=IndexMeta(
-        gallery_id=gallery.id, generation=generation, model_id=gallery.model_id, dim=dim,
-        description=files.description_for(gallery.id), count=count))
+        gallery_id=gallery.id, generation=gallery.generation, model_id=gallery.model_id, dim=pipeline.embedder.dim,
+        description=files.description_for(gallery.id), count=faces))
     if index is None:
         raise StandAside(f"gallery {gallery.name!r}: its index files are missing or behind the store")
     return index
 
 
-def _calibration(store: DirectStore, settings: Settings, gallery) -> OpenSetCalibration:
+def _calibration(settings: Settings, current, gallery, faces: int) -> OpenSetCalibration:
     """The packaged (or locally fitted) calibration with the gallery's kept sample; a sample to rebuild is
     the engine's (services/calibrations.Calibrations.for_gallery)."""
-    generation, faces = store.gallery_state(gallery.id)
-    sample = load_sample(sample_path(settings.home, gallery.id, gallery.model_id), generation=generation,
+    sample = load_sample(sample_path(settings.home, gallery.id, gallery.model_id), generation=gallery.generation,
                          faces=faces, model_id=gallery.model_id)
     if sample is None:
         raise StandAside(f"gallery {gallery.name!r}: its calibration sample is missing or out of date")
-    return OpenSetCalibration(current_calibration(settings.home, gallery.model_id), sample)
+    return OpenSetCalibration(current, sample)

@@ -165,12 +165,10 @@ class DirectStore:
                           keep_probe_images=bool(keep_images), allow_live=bool(live), blind_review=bool(blind),
                           keep_probe_for_review=bool(keep_for_review), generation=generation)
 
-    def gallery_state(self, gallery_id: int) -> tuple[int, int]:
-        """The gallery's generation and face count, in one statement (as services/indexes.py reads them)."""
-        generation, faces = self.connection.execute(
-            "SELECT generation, (SELECT count(*) FROM faces WHERE faces.gallery_id = ?) FROM galleries WHERE id = ?",
-            (gallery_id, gallery_id)).fetchone()
-        return int(generation), int(faces)
+    def face_count(self, gallery_id: int) -> int:
+        """The gallery's faces (read in the same snapshot as its row: `reading`)."""
+        return int(self.connection.execute("SELECT count(*) FROM faces WHERE gallery_id = ?",
+                                           (gallery_id,)).fetchone()[0])
 
     def face_subjects(self, face_ids: set[int], *, live_at: datetime) -> dict[int, tuple[int, str, str]]:
         """face id -> (subject id, subject name, image name), leaving out faces whose image's retention

@@ -13,17 +13,9 @@ from dataclasses import dataclass
 from sqlalchemy import and_, delete, func, select
 from sqlalchemy.orm import Session
 
-from .models import LedgerEntry, OpenReview, OpenReviewGallery
+from .models import OpenReview, OpenReviewGallery
 from .queries import like_pattern
 from .rows import covered_galleries, open_review_values
-
-
-def open_review_row(entry: LedgerEntry, payload: dict | None = None) -> OpenReview | None:
-    """The queue's row for a `search` ledger entry that showed candidates; None when it showed none."""
-    values = open_review_values(entry_id=entry.entry_id, seq=entry.seq, created_at=entry.created_at,
-                                actor=entry.actor, action=entry.action,
-                                payload=json.loads(entry.payload) if payload is None else payload)
-    return None if values is None else OpenReview(**values)
 
 
 def queue_search(session: Session, entry, payload: dict | None = None) -> None:
